@@ -1,0 +1,190 @@
+"""Turning per-view logits into tags: softmax-then-mean over views, top-k, per-video summary, merging.
+
+The official Video Swin test code (SwinTransformer/Video-Swin-Transformer, Apache-2.0,
+`mmaction/models/recognizers/base.py::average_clip` with `average_clips='prob'`) takes a softmax per
+view and the mean over views. Views that are identical (same frames, same crop) are computed once
+and carry a weight equal to how often the sampling formula produced them, so the weighted mean here
+equals the official plain mean.
+
+The records defined here are the seam between inference and the writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One tag: class name, class index and probability."""
+
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """Tags of one time segment of a video.
+
+    `end_frame` is exclusive; `views` is the number of views the protocol asked for (identical views
+    are computed once but still counted). `features` is the pooled embedding, present with --features.
+    """
+
+    video: str
+    segment: int
+    start: float
+    end: float
+    start_frame: int
+    end_frame: int
+    top: tuple[LabelScore, ...]
+    views: int
+    model: str
+    features: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """Tags of a whole video: the mean of its segments' probabilities weighted by their frame counts."""
+
+    video: str
+    num_segments: int
+    duration: float
+    num_frames: int
+    fps: float
+    top: tuple[LabelScore, ...]
+    views: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """Consecutive segments of one video that share the same top label (`--merge`)."""
+
+    video: str
+    label: str
+    index: int
+    score: float  # mean top-label score over the merged segments
+    start: float
+    end: float
+    start_frame: int
+    end_frame: int
+    first_segment: int
+    last_segment: int
+    model: str
+
+
+@dataclass(frozen=True)
+class VideoError:
+    """A video that could not be tagged: `type` is the error class name, `message` says why."""
+
+    video: str
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """Everything written for one video: its segments and summary, or its error."""
+
+    video: str
+    segments: tuple[SegmentResult, ...] = ()
+    summary: VideoSummary | None = None
+    events: tuple[Event, ...] = ()
+    error: VideoError | None = None
+
+
+def average_views(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax per view, then the (weighted) mean over views, as the official `average_clips='prob'`.
+
+    Args:
+        logits: (V, K) logits of V views.
+        weights: (V,) how many times each view counts (identical views computed once); None = 1 each.
+
+    Returns:
+        (K,) float32 probabilities summing to 1.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)  # (V, K)
+    if weights is None:
+        return probs.mean(dim=0)
+    weights = weights.to(probs)
+    return (probs * weights[:, None]).sum(dim=0) / weights.sum()
+
+
+def top_k(probs: torch.Tensor, labels: Sequence[str], k: int = 5, threshold: float = 0.0) -> tuple[LabelScore, ...]:
+    """The k most probable classes whose score is at least `threshold`, best first.
+
+    Args:
+        probs: (K,) class probabilities.
+        labels: K class names.
+        k: how many to keep (0 keeps none).
+        threshold: minimum score to keep.
+
+    Returns:
+        Up to k `LabelScore`s, scores rounded to 6 decimals.
+    """
+    k = min(k, probs.numel())
+    if k <= 0:
+        return ()
+    scores, indices = torch.topk(probs.float(), k)
+    return tuple(
+        LabelScore(label=labels[i], index=i, score=round(s, 6))
+        for s, i in zip(scores.tolist(), indices.tolist())
+        if s >= threshold
+    )
+
+
+def summarize_video(
+    segment_probs: torch.Tensor,
+    segment_frames: Sequence[int],
+) -> torch.Tensor:
+    """Whole-video probabilities: mean of segment probabilities weighted by their frame counts.
+
+    Args:
+        segment_probs: (S, K) per-segment probabilities.
+        segment_frames: S frame counts (a short last segment counts less).
+
+    Returns:
+        (K,) probabilities summing to 1.
+    """
+    weights = torch.as_tensor(segment_frames, dtype=torch.float32).clamp(min=1)
+    return (segment_probs.float() * weights[:, None]).sum(dim=0) / weights.sum()
+
+
+def merge_segments(segments: Sequence[SegmentResult]) -> tuple[Event, ...]:
+    """Join consecutive segments whose top label is the same into one event.
+
+    Args:
+        segments: one video's segments in time order (each with at least one tag to be merged;
+            segments without tags, e.g. all below --threshold, break a run and are left out).
+
+    Returns:
+        Events in time order; each event's score is the mean of its segments' top scores.
+    """
+    events: list[Event] = []
+    run: list[SegmentResult] = []
+
+    def close_run() -> None:
+        if run:
+            first, last = run[0], run[-1]
+            best = first.top[0]
+            mean_score = sum(s.top[0].score for s in run) / len(run)
+            events.append(Event(
+                video=first.video, label=best.label, index=best.index, score=round(mean_score, 6),
+                start=first.start, end=last.end, start_frame=first.start_frame, end_frame=last.end_frame,
+                first_segment=first.segment, last_segment=last.segment, model=first.model,
+            ))
+        run.clear()
+
+    for seg in segments:
+        if not seg.top:
+            close_run()
+            continue
+        if run and seg.top[0].index != run[-1].top[0].index:
+            close_run()
+        run.append(seg)
+    close_run()
+    return tuple(events)
