@@ -1,0 +1,363 @@
+"""Video list files and the torch Datasets that `vswin eval` and `vswin train` read clips from.
+
+List formats (spec/zoo.md "List files"; mmaction2's `VideoDataset`, Apache-2.0):
+
+- official: `relative/path.mp4 LABEL` per line, split on whitespace, 0-based labels, paths joined to
+  `--data-root`. More than one label on a line is a multi-label line.
+- CSV/TSV with a header whose first column is `path` and second `label` (or `labels`); paths may contain
+  spaces there; several labels in one field are separated by spaces or `;`.
+
+Blank lines and lines starting with `#` are skipped. Every problem (bad label, missing file, duplicate)
+is collected and reported together with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
+
+MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 pixel units (spec/pipeline.md section 8)
+STD = (58.395, 57.12, 57.375)
+MAX_REPORTED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One video of a list file: `path` joined to the data root, `labels` 0-based, `line` 1-based."""
+
+    path: Path
+    rel_path: str
+    labels: tuple[int, ...]
+    line: int
+
+    @property
+    def label(self) -> int:
+        return self.labels[0]
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How clips are sampled and cropped: the test protocol for eval, the clip shape for training.
+
+    `sampling` is "kinetics" (clips of `clip_len` frames `frame_interval` apart) or "uniform" (SSv2:
+    one frame per segment over the whole video). Views are `num_crops * num_clips`, crop-major.
+    `resize_short` is the short side before cropping (the official test pipeline uses the crop size).
+    """
+
+    sampling: str = "kinetics"
+    clip_len: int = 32
+    frame_interval: int = 2
+    num_clips: int = 4
+    num_crops: int = 3
+    crop_size: int = 224
+    resize_short: int = 224
+
+    def __post_init__(self):
+        if self.sampling not in ("kinetics", "uniform"):
+            raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
+        if self.num_crops not in (1, 3):
+            raise ConfigError(f"{self.num_crops} crops per clip is not supported", hint="use 1 (centre) or 3 crops")
+        for name in ("clip_len", "frame_interval", "num_clips", "crop_size", "resize_short"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.resize_short < self.crop_size:
+            raise ConfigError(f"resize_short {self.resize_short} is smaller than the crop size {self.crop_size}")
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
+
+
+def parse_list(
+    list_path: str | Path,
+    data_root: str | Path | None = None,
+    class_names: list[str] | None = None,
+    multi_label: bool = False,
+    check_files: bool = True,
+) -> list[ListEntry]:
+    """Read a video list file (official whitespace format, or CSV/TSV with a `path,label` header).
+
+    Args:
+        list_path: the list file.
+        data_root: folder the relative paths are joined to (default: the list file's folder).
+        class_names: the label map; labels must be in [0, len(class_names)); class names are accepted
+            in place of numbers.
+        multi_label: accept several labels per line (for a multi-label head); else such lines are errors.
+        check_files: report paths that are not existing files.
+
+    Returns:
+        entries in file order.
+
+    Raises:
+        ConfigError: listing every bad line with its line number.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise ConfigError(f"{list_path}: list file not found", hint="pass an existing file to --dataset/--train-list")
+    root = Path(data_root) if data_root is not None else list_path.parent
+    if data_root is not None and not root.is_dir():
+        raise ConfigError(f"{root}: --data-root is not a folder")
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{list_path}: not a UTF-8 text file ({err.reason})") from None
+    rows = _split_rows(text)
+
+    name_to_index = {name: i for i, name in enumerate(class_names)} if class_names else {}
+    entries: list[ListEntry] = []
+    problems: list[str] = []
+    first_line_of: dict[str, int] = {}
+    for line_no, rel_path, label_fields in rows:
+        if not label_fields:
+            problems.append(f"line {line_no}: {rel_path!r} has no label")
+            continue
+        if len(label_fields) > 1 and not multi_label:
+            problems.append(
+                f"line {line_no}: {len(label_fields)} labels ({' '.join(label_fields)}): multi-label lines need a "
+                "multi-label head (rawframe lists 'frame_dir total_frames label' are not supported either)"
+            )
+            continue
+        labels, bad = [], None
+        for field in label_fields:
+            label = _parse_label(field, name_to_index)
+            if label is None:
+                bad = f"label {field!r} is not a 0-based class number" + (" or class name" if name_to_index else "")
+            elif label < 0 or (class_names and label >= len(class_names)):
+                bad = f"label {label} is outside the label map (0..{len(class_names) - 1})" if class_names else f"label {label} is negative"
+            labels.append(label)
+        if bad:
+            problems.append(f"line {line_no}: {bad}")
+            continue
+        if rel_path in first_line_of:
+            problems.append(f"line {line_no}: {rel_path!r} duplicates line {first_line_of[rel_path]}")
+            continue
+        first_line_of[rel_path] = line_no
+        path = root / rel_path
+        if check_files and not path.is_file():
+            problems.append(f"line {line_no}: {path} does not exist")
+            continue
+        entries.append(ListEntry(path=path, rel_path=rel_path, labels=tuple(labels), line=line_no))
+
+    if problems:
+        shown = problems[:MAX_REPORTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise ConfigError(
+            f"{list_path}: {len(problems)} bad line(s):\n  " + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else ""),
+            hint="fix these lines; paths are joined to --data-root, labels are 0-based line numbers of the label map",
+        )
+    if not entries:
+        raise ConfigError(f"{list_path}: no videos listed", hint="one 'relative/path.mp4 LABEL' per line")
+    return entries
+
+
+def _split_rows(text: str) -> list[tuple[int, str, list[str]]]:
+    """(line number, path, label fields) for each non-blank, non-comment line."""
+    lines = text.splitlines()
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        return []
+    header_no, header = numbered[0]
+    delimiter = "\t" if "\t" in header else ","
+    header_fields = [f.strip().lower() for f in header.split(delimiter)]
+    if len(header_fields) >= 2 and header_fields[0] == "path" and header_fields[1] in ("label", "labels"):
+        rows = []
+        for line_no, line in numbered[1:]:
+            fields = next(csv.reader([line], delimiter=delimiter))
+            path = fields[0].strip() if fields else ""
+            label_text = fields[1] if len(fields) > 1 else ""
+            rows.append((line_no, path, label_text.replace(";", " ").split()))
+        return rows
+    return [(line_no, line.split()[0], line.split()[1:]) for line_no, line in numbered]
+
+
+def _parse_label(field: str, name_to_index: dict[str, int]) -> int | None:
+    try:
+        return int(field)
+    except ValueError:
+        return name_to_index.get(field)
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB in 0-255 (uint8 or float) -> float32 (x - mean) / std per channel."""
+    frames = frames.float()
+    return (frames - torch.tensor(MEAN)) / torch.tensor(STD)
+
+
+def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> uint8 with the short side `size`, the official Resize(-1, size).
+
+    Uses `vswin_cli.transforms.resize_short_side` (bit-exact to OpenCV) when it is installed; otherwise a
+    bilinear torch resize that is close but not bit-exact.
+    """
+    try:
+        from vswin_cli.transforms import resize_short_side as exact_resize
+    except ImportError:
+        exact_resize = None
+    if exact_resize is not None:
+        return np.asarray(exact_resize(frames, size))
+    _, height, width, _ = frames.shape
+    factor = size / min(height, width)
+    new_h, new_w = int(height * factor + 0.5), int(width * factor + 0.5)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H', W', 3)
+
+
+def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
+    """Test-mode frame indices (num_clips, clip_len) per spec/pipeline.md sections 2-3."""
+    if num_frames < 1:
+        raise ValueError("a video with no frames cannot be sampled")
+    if spec.sampling == "uniform":
+        seg = (num_frames - 1) / spec.clip_len
+        bounds = np.round(seg * np.arange(spec.clip_len + 1)).astype(np.int64)
+        return ((bounds[:-1] + bounds[1:]) // 2)[None, :]  # (1, L)
+    window = spec.clip_len * spec.frame_interval
+    if num_frames >= window:
+        avg = (num_frames - window + 1) / spec.num_clips
+        starts = (np.arange(spec.num_clips) * avg + avg / 2).astype(np.int64)
+    else:
+        starts = np.zeros(spec.num_clips, dtype=np.int64)
+    offsets = np.arange(spec.clip_len) * spec.frame_interval
+    return (starts[:, None] + offsets[None, :]) % num_frames  # (K, L)
+
+
+def eval_views(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
+    """The test views of one video from its sampled frames.
+
+    Args:
+        frames: (K*L, H, W, 3) uint8, clip by clip (the indices of `eval_indices` flattened).
+        spec: protocol; short side resized to `resize_short`, then 3 crops (ends and middle of the long
+            side, spec section 6) or 1 centre crop of `crop_size`.
+
+    Returns:
+        (num_crops*K, 3, L, S, S) float32, crop-major (view = crop * K + clip).
+    """
+    resized = resize_short_side(frames, spec.resize_short)  # (K*L, H', W', 3)
+    _, height, width, _ = resized.shape
+    s = spec.crop_size
+    if spec.num_crops == 3:
+        if height == s or width != s:  # landscape or square: crops along x
+            step = (width - s) // 2
+            boxes = [((height - s) // 2, x) for x in (0, 2 * step, step)]
+        else:  # portrait: along y
+            step = (height - s) // 2
+            boxes = [(y, 0) for y in (0, 2 * step, step)]
+    else:
+        boxes = [((height - s) // 2, (width - s) // 2)]
+    crops = np.stack([resized[:, y : y + s, x : x + s] for y, x in boxes])  # (C, K*L, S, S, 3)
+    crops = crops.reshape(len(boxes), spec.num_clips if spec.sampling == "kinetics" else 1, spec.clip_len, s, s, 3)
+    views = normalize_frames(torch.from_numpy(crops))  # (C, K, L, S, S, 3)
+    views = views.permute(0, 1, 5, 2, 3, 4)  # (C, K, 3, L, S, S)
+    return views.reshape(-1, 3, spec.clip_len, s, s).contiguous()  # (C*K, 3, L, S, S)
+
+
+def read_frames(path: Path, indices_for) -> np.ndarray:
+    """Open a video, choose frame indices from its frame count, and decode them.
+
+    Args:
+        path: the video.
+        indices_for: function num_frames -> int array of any shape.
+
+    Returns:
+        (M, H, W, 3) uint8 RGB for the M indices, flattened in order.
+
+    Raises:
+        VideoDecodeError (a VswinError) naming the file and the reason.
+    """
+    try:
+        from vswin_cli.decode import open_video
+    except ImportError:  # the decode module is not installed yet: decode everything with PyAV
+        return _read_frames_pyav(path, indices_for)
+
+    with open_video(path) as reader:
+        if reader.num_frames < 1:
+            raise VideoDecodeError(path, "no frames")
+        indices = np.asarray(indices_for(reader.num_frames)).reshape(-1)
+        return np.asarray(reader.read(indices))
+
+
+def _read_frames_pyav(path: Path, indices_for) -> np.ndarray:
+    """Fallback decoder: every frame of video stream 0, sequentially, with PyAV (fine for short clips)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except av.FFmpegError as err:
+        raise VideoDecodeError(path, f"cannot decode ({err})") from None
+    if not frames:
+        raise VideoDecodeError(path, "no frames")
+    indices = np.asarray(indices_for(len(frames))).reshape(-1)
+    return np.stack([frames[i] for i in indices])
+
+
+class EvalClips(Dataset):
+    """Test views of each listed video; a video that fails yields its error instead (never dropped).
+
+    Items are dicts: `index` (position in `entries`), `views` ((V, 3, L, S, S) float32 or None), `error`
+    (None or "reason").
+    """
+
+    def __init__(self, entries: list[ListEntry], spec: ClipSpec):
+        self.entries = entries
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        try:
+            frames = read_frames(entry.path, lambda n: eval_indices(n, self.spec))
+            return {"index": index, "views": eval_views(frames, self.spec), "error": None}
+        except VswinError as err:
+            return {"index": index, "views": None, "error": getattr(err, "reason", None) or str(err)}
+        except Exception as err:  # a decoder crash on one file must not end a long evaluation
+            return {"index": index, "views": None, "error": f"{type(err).__name__}: {err}"}
+
+
+def collate_eval(items: list[dict]) -> list[dict]:
+    """Keep eval items as a list: failed videos have no tensor to stack."""
+    return items
+
+
+class TrainClips(Dataset):
+    """One augmented training clip per listed video: `(clip (3, L, S, S) float32, label int)`.
+
+    The random draws depend only on (seed, epoch, index) so that resumed and multi-worker runs see the
+    same clips; call `set_epoch` before each epoch.
+    """
+
+    def __init__(self, entries: list[ListEntry], spec: ClipSpec, flip: bool, seed: int):
+        self.entries = entries
+        self.spec = spec
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        from vswin_cli.train_augment import kinetics_train_indices, train_clip, uniform_train_indices
+
+        entry = self.entries[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        spec = self.spec
+        if spec.sampling == "uniform":
+            frames = read_frames(entry.path, lambda n: uniform_train_indices(n, spec.clip_len, rng))
+        else:
+            frames = read_frames(entry.path, lambda n: kinetics_train_indices(n, spec.clip_len, spec.frame_interval, rng))
+        return train_clip(frames, spec.crop_size, self.flip, rng), entry.label

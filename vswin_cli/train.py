@@ -1,0 +1,493 @@
+"""Fine-tune or train a Video Swin model on a video list: the one training loop behind `vswin train`.
+
+Recipe: SwinTransformer/Video-Swin-Transformer @ db018fb `configs/recognition/swin/*.py` (Apache-2.0):
+AdamW (lr 1e-3, betas 0.9/0.999), no weight decay on norms, biases and relative-position tables,
+backbone lr x0.1 when starting from pretrained weights, per-step cosine schedule after a linear warmup
+(mmcv's `warmup='linear'`, warmup ratio 0.1), drop path per variant. Loop layout after karpathy/nanoGPT
+`train.py` and facebookresearch/mae `main_finetune.py` (structure only).
+
+Reproducibility: the shuffle order and every augmentation depend only on (seed, epoch, index) and the
+torch RNG is re-seeded at each epoch start, so `--resume` after a kill reaches the same weights as an
+uninterrupted run (to float tolerance). DDP via torchrun: DistributedSampler, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, TrainClips, collate_eval, parse_list
+from vswin_cli.engine import VideoScores, evaluate, train_one_epoch
+from vswin_cli.errors import ConfigError
+from vswin_cli.metrics import compute_metrics
+from vswin_cli.train_augment import is_direction_sensitive
+
+CHECKPOINT_VERSION = 1
+# Options that may differ between a run and its --resume (they do not change the result).
+RESUME_MAY_DIFFER = ("resume", "workers", "device")
+METRIC_FIELDS = ("epoch", "train_loss", "lr", "val_top1", "val_top5", "val_mean_class_accuracy", "clips_per_second", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every `vswin train` option, 1:1; stored in each checkpoint as `train_config`."""
+
+    train_list: str
+    out_dir: str
+    val_list: str | None = None
+    data_root: str | None = None
+    arch: str | None = None  # "swin-t" | "swin-s" | "swin-b" | a config.json path
+    model: str | None = None  # a pretrained zoo name or a video checkpoint to start from
+    init: str | None = None  # a video checkpoint or an ImageNet-2D Swin file (inflated) for --arch
+    labels: str | None = None  # label map file, one class per line
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.5
+    backbone_lr_mult: float = 0.1  # applied only when starting from pretrained weights
+    drop_path: float | None = None  # None = the variant's
+    label_smoothing: float | None = None  # None = 0.1 for direction-sensitive label sets (SSv2), else 0
+    flip: str = "auto"  # "auto" = flip unless the labels name left/right
+    accum_steps: int = 1
+    precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU
+    grad_checkpointing: bool = False
+    sampling: str = "kinetics"  # "kinetics" (clip_len x frame_interval) or "uniform" (SSv2)
+    clip_len: int = 32
+    frame_interval: int = 2
+    crop_size: int = 224
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    keep_checkpoints: int = 2  # epoch_NNN.pt files kept besides best.pt and last.pt
+    resume: bool = False
+
+    def __post_init__(self):
+        if (self.arch is None) == (self.model is None):
+            raise ConfigError("give exactly one of --arch and --model", hint="--arch swin-t to train from scratch "
+                              "(or with --init), --model swin-t-k400 to fine-tune a pretrained model")
+        if self.init and not self.arch:
+            raise ConfigError("--init goes with --arch", hint="--model already names the starting weights")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"unknown precision {self.precision!r}", hint="use bf16, fp16 or fp32")
+        if self.flip not in ("auto", "yes", "no"):
+            raise ConfigError(f"--flip must be auto, yes or no, got {self.flip!r}")
+        for name in ("epochs", "batch_size", "accum_steps", "clip_len", "frame_interval", "crop_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("--lr must be positive, --weight-decay and --warmup-epochs non-negative")
+        ClipSpec(sampling=self.sampling, clip_len=self.clip_len, frame_interval=self.frame_interval)  # validates
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float = 0.1) -> float:
+    """Learning-rate multiplier at optimizer step `step`: cosine to 0, times mmcv's linear warmup.
+
+    Warmup multiplies the cosine value by 1 - (1 - step / warmup_steps) * (1 - warmup_ratio).
+    """
+    progress = min(step / max(total_steps, 1), 1.0)
+    factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    if step < warmup_steps:
+        factor *= 1.0 - (1.0 - step / warmup_steps) * (1.0 - warmup_ratio)
+    return factor
+
+
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float) -> list[dict]:
+    """AdamW groups: (backbone | head) x (decay | no decay).
+
+    No decay on 1-d parameters (norm weights, biases), relative-position tables and absolute position
+    embeddings; the backbone (everything outside `model.head`) gets `lr * backbone_lr_mult`.
+    """
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = param.ndim <= 1 or "relative_position_bias_table" in name or "absolute_pos_embed" in name
+        is_head = id(param) in head_ids or (not head_ids and name.startswith("head"))
+        groups.setdefault((is_head, no_decay), []).append(param)
+    return [
+        {"params": params, "lr": lr * (1.0 if is_head else backbone_lr_mult), "weight_decay": 0.0 if no_decay else weight_decay}
+        for (is_head, no_decay), params in sorted(groups.items())
+    ]
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """A label map: one class name per line, line i is class i."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the label map ({err})") from None
+    while names and not names[-1]:
+        names.pop()
+    if not names or any(not n for n in names):
+        raise ConfigError(f"{path}: a label map needs one non-empty class name per line")
+    return names
+
+
+def eval_spec_for_training(cfg: TrainConfig, num_clips: int | None = None, num_crops: int = 3) -> ClipSpec:
+    """The test protocol that matches how `cfg` trained (stored in checkpoints for `vswin eval --weights`)."""
+    if num_clips is None:
+        num_clips = 1 if cfg.sampling == "uniform" else 4
+    return ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, num_clips, num_crops, cfg.crop_size, cfg.crop_size)
+
+
+def val_spec(cfg: TrainConfig) -> ClipSpec:
+    """The official val pipeline: 1 clip, Resize(-1, 256/224 * crop), CenterCrop(crop)."""
+    return ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, 1, 1, cfg.crop_size, round(cfg.crop_size * 256 / 224))
+
+
+# --- model -------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, bool]:
+    """The network to train and whether it starts from pretrained weights.
+
+    A pretrained model (`--model`) or `--init` checkpoint with another number of classes keeps its backbone
+    and gets a freshly initialised head (MAE's rule: only head keys may be missing).
+    """
+    from models import VideoSwin, get_config
+
+    overrides = {"num_classes": num_classes}
+    if cfg.drop_path is not None:
+        overrides["drop_path_rate"] = cfg.drop_path
+    if cfg.model is not None:
+        source, pretrained_config, _ = _load_start_model(cfg.model)
+        model = VideoSwin.from_config(pretrained_config.replace(**overrides))
+        _load_backbone(model, source.state_dict(), cfg.model)
+        return model, True
+    try:
+        config = get_config(cfg.arch, **overrides)
+    except ValueError as err:
+        raise ConfigError(f"--arch {cfg.arch}: {err}") from None
+    model = VideoSwin.from_config(config)
+    if cfg.init is None:
+        return model, False
+    from models import load_checkpoint
+
+    load_checkpoint(model, cfg.init, strict=False)
+    return model, True
+
+
+def _load_start_model(name_or_path: str):
+    """(model, its config, labels) for `--model`: a `vswin train` checkpoint, else a zoo name or weights file."""
+    from vswin_cli.pretrained import resolve_model
+
+    if Path(name_or_path).is_file():
+        try:
+            model, labels, _spec = load_trained(name_or_path)
+        except ConfigError:  # not one of ours: the zoo resolver knows the other layouts
+            model, labels, _protocol = resolve_model(weights=name_or_path)
+    else:
+        model, labels, _protocol = resolve_model(model=name_or_path)
+    return model, model.config, labels
+
+
+def _load_backbone(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Copy every tensor whose name and shape match; only the classification head may be left out."""
+    target = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    missing = [k for k in target if k not in kept]
+    not_head = [k for k in missing if not k.startswith("head")]
+    if not_head:
+        raise ConfigError(f"{source}: the starting weights do not fit the network: {not_head[:5]} ...")
+    model.load_state_dict(kept, strict=False)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, list[str], ClipSpec]:
+    """A checkpoint written by `vswin train`: (model in eval mode, class names, its test protocol).
+
+    Raises:
+        ConfigError: the file is not a vswin training checkpoint.
+    """
+    from models import VideoSwin, load_checkpoint
+    from models.config import config_from_dict
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        raise ConfigError(f"{path}: cannot read it as a checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "vswin":
+        raise ConfigError(f"{path}: not a checkpoint written by vswin train")
+    model = VideoSwin.from_config(config_from_dict(checkpoint["config"]))
+    load_checkpoint(model, path)
+    num_classes = model.config.num_classes
+    labels = checkpoint.get("labels") or [str(i) for i in range(num_classes)]
+    spec = ClipSpec(**checkpoint["protocol"]) if checkpoint.get("protocol") else ClipSpec()
+    return model.to(device).eval(), list(labels), spec
+
+
+# --- checkpoints and metrics files ---------------------------------------------------------------------
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _link_atomic(source: Path, path: Path) -> None:
+    """Make `path` a copy of `source` (a hard link where possible), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # lists: loadable with weights_only
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_metrics(out_dir: Path, rows: list[dict]) -> None:
+    write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    lines = [",".join(METRIC_FIELDS)] + [",".join(_csv_value(row.get(k)) for k in METRIC_FIELDS) for row in rows]
+    write_text_atomic(out_dir / "metrics.csv", "\n".join(lines) + "\n")
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+# --- distributed ---------------------------------------------------------------------------------------
+
+
+def setup_device(device: str = "auto") -> tuple[torch.device, int, int]:
+    """(device, rank, world size); under torchrun this also joins the process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if world_size > 1 and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device()), rank, world_size
+    return torch.device("cpu" if device == "auto" else device), rank, world_size
+
+
+def gather_to_rank0(items: list) -> list:
+    """All processes' lists concatenated on rank 0 (others get []); the input itself when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(items, gathered, dst=0)
+    return [x for part in gathered for x in part] if gathered is not None else []
+
+
+def eval_loader(entries: list[ListEntry], spec: ClipSpec, batch_size: int, workers: int, rank: int, world_size: int):
+    """A loader over this rank's share of `entries` (every world_size-th video, no padding)."""
+    shard = list(range(rank, len(entries), world_size))
+    dataset = EvalClips([entries[i] for i in shard], spec)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval)
+    return loader, shard
+
+
+def evaluate_entries(model, entries, spec, device, *, batch_size=1, workers=0, precision="fp32", max_views=8, on_video=None):
+    """Score `entries` across all ranks; rank 0 gets every `VideoScores` (index = position in entries)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    loader, shard = eval_loader(entries, spec, batch_size, workers, rank, world_size)
+
+    def to_global(s: VideoScores) -> VideoScores:
+        return dataclasses.replace(s, index=shard[s.index])
+
+    callback = (lambda s: on_video(to_global(s))) if on_video is not None else None
+    local = [to_global(s) for s in evaluate(model, loader, device, precision=precision, max_views=max_views, on_video=callback)]
+    return sorted(gather_to_rank0(local), key=lambda s: s.index)
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> list[dict]:
+    """Train as `cfg` says; write checkpoints and metrics under `cfg.out_dir` (rank 0).
+
+    Args:
+        cfg: the options.
+        stop_after_epoch: end early after this epoch (as a kill would; `--resume` continues). For tests.
+        log: callable(str) for progress (default: stderr on rank 0).
+
+    Returns:
+        the metrics rows of all epochs so far (one dict per epoch).
+    """
+    device, rank, world_size = setup_device(cfg.device)
+    is_main = rank == 0
+    if log is None:
+        log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
+    out_dir = Path(cfg.out_dir)
+    last_path = out_dir / "last.pt"
+    resume_state = None
+    if cfg.resume:
+        if not last_path.is_file():
+            raise ConfigError(f"{last_path}: nothing to resume", hint="run without --resume first (same --out-dir)")
+        resume_state = torch.load(last_path, map_location="cpu", weights_only=True)
+        _check_same_config(cfg, resume_state["train_config"], last_path)
+    elif last_path.exists():
+        raise ConfigError(f"{out_dir} already holds a training run", hint="add --resume to continue it, or use another --out-dir")
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    class_names = read_labels(cfg.labels) if cfg.labels else None
+    train_entries = parse_list(cfg.train_list, cfg.data_root, class_names)
+    if class_names is None:
+        class_names = [str(i) for i in range(max(e.label for e in train_entries) + 1)]
+    val_entries = parse_list(cfg.val_list, cfg.data_root, class_names) if cfg.val_list else []
+    flip = cfg.flip == "yes" or (cfg.flip == "auto" and not is_direction_sensitive(class_names))
+    smoothing = cfg.label_smoothing if cfg.label_smoothing is not None else (0.0 if flip else 0.1)
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device", hint="use bf16 or fp32 on CPU")
+
+    torch.manual_seed(cfg.seed)
+    model, pretrained = build_model(cfg, len(class_names))
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device)
+    train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
+
+    spec = ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, 1, 1, cfg.crop_size, cfg.crop_size)
+    train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed)
+    # One sampler for 1 or many processes: the order depends only on (seed, epoch).
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        pin_memory=device.type == "cuda", drop_last=len(train_set) > cfg.batch_size * world_size,
+                        persistent_workers=False)
+
+    backbone_mult = cfg.backbone_lr_mult if pretrained else 1.0
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, backbone_mult), lr=cfg.lr, betas=(0.9, 0.999))
+    steps_per_epoch = math.ceil(len(loader) / cfg.accum_steps)
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    start_epoch, best_top1, rows = 0, -1.0, []
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if scaler is not None and resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
+        _set_rng_state(resume_state["rng"])
+        start_epoch, best_top1, rows = resume_state["epoch"], resume_state["best_top1"], list(resume_state["metrics"])
+        log(f"resuming {last_path} after epoch {start_epoch}")
+    log(f"training {len(train_entries)} videos, {len(val_entries)} for validation, {len(class_names)} classes, "
+        f"{cfg.epochs} epochs of {steps_per_epoch} steps on {device} ({precision}, world size {world_size})")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)  # dropout/drop path: same draws after a resume
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, device, precision=precision,
+                                accum_steps=cfg.accum_steps, label_smoothing=smoothing, log=log)
+        row = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": stats.lr, "clips_per_second": stats.clips_per_second,
+               "seconds": stats.seconds, "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None}
+        if val_entries:
+            scores = evaluate_entries(model, val_entries, val_spec(cfg), device, batch_size=cfg.batch_size,
+                                      workers=cfg.workers, precision=precision)
+            if is_main:
+                metrics = scores_to_metrics(scores, val_entries, class_names)
+                row.update(val_top1=metrics.top1, val_top5=metrics.top5, val_mean_class_accuracy=metrics.mean_class_accuracy)
+        rows.append(row)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}, lr {stats.lr:.3g}, "
+            + (f"val top-1 {row['val_top1']:.3f} top-5 {row['val_top5']:.3f}, " if row["val_top1"] is not None else "")
+            + f"{stats.clips_per_second:.1f} clips/s")
+        if is_main:
+            score = row["val_top1"] if row["val_top1"] is not None else -stats.loss
+            is_best = score > best_top1
+            best_top1 = max(best_top1, score)
+            checkpoint = {
+                "format": "vswin",
+                "version": CHECKPOINT_VERSION,
+                "config": model.config.to_dict(),
+                "model": model.state_dict(),
+                "labels": class_names,
+                "protocol": dataclasses.asdict(eval_spec_for_training(cfg)),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch + 1,
+                "best_top1": best_top1,
+                "metrics": rows,
+                "rng": _rng_state(),
+                "train_config": dataclasses.asdict(cfg),
+            }
+            epoch_path = out_dir / f"epoch_{epoch + 1:03d}.pt"
+            save_atomic(checkpoint, epoch_path)
+            if is_best:
+                _link_atomic(epoch_path, out_dir / "best.pt")
+            _link_atomic(epoch_path, last_path)
+            _write_metrics(out_dir, rows)
+            old = out_dir / f"epoch_{epoch + 1 - cfg.keep_checkpoints:03d}.pt"
+            if cfg.keep_checkpoints > 0 and old != epoch_path:
+                old.unlink(missing_ok=True)
+        if world_size > 1:
+            dist.barrier()
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    return rows
+
+
+def scores_to_metrics(scores: list[VideoScores], entries: list[ListEntry], class_names: list[str]):
+    """`Metrics` of scored videos; failed ones are counted in `num_failed`."""
+    good = [s for s in scores if s.probs is not None]
+    probs = np.stack([s.probs for s in good]) if good else np.zeros((0, len(class_names)))
+    labels = np.array([entries[s.index].label for s in good], dtype=np.int64)
+    return compute_metrics(probs, labels, class_names, num_failed=len(scores) - len(good))
+
+
+def _check_same_config(cfg: TrainConfig, saved: dict, path: Path) -> None:
+    differ = [
+        f"{name}: {saved.get(name)!r} in the checkpoint, {value!r} now"
+        for name, value in dataclasses.asdict(cfg).items()
+        if name not in RESUME_MAY_DIFFER and saved.get(name) != value
+    ]
+    if differ:
+        raise ConfigError(f"{path}: --resume needs the options of the interrupted run; these differ: " + "; ".join(differ),
+                          hint="repeat the original command line and add --resume")
