@@ -1,0 +1,477 @@
+"""Video Swin Transformer (Liu et al., 2021, arXiv 2106.13230) with an I3D-style classification head.
+
+Numerically the authors' network (SwinTransformer/Video-Swin-Transformer @ db018fb,
+`mmaction/models/backbones/swin_transformer.py`, Apache-2.0), quirks included; see
+`../shared/spec/model.md`. Module names follow the official checkpoint keys without the `backbone.`
+prefix (and `cls_head.fc_cls` -> `head`), so converting a released file is a short key map.
+
+Tokens are channels-last `(N, D, H, W, C)` inside the network. Window attention runs through
+`F.scaled_dot_product_attention` with the relative-position bias and the shift mask summed into one
+additive mask; that mask is cached per block for a given input size, device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from models.config import Swin3DConfig, config_from_dict
+
+Size3 = tuple[int, int, int]
+
+# The official mask value for token pairs from different regions of a shifted window.
+MASK_VALUE = -100.0
+# Combined masks kept per block (one per input size in use); older ones are dropped.
+_MAX_CACHED_MASKS = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Window helpers (pure functions)
+# ---------------------------------------------------------------------------------------------
+
+
+def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Window and shift actually used for a feature map (the official clipping rule).
+
+    Per axis: if size <= window, the window shrinks to the size and the shift becomes 0.
+
+    Returns:
+        (window, shift), each (d, h, w).
+    """
+    win, sh = list(window), list(shift)
+    for i in range(3):
+        if size[i] <= window[i]:
+            win[i], sh[i] = size[i], 0
+    return (win[0], win[1], win[2]), (sh[0], sh[1], sh[2])
+
+
+def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
+    """Split a padded map into windows.
+
+    Args:
+        x: (N, D, H, W, C) with D, H, W multiples of the window.
+        window: (wd, wh, ww).
+
+    Returns:
+        (N * num_windows, wd*wh*ww, C); windows ordered (batch, d, h, w) row-major, tokens too.
+    """
+    n, d, h, w, c = x.shape
+    wd, wh, ww = window
+    x = x.view(n, d // wd, wd, h // wh, wh, w // ww, ww, c)
+    # (N, nD, nH, nW, wd, wh, ww, C) -> (N*windows, tokens, C)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, wd * wh * ww, c)
+
+
+def window_reverse(windows: torch.Tensor, window: Size3, n: int, size: Size3) -> torch.Tensor:
+    """Inverse of `window_partition`: (N*num_windows, tokens, C) -> (N, D, H, W, C)."""
+    d, h, w = size
+    wd, wh, ww = window
+    x = windows.view(n, d // wd, h // wh, w // ww, wd, wh, ww, -1)
+    # (N, nD, nH, nW, wd, wh, ww, C) -> (N, nD, wd, nH, wh, nW, ww, C) -> (N, D, H, W, C)
+    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(n, d, h, w, -1)
+
+
+def relative_position_index(window: Size3) -> torch.Tensor:
+    """Index into the relative-position bias table for every (query, key) pair of a window.
+
+    Returns:
+        int64 (N, N), N = wd*wh*ww: (dd+wd-1)(2wh-1)(2ww-1) + (dh+wh-1)(2ww-1) + (dw+ww-1), with
+        d* = coordinate of the query minus that of the key.
+    """
+    wd, wh, ww = window
+    coords = torch.stack(torch.meshgrid(torch.arange(wd), torch.arange(wh), torch.arange(ww), indexing="ij"))
+    coords = coords.flatten(1)  # (3, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3)
+    rel = rel + torch.tensor([wd - 1, wh - 1, ww - 1])
+    return rel[..., 0] * (2 * wh - 1) * (2 * ww - 1) + rel[..., 1] * (2 * ww - 1) + rel[..., 2]
+
+
+def build_shift_mask(padded: Size3, window: Size3, shift: Size3, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Additive mask of a shifted-window stage: 0 within a region, -100 across regions.
+
+    Along each axis positions [0, P) fall into bands [0, P-w), [P-w, P-s), [P-s, P) (one band when
+    the shift is 0); a token's region is its band triple. Tokens are then partitioned like the map.
+
+    Returns:
+        (num_windows, N, N) in `dtype`, N = window volume.
+    """
+
+    def bands(size: int, win: int, sh: int) -> torch.Tensor:
+        pos = torch.arange(size, device=device)
+        if sh == 0:
+            return torch.zeros_like(pos)
+        return (pos >= size - win).long() + (pos >= size - sh).long()
+
+    d, h, w = (bands(p, win, sh) for p, win, sh in zip(padded, window, shift))
+    region = d[:, None, None] * 9 + h[None, :, None] * 3 + w[None, None, :]  # (D, H, W)
+    region = window_partition(region[None, ..., None], window).squeeze(-1)  # (num_windows, N)
+    different = region[:, :, None] != region[:, None, :]
+    return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill_(different, MASK_VALUE)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop whole samples of a residual branch with probability p, rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)
+    return x * keep / (1.0 - p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+class PatchEmbed3D(nn.Module):
+    """Non-overlapping 3D patches -> tokens: end-pad to the patch size, Conv3d, optional LayerNorm."""
+
+    def __init__(self, patch_size: Size3, in_chans: int, embed_dim: int, patch_norm: bool):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, H, W) -> (N, D, H', W', C)."""
+        _, _, t, h, w = x.shape
+        pt, ph, pw = self.patch_size
+        pad = (0, -w % pw, 0, -h % ph, 0, -t % pt)
+        if any(pad):
+            x = F.pad(x, pad)
+        x = self.proj(x).permute(0, 2, 3, 4, 1)  # (N, C, D, H, W) -> (N, D, H, W, C)
+        return self.norm(x) if self.norm is not None else x
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class WindowAttention3D(nn.Module):
+    """Multi-head self-attention inside 3D windows with a learned relative-position bias.
+
+    `use_reference=True` switches to the official formula written out (softmax(q k^T * scale + bias
+    + mask) v, bias and mask rebuilt every call), for tests and benchmarks.
+    """
+
+    def __init__(self, dim: int, window: Size3, num_heads: int, qkv_bias: bool, qk_scale, attn_drop, proj_drop):
+        super().__init__()
+        self.window = window
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5  # `or` as upstream: qk_scale=0 means the default
+        wd, wh, ww = window
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
+        )
+        # Persistent so checkpoints carry the official keys; clipped windows use its top-left block.
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=True)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.use_reference = False
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
+
+    def relative_position_bias(self, num_tokens: int) -> torch.Tensor:
+        """(num_heads, N, N) bias for a window of N tokens (the top-left N x N of the full index)."""
+        index = self.relative_position_index[:num_tokens, :num_tokens].reshape(-1)
+        bias = self.relative_position_bias_table[index].view(num_tokens, num_tokens, -1)
+        return bias.permute(2, 0, 1)
+
+    def combined_mask(self, num_tokens: int, shift_mask: torch.Tensor | None, shift_key, dtype) -> torch.Tensor:
+        """Bias plus shift mask as one additive mask: (nW*nH, N, N) if shifted, else (nH, N, N).
+
+        Cached while the bias table is unchanged and no gradient is wanted; while training it is
+        rebuilt each call so the gradient reaches the table.
+        """
+        table = self.relative_position_bias_table
+        trainable = torch.is_grad_enabled() and table.requires_grad
+        key = None
+        if not trainable:
+            key = (num_tokens, shift_key, dtype, table.device, table.data_ptr(), table._version)
+            cached = self._mask_cache.get(key)
+            if cached is not None:
+                return cached
+        mask = self.relative_position_bias(num_tokens).to(dtype)
+        if shift_mask is not None:
+            # (1, nH, N, N) + (nW, 1, N, N) -> (nW*nH, N, N), window-major like the query layout
+            mask = (mask[None] + shift_mask.to(dtype)[:, None]).flatten(0, 1)
+        if key is not None:
+            if len(self._mask_cache) >= _MAX_CACHED_MASKS:
+                self._mask_cache.clear()
+            self._mask_cache[key] = mask
+        return mask
+
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None, shift_key=None) -> torch.Tensor:
+        """Attention within each window.
+
+        Args:
+            x: (N*nW, T, C) windows of T tokens.
+            shift_mask: (nW, T, T) additive region mask of a shifted block, or None.
+            shift_key: hashable description of `shift_mask` (padded size, window, shift) for the cache.
+
+        Returns:
+            (N*nW, T, C).
+        """
+        num_windows_total, num_tokens, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).view(num_windows_total, num_tokens, 3, heads, c // heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, N*nW, heads, T, head_dim)
+        if self.use_reference:
+            out = self._reference_attention(qkv, shift_mask)
+        else:
+            mask = self.combined_mask(num_tokens, shift_mask, shift_key, qkv.dtype)
+            if shift_mask is not None:
+                # Group windows per sample so the (nW*heads, T, T) mask broadcasts over the batch.
+                num_windows = shift_mask.shape[0]
+                qkv = qkv.reshape(3, num_windows_total // num_windows, num_windows * heads, num_tokens, -1)
+            q, k, v = qkv.unbind(0)
+            dropout = self.attn_drop if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+            out = out.view(num_windows_total, heads, num_tokens, -1)
+        out = out.transpose(1, 2).reshape(num_windows_total, num_tokens, c)  # heads concatenated
+        return self.proj_drop(self.proj(out))
+
+    def _reference_attention(self, qkv: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = qkv.unbind(0)  # (N*nW, heads, T, head_dim)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (N*nW, heads, T, T)
+        attn = attn + self.relative_position_bias(q.shape[2]).to(attn.dtype)[None]
+        if shift_mask is not None:
+            num_windows = shift_mask.shape[0]
+            attn = attn.view(-1, num_windows, *attn.shape[1:]) + shift_mask.to(attn.dtype)[None, :, None]
+            attn = attn.flatten(0, 1)
+        attn = attn.softmax(dim=-1)
+        attn = F.dropout(attn, self.attn_drop, self.training)
+        return attn @ v
+
+
+class Block(nn.Module):
+    """Swin block: x + DropPath(W-MSA(norm1(x))), then x + DropPath(MLP(norm2(x)))."""
+
+    def __init__(self, dim, num_heads, window: Size3, shifted: bool, cfg: Swin3DConfig, drop_path_p: float):
+        super().__init__()
+        self.shift = tuple(w // 2 for w in window) if shifted else (0, 0, 0)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention3D(
+            dim, window, num_heads, cfg.qkv_bias, cfg.qk_scale, cfg.attn_drop_rate, cfg.drop_rate
+        )
+        self.drop_path_p = drop_path_p
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, window: Size3, shift: Size3, shift_mask: torch.Tensor | None):
+        """(N, D, H, W, C) -> same; `window`/`shift` are the stage's effective ones (shift 0 if unshifted)."""
+        x = x + drop_path(self._attention_part(x, window, shift, shift_mask), self.drop_path_p, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
+
+    def _attention_part(self, x, window: Size3, shift: Size3, shift_mask):
+        n, d, h, w, _ = x.shape
+        x = self.norm1(x)
+        # Pad after the norm, at the end: padded tokens stay zeros and act as keys (not masked).
+        pad_d, pad_h, pad_w = -d % window[0], -h % window[1], -w % window[2]
+        if pad_d or pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h, 0, pad_d))
+        padded = (d + pad_d, h + pad_h, w + pad_w)
+        shift_key = None
+        if any(shift):
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+            shift_key = (padded, window, shift)
+        else:
+            shift_mask = None
+        windows = self.attn(window_partition(x, window), shift_mask, shift_key)  # (N*nW, tokens, C)
+        x = window_reverse(windows, window, n, padded)  # (N, D', H', W', C)
+        if any(shift):
+            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
+        if pad_d or pad_h or pad_w:
+            x = x[:, :d, :h, :w]
+        return x
+
+
+class PatchMerging(nn.Module):
+    """2x2 spatial merge: pad odd H/W, concat the four neighbours on channels, LayerNorm, Linear 4C->2C."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D, H, W, C) -> (N, D, ceil(H/2), ceil(W/2), 2C)."""
+        _, _, h, w, _ = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # Order (even h, even w), (odd h, even w), (even h, odd w), (odd h, odd w) as upstream.
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x))
+
+
+class Stage(nn.Module):
+    """`depth` blocks alternating unshifted/shifted windows, then optional patch merging."""
+
+    def __init__(self, dim, depth, num_heads, cfg: Swin3DConfig, drop_path_ps, downsample: bool):
+        super().__init__()
+        self.window = cfg.window_size
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, cfg.window_size, j % 2 == 1, cfg, drop_path_ps[j]) for j in range(depth)
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+        self.grad_checkpointing = False
+        self._shift_masks: dict[tuple, torch.Tensor] = {}
+
+    def shift_mask(self, padded: Size3, window: Size3, shift: Size3, dtype, device) -> torch.Tensor:
+        """The stage's region mask, built once per (padded size, window, shift, dtype, device)."""
+        key = (padded, window, shift, dtype, device)
+        mask = self._shift_masks.get(key)
+        if mask is None:
+            if len(self._shift_masks) >= _MAX_CACHED_MASKS:
+                self._shift_masks.clear()
+            mask = self._shift_masks[key] = build_shift_mask(padded, window, shift, dtype, device)
+        return mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D, H, W, C) -> (N, D, H', W', C') (halved H, W and doubled C after merging)."""
+        size = tuple(x.shape[1:4])
+        window, shift = effective_window(size, self.window, tuple(w // 2 for w in self.window))
+        mask = None
+        if any(shift):
+            padded = tuple(math.ceil(s / w) * w for s, w in zip(size, window))
+            mask = self.shift_mask(padded, window, shift, x.dtype, x.device)
+        for block in self.blocks:
+            block_shift = shift if any(block.shift) else (0, 0, 0)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, window, block_shift, mask, use_reentrant=False)
+            else:
+                x = block(x, window, block_shift, mask)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+
+
+class VideoSwin(nn.Module):
+    """Video Swin Transformer backbone plus I3D head (average pool, dropout, linear).
+
+    Build with `VideoSwin(**config_dict)` (keys of `config.json`; `format`, `pretrained2d`,
+    `imagenet2d` ignored) or `VideoSwin.from_config(cfg)`. Maps float (N, 3, T, H, W) to logits
+    (N, num_classes); any T, H, W (end-padded to the patch size; windows clip to small maps).
+    """
+
+    def __init__(self, **config):
+        super().__init__()
+        cfg = config_from_dict(config)
+        self.config = cfg
+        self.patch_embed = PatchEmbed3D(cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.patch_norm)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        total = sum(cfg.depths)
+        # linspace(0, drop_path_rate, total blocks), in plain Python so the model builds on `meta` too
+        rates = [cfg.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        self.layers = nn.ModuleList()
+        for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
+            first = sum(cfg.depths[:i])
+            stage = Stage(
+                cfg.embed_dim * 2**i, depth, heads, cfg, rates[first : first + depth], i < len(cfg.depths) - 1
+            )
+            self.layers.append(stage)
+        self.norm = nn.LayerNorm(cfg.num_features)
+        self.head_drop = nn.Dropout(cfg.head_dropout)
+        self.head = nn.Linear(cfg.num_features, cfg.num_classes)
+        self.apply(_init_weights)
+        for module in self.modules():
+            if isinstance(module, WindowAttention3D):
+                nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.01)  # I3DHead's init
+
+    @classmethod
+    def from_config(cls, cfg: Swin3DConfig) -> VideoSwin:
+        """Build from a `Swin3DConfig`."""
+        return cls(**cfg.to_dict())
+
+    def forward_backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output after the final norm.
+
+        Args:
+            x: (N, 3, T, H, W) float.
+
+        Returns:
+            (N, C, D, H', W') with C = config.num_features, D = ceil(T / patch_t).
+        """
+        x = self.pos_drop(self.patch_embed(x))  # (N, D, H, W, C)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x).permute(0, 4, 1, 2, 3)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding: final-norm output averaged over D, H, W.
+
+        Args:
+            x: (N, 3, T, H, W) float.
+
+        Returns:
+            (N, C) with C = config.num_features (768 for swin-t/s, 1024 for swin-b).
+        """
+        return self.forward_backbone(x).mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw class scores (no softmax).
+
+        Args:
+            x: (N, 3, T, H, W) float.
+
+        Returns:
+            (N, num_classes).
+        """
+        return self.head(self.head_drop(self.forward_features(x)))
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        for layer in self.layers:
+            layer.grad_checkpointing = enabled
+
+    def set_reference_attention(self, enabled: bool = True) -> None:
+        """Use the explicit official attention formula instead of SDPA (slower; for checks)."""
+        for module in self.modules():
+            if isinstance(module, WindowAttention3D):
+                module.use_reference = enabled
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def average_views(logits: torch.Tensor, mode: str = "prob") -> torch.Tensor:
+    """Combine the scores of several views of one video, as mmaction's `average_clips` does.
+
+    Args:
+        logits: (V, K) raw scores of V views.
+        mode: "prob" (softmax per view, then mean; the released configs) or "score" (mean of raw scores).
+
+    Returns:
+        (K,) averaged scores.
+    """
+    if mode == "prob":
+        return logits.softmax(dim=-1).mean(dim=0)
+    if mode == "score":
+        return logits.mean(dim=0)
+    raise ValueError(f"mode must be 'prob' or 'score', got {mode!r}")
