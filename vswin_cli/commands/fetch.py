@@ -1,0 +1,92 @@
+"""`vswin fetch` (download, import and verify zoo checkpoints) and `vswin models` (list the zoo)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import typer
+
+from vswin_cli import pretrained
+from vswin_cli.errors import ChecksumError, ConfigError
+
+
+def fetch(
+    names: list[str] = typer.Argument(None, help="Zoo entries to fetch, e.g. swin-b-k600 (see `vswin models`).", show_default=False),
+    all_entries: bool = typer.Option(False, "--all", help="Fetch every entry of the zoo (several GB)."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash cached files (the named entries, else the whole cache) against the manifest; exit 1 if any differs."),
+    mirror: str = typer.Option(None, "--mirror", envvar="VSWIN_MIRROR", help="Base URL serving the same file names, e.g. an internal server.", show_default=False),
+    from_path: Path = typer.Option(None, "--from", help="Import a checkpoint or label file (or a folder holding them) you already have, instead of downloading.", show_default=False),
+    offline: bool = typer.Option(False, "--offline", help="Never use the network (same as VSWIN_OFFLINE=1); say which file is missing and how to get it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Download checkpoints and label maps into the cache, verified; print the checkpoint paths.
+
+    Files go to VSWIN_HOME (else ~/.cache/vswin); an interrupted download resumes. Examples:
+
+      vswin fetch swin-b-k600
+
+      vswin fetch swin-t-k400 --from ~/Downloads/swin_tiny_patch244_window877_kinetics400_1k.pth
+
+      vswin fetch --verify
+    """
+    names = list(pretrained.PRETRAINED) if all_entries else list(names or [])
+    if verify:
+        results = pretrained.verify_cache(names or None)
+        for result in results:
+            typer.echo(f"{'ok' if result.ok else 'FAILED':6} {result.path}" + ("" if result.ok else f": {result.reason}"))
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise ChecksumError(f"{len(failed)} of {len(results)} cached files failed verification", "run `vswin fetch NAME` to download them again")
+        return
+    if not names:
+        raise ConfigError("no model names given", "name one or more entries (see `vswin models`), or use --all or --verify")
+    if from_path is not None:
+        if len(names) != 1:
+            raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
+        for path in pretrained.import_file(names[0], from_path):
+            typer.echo(path)
+        return
+    paths = pretrained.fetch(names, mirror=mirror, offline=True if offline else None, progress=not quiet)
+    for path in paths:
+        typer.echo(path)
+
+
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (every field, file names, cache paths) for scripts."),
+) -> None:
+    """List the model zoo: architecture, dataset, classes, test views, published top-1, cache state.
+
+    Cache state: "verified" (in the cache, checked, SHA-256 recorded), "cached" (present, not yet
+    checked), "missing". `vswin fetch NAME` downloads an entry; `vswin fetch --verify` re-hashes.
+    """
+    rows = [(entry, pretrained.entry_status(entry)) for entry in pretrained.PRETRAINED.values()]
+    if as_json:
+        typer.echo(json.dumps([_entry_json(entry, status) for entry, status in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vswin model zoo (cache: {pretrained.cache_dir()})")
+    table.add_column("name", no_wrap=True)
+    for column in ("arch", "dataset", "classes", "views", "top-1", "cache"):
+        table.add_column(column, no_wrap=True)
+    for entry, status in rows:
+        protocol = entry.protocol
+        views = f"{protocol.num_clips}x{protocol.num_crops}" if protocol and entry.top1 is not None else "-"
+        top1 = f"{entry.top1:.1f}" + ("*" if entry.notes.startswith("accuracy") else "") if entry.top1 is not None else "-"
+        dataset = entry.dataset.replace("ImageNet", "IN")
+        table.add_row(entry.name, entry.arch, dataset, str(entry.num_classes), views, top1, status)
+    console = Console(soft_wrap=False)
+    console.print(table)
+    console.print("* torchvision's own figure (12 clips x 1 crop). ImageNet entries initialise `vswin train`.")
+
+
+def _entry_json(entry: pretrained.PretrainedEntry, status: str) -> dict:
+    data = dataclasses.asdict(entry)
+    data.update(filename=entry.filename, path=str(pretrained.checkpoint_path(entry)), status=status)
+    if entry.labels:
+        label_map = pretrained.LABEL_MAPS[entry.labels]
+        data.update(labels_url=label_map.url, labels_filename=label_map.filename)
+    return data
