@@ -60,6 +60,9 @@ def _root(
 
 # Commands are registered here as they land (one line each); a command not built yet is not listed.
 # -- commands --
+from vswin_cli.commands import tag as _tag  # noqa: E402
+
+app.command("tag")(_tag.tag)
 from vswin_cli.commands import fetch as _fetch  # noqa: E402
 
 app.command("fetch")(_fetch.fetch)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-from vswin_cli.aggregate import Event, SegmentResult, VideoResult, VideoSummary
+from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
 
 FORMATS = ("jsonl", "json", "csv", "tsv")
@@ -219,6 +219,58 @@ def read_completed_jsonl(path: Path) -> tuple[list[str], set[str]]:
                 complete.add(key)
     kept = [line for key, lines in by_video.items() if key in complete for line in lines]
     return kept, complete
+
+
+def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
+    """The complete videos (and error records) of a JSON Lines output, as `VideoResult`s by key.
+
+    Used to merge the per-rank outputs of a sharded (torchrun) run into one output.
+
+    Args:
+        path: a JSON Lines file written by `JsonlWriter`.
+
+    Returns:
+        {video key: VideoResult}; videos without their summary record are left out.
+    """
+    records: dict[str, list[dict]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):
+                record = json.loads(line)
+                records.setdefault(record["video"], []).append(record)
+    results = {}
+    for key, items in records.items():
+        errors = [r for r in items if r["record"] == "error"]
+        if errors:
+            error = errors[-1]["error"]
+            results[key] = VideoResult(video=key, error=VideoError(key, error["type"], error["message"]))
+            continue
+        summaries = [r for r in items if r["record"] == "video"]
+        if not summaries:
+            continue
+        results[key] = VideoResult(
+            video=key,
+            segments=tuple(_segment_from_record(r) for r in items if r["record"] == "segment"),
+            events=tuple(Event(**_fields(r)) for r in items if r["record"] == "event"),
+            summary=VideoSummary(**{**_fields(summaries[-1]), "top": _tags(summaries[-1]["top"])}),
+        )
+    return results
+
+
+def _fields(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "record"}
+
+
+def _tags(top: list[dict]) -> tuple[LabelScore, ...]:
+    return tuple(LabelScore(**t) for t in top)
+
+
+def _segment_from_record(record: dict) -> SegmentResult:
+    fields = _fields(record)
+    fields["top"] = _tags(fields["top"])
+    if "features" in fields:
+        fields["features"] = tuple(fields["features"])
+    return SegmentResult(**fields)
 
 
 class OutputFile:

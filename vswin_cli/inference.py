@@ -1,0 +1,574 @@
+"""Batched, multi-view, sliding-window inference over many videos.
+
+Each video is cut into time segments (`--window`/`--stride` seconds); each segment gets the test-time
+views of the official Video Swin protocol (SwinTransformer/Video-Swin-Transformer, Apache-2.0; see
+`../shared/spec/pipeline.md`): Kinetics-style clips spread over the segment (or one uniform clip, SSv2)
+times 1 centre or 3 crops. Views are scored with a softmax each and averaged (`aggregate.py`).
+
+Where the time goes, and what is done about it:
+- Decoding runs in worker processes (a torch DataLoader over videos); the main process only batches
+  views across segments and videos and runs the model.
+- Each needed frame is decoded once per chunk of segments, for all its clips, crops and overlapping
+  segments, and resized in uint8 before anything is converted to float (on the device).
+- Identical clips (the Kinetics formula puts all 4 clips of a 64-frame segment at the same start) are
+  computed once and weighted by how often the formula produced them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vswin_cli.aggregate import (
+    SegmentResult,
+    VideoError,
+    VideoResult,
+    VideoSummary,
+    average_views,
+    merge_segments,
+    summarize_video,
+    top_k,
+)
+from vswin_cli.decode import open_video
+from vswin_cli.errors import ConfigError, VswinError
+from vswin_cli.inputs import VideoInput
+from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
+from vswin_cli.transforms import resize_short_side
+from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
+
+log = logging.getLogger("vswin.tag")
+
+# mmaction's Normalize, in 0..255 pixel units, RGB order.
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The views taken of each segment.
+
+    Attributes:
+        sampling: "kinetics" (num_clips clips of clip_len frames every frame_interval, spread over
+            the segment; official SampleFrames test mode) or "uniform" (one clip of clip_len frames
+            spread evenly over the segment; the SSv2 protocol).
+        clip_len, frame_interval, num_clips: as in the official configs (32, 2, 4 for Kinetics).
+        num_crops: 1 (centre crop) or 3 (the official ThreeCrop: left, right, middle).
+        crop_size: crop side after resizing the short side to it (224 for the released models).
+    """
+
+    sampling: str = "kinetics"
+    clip_len: int = 32
+    frame_interval: int = 2
+    num_clips: int = 4
+    num_crops: int = 3
+    crop_size: int = 224
+
+    def __post_init__(self):
+        if self.sampling not in ("kinetics", "uniform"):
+            raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
+        if self.num_crops not in (1, 3):
+            raise ConfigError(f"--crops must be 1 or 3, got {self.num_crops}")
+        if min(self.clip_len, self.frame_interval, self.num_clips, self.crop_size) < 1:
+            raise ConfigError("clip length, frame interval, clips and crop size must be positive")
+
+    @property
+    def num_views(self) -> int:
+        """Views per segment as the protocol counts them (identical ones included)."""
+        return self.num_clips * self.num_crops
+
+    @property
+    def span_frames(self) -> int:
+        """Frames one clip spans: the default segment length."""
+        return self.clip_len * self.frame_interval
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """How to run: segmenting, batching, device.
+
+    Attributes:
+        window_s, stride_s: segment length and step in seconds; None = the clip span
+            (clip_len * frame_interval frames at the video's own frame rate), stride = window.
+        batch_size: views per forward pass.
+        workers: decoding processes (0 decodes in the main process).
+        device: torch device string ("cpu", "cuda", "cuda:1", ...).
+        precision: "fp32", "fp16" or "bf16" (autocast; fp16 on CUDA only).
+        compile: run the model through `torch.compile` (slow first batch, faster after).
+        top_k, threshold: tags kept per segment and per video.
+        merge: also emit events joining consecutive segments with the same top label.
+        features: add each segment's pooled embedding (weighted mean over its views).
+        fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
+        backend: video decoding backend for `open_video`.
+    """
+
+    window_s: float | None = None
+    stride_s: float | None = None
+    batch_size: int = 8
+    workers: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    top_k: int = 5
+    threshold: float = 0.0
+    merge: bool = False
+    features: bool = False
+    fast_decode: bool = False
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """One segment and its distinct clips.
+
+    Attributes:
+        index, start_frame, end_frame (exclusive), t_start, t_end: the segment (from `plan_segments`).
+        clips: int64 (U, clip_len) absolute frame indices of the U distinct clips.
+        weights: float32 (U,) how many of the protocol's clips each distinct clip stands for.
+    """
+
+    index: int
+    start_frame: int
+    end_frame: int
+    t_start: float
+    t_end: float
+    clips: np.ndarray
+    weights: np.ndarray
+
+
+def plan_views(segment, spec: ViewSpec) -> SegmentPlan:
+    """Frame indices of a segment's clips, identical clips merged into one with a weight.
+
+    Args:
+        segment: a `sampling.Segment` (index, start_frame, end_frame exclusive, t_start, t_end).
+        spec: the views to take.
+
+    Returns:
+        A `SegmentPlan`; indices are relative to the segment and wrap inside it, as the official
+        sampler wraps inside a video, then shifted to absolute frame numbers.
+    """
+    num_frames = segment.end_frame - segment.start_frame
+    if spec.sampling == "kinetics":
+        clips = kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
+    else:
+        clips = uniform_test_indices(num_frames, spec.clip_len)
+    clips = np.asarray(clips, dtype=np.int64).reshape(-1, spec.clip_len)  # (num_clips, clip_len)
+    unique, counts = np.unique(clips, axis=0, return_counts=True)
+    return SegmentPlan(
+        index=segment.index, start_frame=segment.start_frame, end_frame=segment.end_frame,
+        t_start=float(segment.t_start), t_end=float(segment.t_end),
+        clips=unique + segment.start_frame, weights=counts.astype(np.float32),
+    )
+
+
+def crop_boxes(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of the crops, in the official ThreeCrop order (left, right, middle).
+
+    Args:
+        height, width: the resized frame (its short side equals `size`).
+        size: crop side.
+        num_crops: 3 (ThreeCrop) or 1 (the middle one, equal to CenterCrop on this frame).
+
+    Returns:
+        num_crops (y, x) pairs.
+    """
+    if width >= height:  # landscape or square: crops move along x
+        step = (width - size) // 2
+        corners = [(0, 0), (0, 2 * step), (0, step)]
+    else:  # portrait: along y (top, bottom, middle)
+        step = (height - size) // 2
+        corners = [(0, 0), (2 * step, 0), (step, 0)]
+    return corners if num_crops == 3 else corners[2:]
+
+
+@dataclass(frozen=True)
+class SegmentViews:
+    """A segment's distinct views, ready for the model.
+
+    Attributes:
+        video_pos: position of the video in the input list.
+        plan: the segment and its clips.
+        frames: uint8 (V, T, S, S, 3) the views' frames, crop-major (view = crop * U + clip).
+        weights: float32 (V,) the weight of each view.
+    """
+
+    video_pos: int
+    plan: SegmentPlan
+    frames: torch.Tensor
+    weights: torch.Tensor
+
+    def pin_memory(self) -> SegmentViews:
+        """Called by the DataLoader (pin_memory=True on CUDA) for faster, asynchronous copies."""
+        return SegmentViews(self.video_pos, self.plan, self.frames.pin_memory(), self.weights)
+
+
+@dataclass(frozen=True)
+class VideoDecoded:
+    """Sent after a video's last segment: what the summary record needs."""
+
+    video_pos: int
+    num_segments: int
+    num_frames: int
+    fps: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class VideoFailed:
+    """Sent instead of (or after some of) a video's segments when it cannot be read."""
+
+    video_pos: int
+    error: VideoError
+
+
+def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: TagOptions) -> Iterator:
+    """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
+
+    Frames are read in chunks of segments (each distinct frame decoded once per chunk, ascending),
+    resized in uint8 so the short side is `spec.crop_size`, and cropped.
+    """
+    try:
+        short_side = spec.crop_size if options.fast_decode else None
+        with open_video(video.path, backend=options.backend, short_side=short_side) as reader:
+            window_s, stride_s = segment_lengths(reader.fps, reader.duration, spec, options)
+            segments = plan_segments(reader.timestamps, window_s, stride_s)
+            plans = [plan_views(s, spec) for s in segments]
+            for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
+                wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
+                frames = torch.from_numpy(reader.read(wanted))  # (F, H, W, 3) uint8
+                frames = resize_short_side(frames, spec.crop_size)  # (F, h, w, 3) uint8, short side = crop
+                corners = crop_boxes(frames.shape[1], frames.shape[2], spec.crop_size, spec.num_crops)
+                for plan in chunk:
+                    rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
+                    clips = frames[rows]  # (U, T, h, w, 3)
+                    size = spec.crop_size
+                    views = torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners])  # (C*U, T, S, S, 3)
+                    weights = torch.from_numpy(np.tile(plan.weights, len(corners)))
+                    yield SegmentViews(video_pos, plan, views.contiguous(), weights)
+            yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
+    except Exception as err:  # a bad file must never stop the run
+        if os.environ.get("VSWIN_DEBUG") == "1" and not isinstance(err, VswinError):
+            raise
+        message = str(err) if isinstance(err, VswinError) else f"{video.path}: {type(err).__name__}: {err}"
+        yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
+
+
+def segment_lengths(fps: float, duration: float, spec: ViewSpec, options: TagOptions) -> tuple[float, float]:
+    """Window and stride in seconds for one video: the options, else the clip span at the video's fps."""
+    window = options.window_s
+    if window is None:
+        window = spec.span_frames / fps if fps > 0 else max(duration, 1.0)
+    stride = options.stride_s if options.stride_s is not None else window
+    return window, stride
+
+
+def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentPlan]]:
+    """Consecutive segments grouped so each group needs at most about `max_frames` distinct frames."""
+    chunk: list[SegmentPlan] = []
+    needed = 0
+    for plan in plans:
+        size = len(np.unique(plan.clips))
+        if chunk and needed + size > max_frames:
+            yield chunk
+            chunk, needed = [], 0
+        chunk.append(plan)
+        needed += size
+    if chunk:
+        yield chunk
+
+
+class _VideoStream(IterableDataset):
+    """Every video's items; each worker process takes every `num_workers`-th video."""
+
+    def __init__(self, videos: Sequence[VideoInput], spec: ViewSpec, options: TagOptions):
+        self.videos, self.spec, self.options = list(videos), spec, options
+
+    def __iter__(self):
+        worker = get_worker_info()
+        start, step = (worker.id, worker.num_workers) if worker else (0, 1)
+        if worker is not None:
+            torch.set_num_threads(1)  # many decoders side by side; do not oversubscribe the cores
+        for pos in range(start, len(self.videos), step):
+            yield from segment_views(pos, self.videos[pos], self.spec, self.options)
+
+
+@dataclass
+class _VideoState:
+    """What has arrived for one video (main process)."""
+
+    probs: dict[int, torch.Tensor] = field(default_factory=dict)
+    features: dict[int, torch.Tensor] = field(default_factory=dict)
+    plans: dict[int, SegmentPlan] = field(default_factory=dict)
+    decoded: VideoDecoded | None = None
+    failed: VideoError | None = None
+
+
+class Tagger:
+    """Runs a model over videos and yields one `VideoResult` per video, in input order.
+
+    Args:
+        model: a `VideoSwin` (any module mapping (N, 3, T, H, W) to logits, with
+            `forward_features` and `head` when features are asked for).
+        labels: class names, one per model output.
+        model_name: written into every record.
+        spec: the views per segment.
+        options: see `TagOptions`.
+    """
+
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], model_name: str, spec: ViewSpec,
+                 options: TagOptions):
+        self.device = torch.device(options.device)
+        self.model = model.eval().to(self.device)
+        self.labels, self.model_name, self.spec, self.options = list(labels), model_name, spec, options
+        self._forward = self._forward_with_features if options.features else self.model
+        if options.compile:
+            self._forward = torch.compile(self._forward)
+        self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1, 1)
+        self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1, 1)
+
+    def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
+        """Tag `videos`; results come in input order (a video waits for the ones before it)."""
+        stream = _VideoStream(videos, self.spec, self.options)
+        workers = self.options.workers
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None, persistent_workers=False,
+        )
+        states = {pos: _VideoState() for pos in range(len(videos))}
+        pending: list[SegmentViews] = []
+        next_pos = 0
+        for item in loader:
+            if isinstance(item, SegmentViews):
+                pending.append(item)
+                if sum(len(p.weights) for p in pending) >= self.options.batch_size:
+                    self._score(pending, states)
+                    pending = []
+            elif isinstance(item, VideoDecoded):
+                states[item.video_pos].decoded = item
+            else:
+                states[item.video_pos].failed = item.error
+            # A finished video waits for the ones before it; one whose last segments still sit in
+            # `pending` finishes when the batch fills (or at the end), so batches stay full.
+            while next_pos < len(videos) and self._finished(states[next_pos]):
+                yield self._result(videos[next_pos].key, states.pop(next_pos))
+                next_pos += 1
+        if pending:
+            self._score(pending, states)
+        while next_pos < len(videos):
+            yield self._result(videos[next_pos].key, states.pop(next_pos))
+            next_pos += 1
+
+    @staticmethod
+    def _finished(state: _VideoState) -> bool:
+        if state.failed is not None:
+            return True
+        return state.decoded is not None and len(state.probs) >= state.decoded.num_segments
+
+    @torch.inference_mode()
+    def _score(self, pending: list[SegmentViews], states: dict[int, _VideoState]) -> None:
+        """Run the model over the pending views in batches and store each segment's probabilities."""
+        frames = torch.cat([p.frames for p in pending])  # (N, T, S, S, 3) uint8
+        logits, features = [], []
+        for start in range(0, len(frames), self.options.batch_size):
+            batch = frames[start:start + self.options.batch_size].to(self.device, non_blocking=True)
+            # (B, T, S, S, 3) -> (B, 3, T, S, S); normalise in float32 as the official (x - mean) / std
+            x = (batch.permute(0, 4, 1, 2, 3).float() - self.mean) / self.std
+            with self._autocast():
+                out = self._forward(x)
+            if self.options.features:
+                logits.append(out[0].float())
+                features.append(out[1].float())
+            else:
+                logits.append(out.float())
+        logits = torch.cat(logits).cpu()
+        features = torch.cat(features).cpu() if features else None
+        row = 0
+        for p in pending:
+            rows = slice(row, row + len(p.weights))
+            row += len(p.weights)
+            state = states.get(p.video_pos)
+            if state is None or state.failed is not None:
+                continue
+            state.plans[p.plan.index] = p.plan
+            state.probs[p.plan.index] = average_views(logits[rows], p.weights)
+            if features is not None:
+                w = p.weights[:, None]
+                state.features[p.plan.index] = (features[rows] * w).sum(0) / w.sum()
+
+    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
+        pooled = self.model.forward_features(x)
+        return self.model.head(pooled), pooled
+
+    def _autocast(self):
+        precision = self.options.precision
+        if precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _result(self, key: str, state: _VideoState) -> VideoResult:
+        if state.failed is not None:
+            return VideoResult(video=key, error=state.failed)
+        if state.decoded is None:  # cannot happen unless a worker died; say so rather than drop the video
+            return VideoResult(video=key, error=VideoError(key, "InternalError", f"{key}: no result came back"))
+        opts, order = self.options, sorted(state.probs)
+        segments = tuple(
+            SegmentResult(
+                video=key, segment=i, start=round(state.plans[i].t_start, 3), end=round(state.plans[i].t_end, 3),
+                start_frame=state.plans[i].start_frame, end_frame=state.plans[i].end_frame,
+                top=top_k(state.probs[i], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
+                model=self.model_name,
+                features=tuple(round(v, 6) for v in state.features[i].tolist()) if opts.features else None,
+            )
+            for i in order
+        )
+        frames_per_segment = [state.plans[i].end_frame - state.plans[i].start_frame for i in order]
+        video_probs = summarize_video(torch.stack([state.probs[i] for i in order]), frames_per_segment)
+        info = state.decoded
+        summary = VideoSummary(
+            video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
+            fps=round(info.fps, 3), top=top_k(video_probs, self.labels, opts.top_k, opts.threshold),
+            views=self.spec.num_views, model=self.model_name,
+        )
+        events = merge_segments(segments) if opts.merge else ()
+        return VideoResult(video=key, segments=segments, summary=summary, events=events)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the inputs under torchrun: every `world_size`-th video from `rank`."""
+
+    rank: int = 0
+    world_size: int = 1
+
+
+def current_shard() -> Shard:
+    """The shard torchrun assigned (RANK, WORLD_SIZE environment variables); one shard otherwise."""
+    return Shard(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass(frozen=True)
+class TagReport:
+    """What a run did (on this rank)."""
+
+    num_tagged: int
+    num_failed: int
+    num_skipped: int  # already complete in the output being resumed
+    num_segments: int
+    interrupted: bool
+
+
+def run_tag(
+    tagger: Tagger,
+    videos: Sequence[VideoInput],
+    output: str,
+    output_format: str = "jsonl",
+    resume: bool = False,
+    shard: Shard = Shard(),
+    on_result: Callable[[VideoResult], None] | None = None,
+    barrier: Callable[[], None] | None = None,
+) -> TagReport:
+    """Tag `videos` into `output`, skipping those already complete there with `resume`.
+
+    Under torchrun each rank tags its shard into `<output>.shards/rank<r>-of-<w>.jsonl` (resumable on
+    its own); after a barrier rank 0 merges all shards, in input order, into one output.
+
+    Args:
+        tagger: the model runner.
+        videos: inputs, in output order.
+        output: "-" for stdout, else a file path (written atomically).
+        output_format: one of `writers.FORMATS`.
+        resume: continue an interrupted JSON Lines output.
+        shard: this process's rank and the world size.
+        on_result: called after each video is written (progress, logging).
+        barrier: waits for every rank (default: a gloo process group); used only when sharded.
+
+    Returns:
+        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; every video written is complete.
+    """
+    final = OutputFile(output, resume=resume)
+    if shard.world_size == 1:
+        todo = [v for v in videos if v.key not in final.done]
+        report = _tag_into(tagger, todo, final, output_format, on_result)
+        return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
+                         report.interrupted)
+
+    shard_file = _shard_dir(output) / f"rank{shard.rank}-of-{shard.world_size}.jsonl"
+    shard_file.parent.mkdir(parents=True, exist_ok=True)
+    mine = OutputFile(str(shard_file), resume=resume)
+    assigned = list(videos)[shard.rank::shard.world_size]  # shard before filtering: the same split every run
+    todo = [v for v in assigned if v.key not in final.done | mine.done]
+    report = _tag_into(tagger, todo, mine, "jsonl", on_result)
+    skipped = len(assigned) - len(todo)
+    if report.interrupted:
+        return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, True)
+    (barrier or _process_group_barrier)()
+    if shard.rank == 0:
+        merge_shards(videos, sorted(shard_file.parent.glob(f"rank*-of-{shard.world_size}.jsonl")), final,
+                     output_format)
+    return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, False)
+
+
+def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], final: OutputFile,
+                 output_format: str) -> None:
+    """Write the shards' results into `final` in input order (after what it keeps from a resumed run)."""
+    results: dict[str, VideoResult] = {}
+    for path in shard_files:
+        results.update(read_results_jsonl(path))
+    writer = get_writer(output_format, final.open())
+    for video in videos:
+        if video.key in results and video.key not in final.done:
+            writer.write_video(results[video.key])
+    writer.close()
+    final.commit()
+    for path in shard_files:
+        path.unlink()
+    with suppress(OSError):
+        shard_files[0].parent.rmdir()
+
+
+def _tag_into(tagger: Tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
+              on_result: Callable[[VideoResult], None] | None) -> TagReport:
+    writer = get_writer(output_format, out.open())
+    tagged = failed = segments = 0
+    interrupted = False
+    try:
+        for result in tagger.run(videos):
+            writer.write_video(result)  # one write and a flush per video: never half a video
+            tagged += 1
+            failed += result.error is not None
+            segments += len(result.segments)
+            if on_result is not None:
+                on_result(result)
+    except KeyboardInterrupt:
+        interrupted = True
+    writer.close()
+    out.commit()  # also after Ctrl-C: every video in it is complete, and --resume continues from it
+    return TagReport(tagged, failed, 0, segments, interrupted)
+
+
+def _shard_dir(output: str) -> Path:
+    if output != "-":
+        return Path(output + ".shards")
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
+    return Path(tempfile.gettempdir()) / f"vswin-tag-shards-{run_id}"
+
+
+def _process_group_barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # gloo works for CPU and GPU ranks alike; ranks finish their shards at different times
+        dist.init_process_group("gloo", timeout=timedelta(days=2))
+    dist.barrier()
