@@ -256,7 +256,7 @@ def _attempt(url, partial: Path, offset: int, digest, timeout, bar) -> tuple[str
         received = 0
         with open(partial, mode, buffering=0) as out:  # unbuffered: what was received is on disk for a resume
             try:
-                while chunk := response.read(CHUNK_BYTES):
+                while chunk := response.read1(CHUNK_BYTES):  # read1: returns what has arrived, so a stall loses nothing
                     _write_all(out, chunk)
                     digest.update(chunk)
                     received += len(chunk)

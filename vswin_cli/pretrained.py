@@ -270,14 +270,6 @@ def _record(path: Path, sha256: str, size: int, url: str) -> None:
         _write_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
 
 
-def _forget(path: Path) -> None:
-    manifest = _manifest_path()
-    with file_lock(manifest):
-        files = read_manifest()
-        if files.pop(_relative(path), None) is not None:
-            _write_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
-
-
 def _relative(path: Path) -> str:
     return path.relative_to(cache_dir()).as_posix()
 
@@ -613,7 +605,8 @@ def entry_config(entry: PretrainedEntry):
     """The `Swin3DConfig` of an entry: its architecture plus its overrides."""
     from models.config import get_config
 
-    return get_config(entry.arch, **entry.overrides)
+    # head_in_channels=None: re-derived from the (possibly overridden) width and depth
+    return get_config(entry.arch, head_in_channels=None, **entry.overrides)
 
 
 # ---------------------------------------------------------------------------------------- resolution

@@ -65,10 +65,11 @@ def models(
     if as_json:
         typer.echo(json.dumps([_entry_json(entry, status) for entry, status in rows], indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"vswin model zoo (cache: {pretrained.cache_dir()})")
+    table = Table(title=f"vswin model zoo (cache: {pretrained.cache_dir()})", box=box.SIMPLE, pad_edge=False)
     table.add_column("name", no_wrap=True)
     for column in ("arch", "dataset", "classes", "views", "top-1", "cache"):
         table.add_column(column, no_wrap=True)
