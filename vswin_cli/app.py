@@ -67,6 +67,11 @@ from vswin_cli.commands import fetch as _fetch  # noqa: E402
 
 app.command("fetch")(_fetch.fetch)
 app.command("models")(_fetch.models)
+from vswin_cli.commands import eval as _eval  # noqa: E402
+from vswin_cli.commands import train as _train  # noqa: E402
+
+app.command("eval")(_eval.eval)
+app.command("train")(_train.train)
 
 
 def main() -> None:

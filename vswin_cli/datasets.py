@@ -337,8 +337,9 @@ class TrainClips(Dataset):
     same clips; call `set_epoch` before each epoch.
     """
 
-    def __init__(self, entries: list[ListEntry], spec: ClipSpec, flip: bool, seed: int):
+    def __init__(self, entries: list[ListEntry], spec: ClipSpec, flip: bool, seed: int, min_crop_area: float = 0.08):
         self.entries = entries
+        self.min_crop_area = min_crop_area
         self.spec = spec
         self.flip = flip
         self.seed = seed
@@ -360,4 +361,4 @@ class TrainClips(Dataset):
             frames = read_frames(entry.path, lambda n: uniform_train_indices(n, spec.clip_len, rng))
         else:
             frames = read_frames(entry.path, lambda n: kinetics_train_indices(n, spec.clip_len, spec.frame_interval, rng))
-        return train_clip(frames, spec.crop_size, self.flip, rng), entry.label
+        return train_clip(frames, spec.crop_size, self.flip, rng, self.min_crop_area), entry.label

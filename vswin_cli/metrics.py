@@ -7,6 +7,7 @@ per-class top-1 accuracies over the classes that have at least one video.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,19 +106,45 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[st
     Returns:
         `Metrics`.
     """
-    scores = np.asarray(scores, dtype=np.float64).reshape(len(labels), -1) if len(labels) else np.zeros((0, len(class_names)))
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(labels), len(class_names))
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :5]  # (N, min(5, K)) best first
+    return metrics_from_ranked(ranked, labels, class_names, num_failed)
+
+
+def metrics_from_ranked(ranked: np.ndarray, labels: np.ndarray, class_names: list[str], num_failed: int = 0) -> Metrics:
+    """`Metrics` from each video's best classes (what a predictions file keeps), not full scores.
+
+    Args:
+        ranked: (N, k) int class indices, best first, k >= 1 (top-5 needs k >= min(5, K)).
+        labels: (N,) int true labels.
+        class_names: K class names.
+        num_failed: videos that could not be scored.
+    """
     labels = np.asarray(labels, dtype=np.int64)
-    per_class = per_class_accuracy(scores, labels, class_names)
+    ranked = np.asarray(ranked, dtype=np.int64).reshape(len(labels), -1) if len(labels) else np.zeros((0, 1), np.int64)
+    hits = ranked == labels[:, None]  # (N, k)
+    counts = np.bincount(labels, minlength=len(class_names))
+    correct = np.bincount(labels[hits[:, 0]], minlength=len(class_names)) if len(labels) else np.zeros(len(class_names), int)
+    per_class = tuple(
+        ClassAccuracy(index=i, name=name, count=int(counts[i]), correct=int(correct[i])) for i, name in enumerate(class_names)
+    )
     present = [c.accuracy for c in per_class if c.count > 0]
-    top1 = top_k_accuracy(scores, labels, 1)
-    num_correct = sum(c.correct for c in per_class)
     total = len(labels) + num_failed
+    nan = float("nan")
     return Metrics(
-        top1=top1,
-        top5=top_k_accuracy(scores, labels, 5),
-        mean_class_accuracy=float(np.mean(present)) if present else float("nan"),
-        top1_all=num_correct / total if total else float("nan"),
+        top1=float(hits[:, 0].mean()) if len(labels) else nan,
+        top5=float(hits[:, :5].any(axis=1).mean()) if len(labels) else nan,
+        mean_class_accuracy=float(np.mean(present)) if present else nan,
+        top1_all=int(hits[:, 0].sum()) / total if total else nan,
         num_used=len(labels),
         num_failed=num_failed,
         per_class=per_class,
     )
+
+
+def write_per_class_csv(metrics: Metrics, stream) -> None:
+    """Per-class accuracy as CSV: index,name,count,correct,accuracy (empty accuracy when count is 0)."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["index", "name", "count", "correct", "accuracy"])
+    for c in metrics.per_class:
+        writer.writerow([c.index, c.name, c.count, c.correct, f"{c.accuracy:.6f}" if c.count else ""])

@@ -29,8 +29,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, TrainClips, collate_eval, parse_list
-from vswin_cli.engine import VideoScores, evaluate, train_one_epoch
+from models import save_checkpoint
+
+from vswin_cli.datasets import ClipSpec, ListEntry, TrainClips, parse_list
+from vswin_cli.engine import VideoScores, evaluate_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
 from vswin_cli.metrics import compute_metrics
 from vswin_cli.train_augment import is_direction_sensitive
@@ -62,6 +64,7 @@ class TrainConfig:
     drop_path: float | None = None  # None = the variant's
     label_smoothing: float | None = None  # None = 0.1 for direction-sensitive label sets (SSv2), else 0
     flip: str = "auto"  # "auto" = flip unless the labels name left/right
+    min_crop_area: float = 0.08  # RandomResizedCrop's smallest area fraction (official 0.08)
     accum_steps: int = 1
     precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
@@ -88,6 +91,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_steps", "clip_len", "frame_interval", "crop_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.min_crop_area <= 1:
+            raise ConfigError(f"--min-crop-area must be in (0, 1], got {self.min_crop_area}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("--lr must be positive, --weight-decay and --warmup-epochs non-negative")
         ClipSpec(sampling=self.sampling, clip_len=self.clip_len, frame_interval=self.frame_interval)  # validates
@@ -166,7 +171,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, bo
     if cfg.drop_path is not None:
         overrides["drop_path_rate"] = cfg.drop_path
     if cfg.model is not None:
-        source, pretrained_config, _ = _load_start_model(cfg.model)
+        source, pretrained_config = _load_start_model(cfg.model)
         model = VideoSwin.from_config(pretrained_config.replace(**overrides))
         _load_backbone(model, source.state_dict(), cfg.model)
         return model, True
@@ -179,22 +184,20 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, bo
         return model, False
     from models import load_checkpoint
 
-    load_checkpoint(model, cfg.init, strict=False)
+    report = load_checkpoint(model, cfg.init, strict=False)  # a head of another size is dropped
+    not_loaded = [k for k in report.missing_keys if not k.startswith("head.")]
+    if not_loaded:
+        raise ConfigError(f"{cfg.init}: these weights of {cfg.arch} are not in the file: {', '.join(not_loaded[:5])} ...",
+                          hint="--init needs a checkpoint of the same architecture (or its ImageNet-2D Swin)")
     return model, True
 
 
 def _load_start_model(name_or_path: str):
-    """(model, its config, labels) for `--model`: a `vswin train` checkpoint, else a zoo name or weights file."""
+    """(model, its config) for `--model`: a zoo name, or a weights file (a `vswin train` checkpoint...)."""
     from vswin_cli.pretrained import resolve_model
 
-    if Path(name_or_path).is_file():
-        try:
-            model, labels, _spec = load_trained(name_or_path)
-        except ConfigError:  # not one of ours: the zoo resolver knows the other layouts
-            model, labels, _protocol = resolve_model(weights=name_or_path)
-    else:
-        model, labels, _protocol = resolve_model(model=name_or_path)
-    return model, model.config, labels
+    resolved = resolve_model(model=name_or_path)
+    return resolved.model, resolved.model.config
 
 
 def _load_backbone(model: torch.nn.Module, state: dict, source: str) -> None:
@@ -208,40 +211,18 @@ def _load_backbone(model: torch.nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(kept, strict=False)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, list[str], ClipSpec]:
-    """A checkpoint written by `vswin train`: (model in eval mode, class names, its test protocol).
-
-    Raises:
-        ConfigError: the file is not a vswin training checkpoint.
-    """
-    from models import VideoSwin, load_checkpoint
-    from models.config import config_from_dict
-
+def trained_protocol(path: str | Path) -> ClipSpec | None:
+    """The test protocol stored in a `vswin train` checkpoint (clip shape it was trained on), else None."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise ConfigError(f"{path}: cannot read it as a checkpoint ({type(err).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "vswin":
-        raise ConfigError(f"{path}: not a checkpoint written by vswin train")
-    model = VideoSwin.from_config(config_from_dict(checkpoint["config"]))
-    load_checkpoint(model, path)
-    num_classes = model.config.num_classes
-    labels = checkpoint.get("labels") or [str(i) for i in range(num_classes)]
-    spec = ClipSpec(**checkpoint["protocol"]) if checkpoint.get("protocol") else ClipSpec()
-    return model.to(device).eval(), list(labels), spec
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format torch file: certainly not one of ours
+        return None
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == "vswin" and checkpoint.get("protocol"):
+        return ClipSpec(**checkpoint["protocol"])
+    return None
 
 
 # --- checkpoints and metrics files ---------------------------------------------------------------------
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _link_atomic(source: Path, path: Path) -> None:
@@ -312,37 +293,6 @@ def setup_device(device: str = "auto") -> tuple[torch.device, int, int]:
     return torch.device("cpu" if device == "auto" else device), rank, world_size
 
 
-def gather_to_rank0(items: list) -> list:
-    """All processes' lists concatenated on rank 0 (others get []); the input itself when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return items
-    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(items, gathered, dst=0)
-    return [x for part in gathered for x in part] if gathered is not None else []
-
-
-def eval_loader(entries: list[ListEntry], spec: ClipSpec, batch_size: int, workers: int, rank: int, world_size: int):
-    """A loader over this rank's share of `entries` (every world_size-th video, no padding)."""
-    shard = list(range(rank, len(entries), world_size))
-    dataset = EvalClips([entries[i] for i in shard], spec)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval)
-    return loader, shard
-
-
-def evaluate_entries(model, entries, spec, device, *, batch_size=1, workers=0, precision="fp32", max_views=8, on_video=None):
-    """Score `entries` across all ranks; rank 0 gets every `VideoScores` (index = position in entries)."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
-    loader, shard = eval_loader(entries, spec, batch_size, workers, rank, world_size)
-
-    def to_global(s: VideoScores) -> VideoScores:
-        return dataclasses.replace(s, index=shard[s.index])
-
-    callback = (lambda s: on_video(to_global(s))) if on_video is not None else None
-    local = [to_global(s) for s in evaluate(model, loader, device, precision=precision, max_views=max_views, on_video=callback)]
-    return sorted(gather_to_rank0(local), key=lambda s: s.index)
-
-
 # --- the loop --------------------------------------------------------------------------------------------
 
 
@@ -393,7 +343,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
 
     spec = ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, 1, 1, cfg.crop_size, cfg.crop_size)
-    train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed)
+    train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed, min_crop_area=cfg.min_crop_area)
     # One sampler for 1 or many processes: the order depends only on (seed, epoch).
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
@@ -442,24 +392,22 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
             score = row["val_top1"] if row["val_top1"] is not None else -stats.loss
             is_best = score > best_top1
             best_top1 = max(best_top1, score)
-            checkpoint = {
-                "format": "vswin",
-                "version": CHECKPOINT_VERSION,
-                "config": model.config.to_dict(),
-                "model": model.state_dict(),
-                "labels": class_names,
-                "protocol": dataclasses.asdict(eval_spec_for_training(cfg)),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch + 1,
-                "best_top1": best_top1,
-                "metrics": rows,
-                "rng": _rng_state(),
-                "train_config": dataclasses.asdict(cfg),
-            }
             epoch_path = out_dir / f"epoch_{epoch + 1:03d}.pt"
-            save_atomic(checkpoint, epoch_path)
+            # The {"format": "vswin", "config", "model", "labels"} layout of docs/architecture.md, plus the
+            # training state that `load_checkpoint` ignores. Everything is plain data (weights_only loads).
+            save_checkpoint(
+                epoch_path, model, class_names,
+                version=CHECKPOINT_VERSION,
+                protocol=dataclasses.asdict(eval_spec_for_training(cfg)),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                epoch=epoch + 1,
+                best_top1=best_top1,
+                metrics=rows,
+                rng=_rng_state(),
+                train_config=dataclasses.asdict(cfg),
+            )
             if is_best:
                 _link_atomic(epoch_path, out_dir / "best.pt")
             _link_atomic(epoch_path, last_path)

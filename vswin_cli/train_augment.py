@@ -84,7 +84,7 @@ def random_resized_crop_box(
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def train_clip(frames: np.ndarray, crop_size: int, flip: bool, rng: np.random.Generator) -> torch.Tensor:
+def train_clip(frames: np.ndarray, crop_size: int, flip: bool, rng: np.random.Generator, min_crop_area: float = 0.08) -> torch.Tensor:
     """Augment one decoded clip: resize short side to 256/224 * crop, random resized crop, flip, normalize.
 
     Args:
@@ -92,6 +92,7 @@ def train_clip(frames: np.ndarray, crop_size: int, flip: bool, rng: np.random.Ge
         crop_size: output side S (224 in the official recipe).
         flip: allow a horizontal flip with probability 0.5 (False for direction-sensitive labels).
         rng: random source; one crop and one flip decision for the whole clip.
+        min_crop_area: smallest crop area as a fraction of the frame (official 0.08).
 
     Returns:
         (3, T, S, S) float32, normalized.
@@ -99,7 +100,7 @@ def train_clip(frames: np.ndarray, crop_size: int, flip: bool, rng: np.random.Ge
     from vswin_cli.datasets import normalize_frames, resize_short_side
 
     resized = resize_short_side(frames, round(crop_size * 256 / 224))  # (T, H', W', 3) uint8
-    top, left, crop_h, crop_w = random_resized_crop_box(resized.shape[1], resized.shape[2], rng)
+    top, left, crop_h, crop_w = random_resized_crop_box(resized.shape[1], resized.shape[2], rng, area_range=(min_crop_area, 1.0))
     patch = torch.from_numpy(np.ascontiguousarray(resized[:, top : top + crop_h, left : left + crop_w]))
     patch = patch.permute(0, 3, 1, 2).float()  # (T, 3, h, w)
     patch = F.interpolate(patch, size=(crop_size, crop_size), mode="bilinear", align_corners=False)
