@@ -193,7 +193,9 @@ class WindowAttention3D(nn.Module):
         return bias.permute(2, 0, 1)
 
     def combined_mask(self, num_tokens: int, shift_mask: torch.Tensor | None, shift_key, dtype) -> torch.Tensor:
-        """Bias plus shift mask as one additive mask: (nW*nH, N, N) if shifted, else (nH, N, N).
+        """Bias plus shift mask as one additive mask: (1, nW*nH, N, N) if shifted, else (1, nH, N, N).
+
+        4D with a leading 1 (broadcast over the batch) so the fused SDPA kernels accept it.
 
         Cached while the bias table is unchanged and no gradient is wanted; while training it is
         rebuilt each call so the gradient reaches the table.
@@ -206,10 +208,10 @@ class WindowAttention3D(nn.Module):
             cached = self._mask_cache.get(key)
             if cached is not None:
                 return cached
-        mask = self.relative_position_bias(num_tokens).to(dtype)
+        mask = self.relative_position_bias(num_tokens).to(dtype)[None]  # (1, nH, N, N)
         if shift_mask is not None:
-            # (1, nH, N, N) + (nW, 1, N, N) -> (nW*nH, N, N), window-major like the query layout
-            mask = (mask[None] + shift_mask.to(dtype)[:, None]).flatten(0, 1)
+            # (1, nH, N, N) + (nW, 1, N, N) -> (1, nW*nH, N, N), window-major like the query layout
+            mask = (mask + shift_mask.to(dtype)[:, None]).flatten(0, 1)[None]
         if key is not None:
             if len(self._mask_cache) >= _MAX_CACHED_MASKS:
                 self._mask_cache.clear()

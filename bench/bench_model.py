@@ -1,0 +1,179 @@
+"""Inference speed of VideoSwin: views/s per arch, batch size, dtype and device, side by side with the
+plain reference attention path and (when it imports) torchvision's swin3d, in one run.
+
+    python bench/bench_model.py                       # CPU: batch 1, fp32+bf16, swin-t/s/b/b-16
+    python bench/bench_model.py --archs swin-t --dtypes bf16 --repeats 5
+    PYTHONPATH=/tmp/tvsite python bench/bench_model.py --device cuda   # batch 1 and 16, TFLOP/s
+
+A view is 3 x T x S x S (default 3x32x224x224). On CUDA the table also gives the achieved TFLOP/s
+(2 x multiply-adds of one 32x224x224 view, from spec/model.md) and its share of a measured bf16 matmul
+peak. Prints a Markdown table; ratios compare implementations measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import VideoSwin, get_config  # noqa: E402
+
+# Multiply-adds of one 3x32x224x224 view (spec/model.md, torch FlopCounterMode).
+GMACS_PER_VIEW = {"swin-t": 87.76, "swin-s": 165.68, "swin-b": 281.33, "swin-b-16": 320.36}
+ARCHS = {
+    "swin-t": ("swin-t", {}),
+    "swin-s": ("swin-s", {}),
+    "swin-b": ("swin-b", {}),
+    "swin-b-16": ("swin-b", {"window_size": (16, 7, 7)}),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def import_torchvision_swin3d():
+    """Return (torchvision's SwinTransformer3d module, note). Falls back to importing the pure-Python
+    model files without running torchvision/__init__ (whose C extension may not match this torch)."""
+    try:
+        from torchvision.models.video import swin_transformer
+
+        return swin_transformer, "torchvision imported normally"
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
+        first_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "torchvision is not installed"
+    package = types.ModuleType("torchvision")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["torchvision"] = package
+    try:
+        from torchvision.models.video import swin_transformer
+
+        return swin_transformer, f"torchvision package import failed ({first_error}); its pure-Python swin3d loaded"
+    except Exception as err:  # noqa: BLE001
+        return None, f"torchvision unusable ({first_error}; then {type(err).__name__}: {err})"
+
+
+def build(impl: str, arch: str, tv_module):
+    name, overrides = ARCHS[arch]
+    if impl in ("ours", "reference"):
+        model = VideoSwin.from_config(get_config(name, **overrides))
+        model.set_reference_attention(impl == "reference")
+        return model
+    cfg = get_config(name, **overrides)
+    return tv_module.SwinTransformer3d(
+        patch_size=list(cfg.patch_size),
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=list(cfg.window_size),
+        stochastic_depth_prob=cfg.drop_path_rate,
+        num_classes=cfg.num_classes,
+    )
+
+
+def time_models(models: dict, x, repeats: int, warmup: int, device: str) -> dict:
+    """Median seconds per forward of the whole batch, per model. Runs interleave (one forward of each
+    model per round) so that load from other processes hits every implementation alike."""
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            for name, model in models.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
+    """Measured dense matmul throughput (TFLOP/s) of the device in `dtype`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", default="swin-t,swin-s,swin-b,swin-b-16", help="comma list of " + ",".join(ARCHS))
+    parser.add_argument("--impls", default="ours,reference,torchvision", help="comma list: ours,reference,torchvision")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma list: fp32,bf16")
+    parser.add_argument("--batch-sizes", default=None, help="comma list (default: 1 on CPU, 1,16 on CUDA)")
+    parser.add_argument("--frames", type=int, default=32, help="frames per view (default 32)")
+    parser.add_argument("--size", type=int, default=224, help="height = width of a view (default 224)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs, median taken (default CPU 3, CUDA 10)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("1,16" if device == "cuda" else "1")).split(",")]
+    repeats = args.repeats or (10 if device == "cuda" else 3)
+    archs = args.archs.split(",")
+    impls = args.impls.split(",")
+    unknown = [a for a in archs if a not in ARCHS] + [d for d in args.dtypes.split(",") if d not in DTYPES]
+    if unknown:
+        parser.error(f"unknown arch/dtype {unknown}")
+    tv_module, tv_note = (None, "not requested")
+    if "torchvision" in impls:
+        tv_module, tv_note = import_torchvision_swin3d()
+        if tv_module is None:
+            impls.remove("torchvision")
+    standard_view = args.frames == 32 and args.size == 224
+    peak = matmul_peak_tflops(device) if device == "cuda" else None
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
+    print(f"# view 3x{args.frames}x{args.size}x{args.size}, median of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
+    if peak:
+        print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
+    print()
+    print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference |" + (" TFLOP/s | % peak |" if device == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
+    for arch in archs:
+        for dtype_name in args.dtypes.split(","):
+            dtype = DTYPES[dtype_name]
+            for batch in batch_sizes:
+                x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
+                models = {impl: build(impl, arch, tv_module).eval().to(device=device, dtype=dtype) for impl in impls}
+                seconds = time_models(models, x, repeats, args.warmup, device)
+                speed = {impl: batch / seconds[impl] for impl in impls}
+                del models
+                for impl in impls:
+                    row = f"| {arch} | {dtype_name} | {batch} | {impl} | {speed[impl]:.3g} | "
+                    row += f"{speed[impl] / speed['torchvision']:.2f}x | " if "torchvision" in speed else "- | "
+                    row += f"{speed[impl] / speed['reference']:.2f}x |" if "reference" in speed else "- |"
+                    if device == "cuda":
+                        if standard_view:
+                            tflops = 2 * GMACS_PER_VIEW[arch] * speed[impl] / 1e3
+                            row += f" {tflops:.1f} | {100 * tflops / peak:.0f}% |"
+                        else:
+                            row += " - | - |"
+                    print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
