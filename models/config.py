@@ -102,7 +102,9 @@ class Swin3DConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **overrides) -> Swin3DConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); `head_in_channels` is derived anew
+        unless given."""
+        overrides.setdefault("head_in_channels", None)
         return dataclasses.replace(self, **overrides)
 
 
