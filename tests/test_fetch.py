@@ -261,9 +261,16 @@ def test_offline_mode_names_the_missing_file_and_how_to_get_it(zoo, monkeypatch)
     monkeypatch.setenv("VSWIN_OFFLINE", "1")
     with pytest.raises(OfflineError) as err:
         pretrained.fetch(NAME, progress=False)
-    assert FILE in str(err.value) and str(zoo.cached) in str(err.value)
-    assert zoo.entry.url in err.value.hint and f"vswin fetch {NAME} --from {FILE}" in err.value.hint
+    assert f"{FILE} and label_map_k400.txt are not in the cache" in str(err.value)
+    k400 = pretrained.LABEL_MAPS["kinetics400"]
+    assert zoo.entry.url in err.value.hint and k400.url in err.value.hint
+    assert f"vswin fetch {NAME} --from FOLDER" in err.value.hint
     assert zoo.server.requests == []  # never touched the network
+
+    pretrained.import_file(NAME, shared_path("labels", "label_map_k400.txt"))  # now only the checkpoint is missing
+    with pytest.raises(OfflineError, match=f"{FILE} is not in the cache") as err:
+        pretrained.fetch(NAME, progress=False)
+    assert f"vswin fetch {NAME} --from {FILE}" in err.value.hint and k400.url not in err.value.hint
 
     result = CliRunner().invoke(app, ["fetch", NAME, "--offline"])
     monkeypatch.delenv("VSWIN_OFFLINE")
@@ -371,3 +378,21 @@ def test_cli_usage_errors(zoo):
     assert result.exit_code == 1 and "exactly one entry" in result.stderr
     with pytest.raises(ConfigError, match="not an http"):
         pretrained.fetch(NAME, mirror="ftp://host/", progress=False)
+
+
+def test_fetching_several_entries_goes_on_past_a_failure_and_exits_1(zoo, monkeypatch):
+    broken = dataclasses.replace(zoo.entry, name="tiny-gone", url=zoo.server.url("/gone/" + FILE))
+    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-gone", broken)
+    result = CliRunner().invoke(app, ["fetch", "tiny-gone", NAME, "-q"])
+    assert result.exit_code == 1
+    assert "tiny-gone" in result.stderr and "HTTP 404" in result.stderr and "1 of 2 entries failed" in result.stderr
+    assert result.stdout.strip() == str(zoo.cached) and zoo.cached.read_bytes() == zoo.body
+
+
+def test_file_mirror_for_air_gapped_sites(zoo, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / FILE).write_bytes(zoo.body)
+    (share / "label_map_k400.txt").write_bytes(zoo.labels)
+    monkeypatch.setenv("VSWIN_MIRROR", share.as_uri())
+    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body and zoo.server.requests == []

@@ -12,7 +12,6 @@ Standard library only (urllib): the files are plain HTTPS downloads and this kee
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import http.client
 import os
@@ -26,6 +25,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no inter-process lock (one fetch at a time there)
+    fcntl = None
 
 from vswin_cli import __version__
 from vswin_cli.errors import ChecksumError, DownloadError
@@ -89,6 +93,9 @@ def file_lock(path: Path) -> Iterator[None]:
     The lock file is left behind on purpose: deleting it would let a third process lock a new file
     while the second still holds the old one.
     """
+    if fcntl is None:
+        yield
+        return
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:

@@ -326,9 +326,10 @@ def _checkpoint_file(entry: PretrainedEntry) -> _CachedFile:
 
 
 def _label_file(label_map: LabelMap, entry_name: str | None = None) -> _CachedFile:
+    entry_name = entry_name or next(e.name for e in PRETRAINED.values() if e.labels == label_map.name)
     return _CachedFile(
         labels_path(label_map), label_map.url, label_map.filename, None, None,
-        lambda path: _read_label_file(path, label_map.num_classes), f"vswin fetch {entry_name or '<model>'}",
+        lambda path: _read_label_file(path, label_map.num_classes), f"vswin fetch {entry_name}",
     )  # fmt: skip
 
 
@@ -351,7 +352,7 @@ def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool
     url = f"{base.rstrip('/')}/{file.filename}" if base else file.url
     result = download_file(
         url, file.path, expected_sha256=expected, expected_size=file.size,
-        check=file.check if expected is None else None, progress=progress,
+        check=_download_check(file, url) if expected is None else None, progress=progress,
     )  # fmt: skip
     if not result.downloaded and expected is None:  # another process downloaded it while we waited
         _check_or_delete(file)
@@ -374,6 +375,19 @@ def _verify_cached(file: _CachedFile, record: dict | None) -> None:
         )
 
 
+def _download_check(file: _CachedFile, url: str):
+    """`file.check` for a finished download: errors name the URL rather than the temporary file."""
+
+    def check(partial: Path) -> None:
+        try:
+            file.check(partial)
+        except VswinError as err:
+            message = err.message.replace(str(partial), url)
+            raise type(err)(f"{message} (the download was deleted)", err.hint) from None
+
+    return check
+
+
 def _check_or_delete(file: _CachedFile) -> None:
     try:
         file.check(file.path)
@@ -382,11 +396,16 @@ def _check_or_delete(file: _CachedFile) -> None:
         raise
 
 
-def _offline_error(file: _CachedFile) -> OfflineError:
+def _offline_error(*files: _CachedFile) -> OfflineError:
+    """Names every missing file, where to download it, and the `--from` command that imports it."""
+    names = " and ".join(f.filename for f in files)
+    folder = files[0].path.parent if len(files) == 1 else files[0].path.parent.parent
+    source = files[0].filename if len(files) == 1 else "FOLDER"
     return OfflineError(
-        f"offline mode (VSWIN_OFFLINE / --offline) and {file.filename} is not in the cache ({file.path})",
-        f"download {file.url} on a machine with internet, copy it here and run "
-        f"`{file.fetch_hint} --from {file.filename}` (or unset VSWIN_OFFLINE to fetch it)",
+        f"offline mode (VSWIN_OFFLINE / --offline) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
+        f"download {' and '.join(f.url for f in files)} on a machine with internet, copy "
+        f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `{files[0].fetch_hint} --from {source}` "
+        "(or unset VSWIN_OFFLINE to fetch)",
     )
 
 
@@ -416,6 +435,9 @@ def fetch(
     offline = is_offline(offline)
     paths = []
     for entry in entries:
+        missing = [f for f in _entry_files(entry) if not f.path.exists()]
+        if offline and missing:
+            raise _offline_error(*missing)
         paths.append(_ensure(_checkpoint_file(entry), mirror, offline, progress))
         if entry.labels:
             _ensure(_label_file(LABEL_MAPS[entry.labels], entry.name), mirror, offline, progress=False)
@@ -436,7 +458,7 @@ def import_file(name: str, source: str | Path) -> list[Path]:
     """
     entry = get_entry(name)
     source = Path(source).expanduser()
-    wanted = [_checkpoint_file(entry)] + ([_label_file(LABEL_MAPS[entry.labels], name)] if entry.labels else [])
+    wanted = _entry_files(entry)
     if source.is_dir():
         pairs = [(f, source / f.filename) for f in wanted if (source / f.filename).is_file()]
     elif source.is_file():
@@ -594,9 +616,10 @@ def check_checkpoint(path: Path, entry: PretrainedEntry) -> None:
     try:
         load_checkpoint(model, path, format=entry.format, strict=True)
     except CheckpointError as err:
+        reason = err.message.removeprefix(f"{path}: ")
         raise ChecksumError(
-            f"not a {entry.name} checkpoint ({entry.arch}, {entry.num_classes} classes, {entry.format} layout): "
-            f"{err.message}",
+            f"{path}: not a {entry.name} checkpoint ({entry.arch}, {entry.num_classes} classes, {entry.format} layout): "
+            f"{reason}",
             f"the file is damaged or for another model; {entry.name} expects {entry.filename} from {entry.url}",
         ) from None
 

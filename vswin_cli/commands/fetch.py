@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from vswin_cli import pretrained
-from vswin_cli.errors import ChecksumError, ConfigError
+from vswin_cli.errors import ChecksumError, ConfigError, DownloadError
 
 
 def fetch(
@@ -48,9 +48,19 @@ def fetch(
         for path in pretrained.import_file(names[0], from_path):
             typer.echo(path)
         return
-    paths = pretrained.fetch(names, mirror=mirror, offline=True if offline else None, progress=not quiet)
-    for path in paths:
-        typer.echo(path)
+    for name in names:
+        pretrained.get_entry(name)  # unknown names fail before any download
+    failed = []
+    for name in names:
+        try:
+            typer.echo(pretrained.fetch(name, mirror=mirror, offline=True if offline else None, progress=not quiet))
+        except DownloadError as err:
+            if len(names) == 1:
+                raise
+            typer.echo(f"Error: {name}: {err}", err=True)  # go on: one unavailable file should not stop the rest
+            failed.append(name)
+    if failed:
+        raise DownloadError(f"{len(failed)} of {len(names)} entries failed: {', '.join(failed)}", "run the same command again: finished files are kept and partial ones resume")
 
 
 def models(
