@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +77,14 @@ def read_checkpoint(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file", "check the path of the weights file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (current) or a pickle (legacy, starts with the PROTO opcode).
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+            "pass the .pth weights file itself, not a text, config or archive file",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -87,7 +94,7 @@ def read_checkpoint(path: str | Path) -> object:
             "loading is weights-only so a checkpoint cannot run code; only load files from a source you "
             "trust, re-saved as a plain state_dict",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - a corrupt file fails in many ways (zip, pickle, storage)
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})",
             "the file may be truncated or not a weights file; download it again",
@@ -234,7 +241,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, labels: list[str] | None
 def _tensors_only(state: dict, path: str) -> dict:
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: entries that are not tensors where weights were expected: {bad[:5]}")
+        raise CheckpointError(
+            f"{path}: entries that are not tensors where weights were expected: {bad[:5]}",
+            "if you forced format=, check that it is the file's format (or use format='auto')",
+        )
     return state
 
 
