@@ -13,6 +13,7 @@ additive mask; that mask is cached per block for a given input size, device and 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -224,7 +225,7 @@ class WindowAttention3D(nn.Module):
         Args:
             x: (N*nW, T, C) windows of T tokens.
             shift_mask: (nW, T, T) additive region mask of a shifted block, or None.
-            shift_key: hashable description of `shift_mask` (padded size, window, shift) for the cache.
+            shift_key: hashable description of `shift_mask` (the padded size) for the cache.
 
         Returns:
             (N*nW, T, C).
@@ -261,12 +262,48 @@ class WindowAttention3D(nn.Module):
         return attn @ v
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a stage cuts a feature map of one size into windows (built once per size, dtype, device).
+
+    Attributes:
+        window: effective window (d, h, w) after the clipping rule.
+        shift: effective shift of the shifted blocks (all zero if nothing is shifted).
+        padded: map size after end-padding to multiples of the window.
+        shift_mask: (nW, N, N) additive region mask for the shifted blocks, or None.
+        shifted_order: (L,) int64, L = prod(padded): for each token in window order (windows
+            row-major, tokens row-major inside) its flat index in the padded, UNROLLED map. One
+            gather replaces roll + partition; None if nothing is shifted.
+        shifted_inverse: (L,) the inverse permutation (merge windows and roll back in one gather).
+    """
+
+    window: Size3
+    shift: Size3
+    padded: Size3
+    shift_mask: torch.Tensor | None = None
+    shifted_order: torch.Tensor | None = None
+    shifted_inverse: torch.Tensor | None = None
+
+
+def make_window_plan(size: Size3, window: Size3, dtype, device) -> WindowPlan:
+    """The `WindowPlan` of a stage with configured `window` for a map of `size` (d, h, w)."""
+    win, shift = effective_window(size, window, tuple(w // 2 for w in window))
+    padded = tuple(math.ceil(s / w) * w for s, w in zip(size, win))
+    if not any(shift):
+        return WindowPlan(win, shift, padded)
+    flat = torch.arange(math.prod(padded), device=device).view(padded)
+    # Rolling by -shift puts the token from (q + shift) mod P at q; then partition like the tokens.
+    rolled = torch.roll(flat, shifts=tuple(-s for s in shift), dims=(0, 1, 2))
+    order = window_partition(rolled[None, ..., None], win).reshape(-1)
+    return WindowPlan(win, shift, padded, build_shift_mask(padded, win, shift, dtype, device), order, order.argsort())
+
+
 class Block(nn.Module):
     """Swin block: x + DropPath(W-MSA(norm1(x))), then x + DropPath(MLP(norm2(x)))."""
 
     def __init__(self, dim, num_heads, window: Size3, shifted: bool, cfg: Swin3DConfig, drop_path_p: float):
         super().__init__()
-        self.shift = tuple(w // 2 for w in window) if shifted else (0, 0, 0)
+        self.shifted = shifted  # odd blocks; the plan may still clip the shift to zero
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention3D(
             dim, window, num_heads, cfg.qkv_bias, cfg.qk_scale, cfg.attn_drop_rate, cfg.drop_rate
@@ -275,29 +312,27 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, window: Size3, shift: Size3, shift_mask: torch.Tensor | None):
-        """(N, D, H, W, C) -> same; `window`/`shift` are the stage's effective ones (shift 0 if unshifted)."""
-        x = x + drop_path(self._attention_part(x, window, shift, shift_mask), self.drop_path_p, self.training)
+    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        """(N, D, H, W, C) -> same."""
+        x = x + drop_path(self._attention_part(x, plan), self.drop_path_p, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
 
-    def _attention_part(self, x, window: Size3, shift: Size3, shift_mask):
-        n, d, h, w, _ = x.shape
+    def _attention_part(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        n, d, h, w, c = x.shape
         x = self.norm1(x)
         # Pad after the norm, at the end: padded tokens stay zeros and act as keys (not masked).
-        pad_d, pad_h, pad_w = -d % window[0], -h % window[1], -w % window[2]
+        pad_d, pad_h, pad_w = (p - s for p, s in zip(plan.padded, (d, h, w)))
         if pad_d or pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h, 0, pad_d))
-        padded = (d + pad_d, h + pad_h, w + pad_w)
-        shift_key = None
-        if any(shift):
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-            shift_key = (padded, window, shift)
+        if self.shifted and plan.shifted_order is not None:
+            # roll(-shift) + partition as one gather: (N, L, C) -> (N*nW, tokens, C)
+            tokens = x.reshape(n, -1, c).index_select(1, plan.shifted_order)
+            windows = self.attn(tokens.view(-1, math.prod(plan.window), c), plan.shift_mask, plan.padded)
+            # merge + roll(+shift) as one gather back to map order
+            x = windows.view(n, -1, c).index_select(1, plan.shifted_inverse).view(n, *plan.padded, c)
         else:
-            shift_mask = None
-        windows = self.attn(window_partition(x, window), shift_mask, shift_key)  # (N*nW, tokens, C)
-        x = window_reverse(windows, window, n, padded)  # (N, D', H', W', C)
-        if any(shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
+            windows = self.attn(window_partition(x, plan.window), None)  # (N*nW, tokens, C)
+            x = window_reverse(windows, plan.window, n, plan.padded)  # (N, D', H', W', C)
         if pad_d or pad_h or pad_w:
             x = x[:, :d, :h, :w]
         return x
@@ -332,32 +367,26 @@ class Stage(nn.Module):
         )
         self.downsample = PatchMerging(dim) if downsample else None
         self.grad_checkpointing = False
-        self._shift_masks: dict[tuple, torch.Tensor] = {}
+        self._plans: dict[tuple, WindowPlan] = {}
 
-    def shift_mask(self, padded: Size3, window: Size3, shift: Size3, dtype, device) -> torch.Tensor:
-        """The stage's region mask, built once per (padded size, window, shift, dtype, device)."""
-        key = (padded, window, shift, dtype, device)
-        mask = self._shift_masks.get(key)
-        if mask is None:
-            if len(self._shift_masks) >= _MAX_CACHED_MASKS:
-                self._shift_masks.clear()
-            mask = self._shift_masks[key] = build_shift_mask(padded, window, shift, dtype, device)
-        return mask
+    def window_plan(self, size: Size3, dtype, device) -> WindowPlan:
+        """The stage's `WindowPlan` for a map size, built once per (size, dtype, device)."""
+        key = (size, dtype, device)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _MAX_CACHED_MASKS:
+                self._plans.clear()
+            plan = self._plans[key] = make_window_plan(size, self.window, dtype, device)
+        return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D, H, W, C) -> (N, D, H', W', C') (halved H, W and doubled C after merging)."""
-        size = tuple(x.shape[1:4])
-        window, shift = effective_window(size, self.window, tuple(w // 2 for w in self.window))
-        mask = None
-        if any(shift):
-            padded = tuple(math.ceil(s / w) * w for s, w in zip(size, window))
-            mask = self.shift_mask(padded, window, shift, x.dtype, x.device)
+        plan = self.window_plan(tuple(x.shape[1:4]), x.dtype, x.device)
         for block in self.blocks:
-            block_shift = shift if any(block.shift) else (0, 0, 0)
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, window, block_shift, mask, use_reentrant=False)
+                x = checkpoint(block, x, plan, use_reentrant=False)
             else:
-                x = block(x, window, block_shift, mask)
+                x = block(x, plan)
         return self.downsample(x) if self.downsample is not None else x
 
 
