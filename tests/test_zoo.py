@@ -200,7 +200,7 @@ def test_official_weights_file_needs_an_arch_and_reads_classes_from_the_file(tin
     assert resolved.labels == ["0", "1", "2", "3", "4"]  # no names anywhere: class indices
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(tiny_model.config.replace(embed_dim=16, head_in_channels=None).to_dict()))
-    with pytest.raises(ConfigError, match="does not fit the model: likely cause: embedding width 8 in the file vs 16"):
+    with pytest.raises(ConfigError, match=r"official\.pth: .*patch_embed\.proj\.weight"):
         pretrained.resolve_model(weights=path, arch=str(wider))
 
 
@@ -224,7 +224,7 @@ def test_resolve_model_argument_errors(tmp_path):
         pretrained.resolve_model(weights=tmp_path / "absent.pth", arch="swin-t")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match=r"junk\.pth: (not a readable PyTorch checkpoint|refused to load)"):
+    with pytest.raises(ConfigError, match=r"junk\.pth: .*(not a|refused)"):
         pretrained.resolve_model(weights=junk, arch="swin-t")
 
 
