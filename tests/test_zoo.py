@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -257,3 +258,22 @@ def _as_imagenet2d(state: dict) -> dict:
             value = torch.zeros((1000,) + tuple(value.shape[1:]))
         out[key] = value
     return out
+
+
+def test_readme_zoo_section_lists_every_entry_and_variable():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- section:zoo -->")[1].split("<!-- /section:zoo -->")[0]
+    for name in pretrained.PRETRAINED:
+        assert f"`{name}`" in section, name
+    for variable in ("VSWIN_HOME", "VSWIN_MIRROR", "VSWIN_OFFLINE", "VSWIN_TIMEOUT", "--from"):
+        assert variable in section
+
+
+def test_fetch_and_models_have_help():
+    from typer.testing import CliRunner
+
+    from vswin_cli.app import app
+
+    for command, words in (("fetch", ["--from", "--mirror", "--offline", "--verify", "VSWIN_MIRROR"]), ("models", ["--json"])):
+        result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0 and all(word in result.stdout for word in words), result.stdout
