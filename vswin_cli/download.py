@@ -49,7 +49,8 @@ class DownloadResult:
         sha256: its SHA-256 (hex).
         size: its size in bytes.
         downloaded: False when the file was already there (e.g. another process fetched it meanwhile).
-        resumed_from: bytes of an earlier partial download that were reused (0 if none).
+        resumed_from: size of the partial file an earlier run left (0 if none); reused unless the server
+            refuses to resume.
     """
 
     path: Path
