@@ -116,6 +116,21 @@ def test_partial_file_left_by_an_earlier_run_is_resumed(zoo):
     assert zoo.cached.read_bytes() == zoo.body
 
 
+def test_partial_file_that_is_already_whole_is_not_downloaded_again(zoo):
+    zoo.cached.parent.mkdir(parents=True)
+    zoo.cached.with_name(FILE + ".incomplete").write_bytes(zoo.body)  # e.g. killed just before the move
+    result = download.download_file(zoo.entry.url, zoo.cached, progress=False)
+    assert [(r.range, r.status) for r in zoo.gets()] == [(f"bytes={len(zoo.body)}-", 416)]
+    assert result.sha256 == hashlib.sha256(zoo.body).hexdigest() and zoo.cached.read_bytes() == zoo.body
+
+
+def test_partial_file_longer_than_the_file_is_discarded(zoo):
+    zoo.cached.parent.mkdir(parents=True)
+    zoo.cached.with_name(FILE + ".incomplete").write_bytes(zoo.body + b"junk")
+    assert download.download_file(zoo.entry.url, zoo.cached, progress=False).size == len(zoo.body)
+    assert [r.status for r in zoo.gets()] == [416, 200] and zoo.cached.read_bytes() == zoo.body
+
+
 def test_server_that_ignores_range_restarts_from_zero(zoo):
     zoo.server.add("/releases/" + FILE, zoo.body, drop_after=500, honour_range=False)
     assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
@@ -364,6 +379,8 @@ def test_models_json_reports_the_cache_state(zoo):
     pretrained.fetch(NAME, progress=False)
     after = {e["name"]: e for e in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert after[NAME]["status"] == "verified" and after["swin-b-k600"]["status"] == "missing"
+    assert after[NAME]["recorded_sha256"] == hashlib.sha256(zoo.body).hexdigest() and after[NAME]["verified_at"]
+    assert after[NAME]["labels_filename"] == "label_map_k400.txt" and after[NAME]["protocol"]["num_clips"] == 4
     table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and NAME in table.stdout and "verified" in table.stdout
 

@@ -235,8 +235,10 @@ def _attempt(url, partial: Path, offset: int, digest, timeout, bar) -> tuple[str
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # our partial is not a prefix of this file: start again
-            partial.unlink()
+        if err.code == 416 and offset:
+            if _content_range_total(err.headers.get("Content-Range")) == offset:
+                return digest.hexdigest(), offset  # the partial file is already whole (stopped before the move)
+            partial.unlink()  # longer than the file: not a prefix of it, start again
             raise _Transient("the server refused to resume (HTTP 416); starting again") from None
         if err.code in _TRANSIENT_HTTP:
             raise _Transient(f"HTTP {err.code} {err.reason}") from None
@@ -308,6 +310,14 @@ def _content_range_start(value: str | None) -> int | None:
     # "bytes 100-199/200"
     try:
         return int(value.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _content_range_total(value: str | None) -> int | None:
+    # "bytes */200" (in a 416 answer)
+    try:
+        return int(value.rsplit("/", 1)[1])
     except (AttributeError, IndexError, ValueError):
         return None
 

@@ -73,7 +73,8 @@ def models(
     """
     rows = [(entry, pretrained.entry_status(entry)) for entry in pretrained.PRETRAINED.values()]
     if as_json:
-        typer.echo(json.dumps([_entry_json(entry, status) for entry, status in rows], indent=2))
+        manifest = pretrained.read_manifest()
+        typer.echo(json.dumps([_entry_json(entry, status, manifest) for entry, status in rows], indent=2))
         return
     from rich import box
     from rich.console import Console
@@ -94,9 +95,12 @@ def models(
     console.print("* torchvision's own figure (12 clips x 1 crop). ImageNet entries initialise `vswin train`.")
 
 
-def _entry_json(entry: pretrained.PretrainedEntry, status: str) -> dict:
+def _entry_json(entry: pretrained.PretrainedEntry, status: str, manifest: dict) -> dict:
     data = dataclasses.asdict(entry)
-    data.update(filename=entry.filename, path=str(pretrained.checkpoint_path(entry)), status=status)
+    path = pretrained.checkpoint_path(entry)
+    record = manifest.get(path.relative_to(pretrained.cache_dir()).as_posix(), {})
+    data.update(filename=entry.filename, path=str(path), status=status)
+    data.update(recorded_sha256=record.get("sha256"), verified_at=record.get("verified_at"))
     if entry.labels:
         label_map = pretrained.LABEL_MAPS[entry.labels]
         data.update(labels_url=label_map.url, labels_filename=label_map.filename)
