@@ -26,9 +26,10 @@ def motion_frames(motion: str, rng: np.random.Generator, num_frames: int = 16, s
     y, x = (int(v) for v in rng.integers(0, size, 2))
     background = rng.integers(0, 60, 3)
     square = rng.integers(150, 256, 3)
+    texture = np.clip(background + rng.normal(0, 8, (size, size, 3)), 0, 255)  # static: only the square moves
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for t in range(num_frames):
-        frame = np.clip(background + rng.normal(0, 8, (size, size, 3)), 0, 255)
+        frame = texture.copy()
         rows = (np.arange(side) + y + t * dy) % size
         cols = (np.arange(side) + x + t * dx) % size
         frame[np.ix_(rows, cols)] = square
