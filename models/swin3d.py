@@ -213,6 +213,11 @@ class WindowAttention3D(nn.Module):
         if shift_mask is not None:
             # (1, nH, N, N) + (nW, 1, N, N) -> (1, nW*nH, N, N), window-major like the query layout
             mask = (mask + shift_mask.to(dtype)[:, None]).flatten(0, 1)[None]
+        if mask.is_cuda and num_tokens % 16:
+            # The memory-efficient CUDA kernel wants a 16-aligned row stride; otherwise it pads the
+            # mask on every call. Store it padded once and hand over a view.
+            aligned = mask.new_zeros(*mask.shape[:-1], -(-num_tokens // 16) * 16)
+            mask = aligned[..., :num_tokens].copy_(mask)
         if key is not None:
             if len(self._mask_cache) >= _MAX_CACHED_MASKS:
                 self._mask_cache.clear()
@@ -473,6 +478,14 @@ class VideoSwin(nn.Module):
         """Recompute each block in the backward pass instead of storing its activations."""
         for layer in self.layers:
             layer.grad_checkpointing = enabled
+
+    def clear_caches(self) -> None:
+        """Free the cached window plans and attention masks (they are rebuilt on the next forward)."""
+        for module in self.modules():
+            if isinstance(module, Stage):
+                module._plans.clear()
+            elif isinstance(module, WindowAttention3D):
+                module._mask_cache.clear()
 
     def set_reference_attention(self, enabled: bool = True) -> None:
         """Use the explicit official attention formula instead of SDPA (slower; for checks)."""

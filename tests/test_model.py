@@ -234,6 +234,8 @@ def test_eval_mask_is_cached_and_follows_weight_changes():
     model.set_reference_attention(True)
     with torch.no_grad():
         torch.testing.assert_close(changed, model(x), rtol=1e-5, atol=1e-6)
+    model.clear_caches()
+    assert attn._mask_cache == {} and model.layers[0]._plans == {}
 
 
 def test_from_config_and_forward_features_shape():
