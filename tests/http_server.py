@@ -11,12 +11,14 @@ Behaviours (per file): `status` (e.g. 404 for every request), `fail_times` + `fa
 requests get e.g. 503), `drop_after` + `drop_times` (the first N GETs close the connection after that
 many body bytes), `stall_s` (the first `stall_times` requests wait that long before answering),
 `throttle_s` (sleep between 64 KiB chunks, to make a download slow enough to overlap with another),
-`honour_range=False` (answer 200 with the whole file to Range requests). Unknown paths get 404.
+`honour_range=False` (answer 200 with the whole file to Range requests), `etag` (sent with every file;
+a Range request whose `If-Range` differs gets the whole file, as HTTP says). Unknown paths get 404.
 Other engineers may reuse it; it has no dependency beyond the standard library.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +41,12 @@ class Route:
     stall_times: int = 1
     throttle_s: float = 0.0
     honour_range: bool = True
+    etag: str | None = None  # sent as ETag and compared with If-Range; default: derived from the body
     requests: int = 0  # GETs seen so far
+
+    def __post_init__(self):
+        if self.etag is None:
+            self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class SeenRequest:
     path: str
     range: str | None
     status: int
+    if_range: str | None = None
 
 
 class FileServer:
@@ -130,7 +138,8 @@ class FileServer:
                     self._send_plain(status)
                     return
                 body, start = route.body, 0
-                if range_header and route.honour_range:
+                if_range = self.headers.get("If-Range")
+                if range_header and route.honour_range and if_range in (None, route.etag):
                     start = int(range_header.removeprefix("bytes=").split("-")[0])
                     if start >= len(body):
                         self._record(range_header, 416)
@@ -144,6 +153,7 @@ class FileServer:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", route.etag)
                 self.end_headers()
                 if send_body:
                     drop = route.drop_after if nth < route.drop_times else None
@@ -176,6 +186,7 @@ class FileServer:
 
             def _record(self, range_header, status):
                 with server._lock:
-                    server.requests.append(SeenRequest(self.command, self.path, range_header, status))
+                    seen = SeenRequest(self.command, self.path, range_header, status, self.headers.get("If-Range"))
+                    server.requests.append(seen)
 
         return Handler

@@ -116,6 +116,46 @@ def test_partial_file_left_by_an_earlier_run_is_resumed(zoo):
     assert zoo.cached.read_bytes() == zoo.body
 
 
+def interrupt_after_first_cut(monkeypatch):
+    """Make the next dropped connection look like Ctrl-C: the run stops, leaving its partial file."""
+    real = download._attempt
+
+    def attempt(*args):
+        try:
+            return real(*args)
+        except download._Transient:
+            raise KeyboardInterrupt from None
+
+    monkeypatch.setattr(download, "_attempt", attempt)
+
+
+def test_resume_in_a_later_run_checks_the_file_did_not_change_meanwhile(zoo, tmp_path, monkeypatch):
+    old, new = os.urandom(100_000), os.urandom(100_000)
+    route = zoo.server.add("/changing.bin", old, drop_after=40_000)
+    dest = tmp_path / "changing.bin"
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        interrupt_after_first_cut(m)
+        download.download_file(zoo.server.url("/changing.bin"), dest, progress=False)
+    assert dest.with_name("changing.bin.incomplete").stat().st_size == 40_000 and not dest.exists()
+    route.body, route.etag, route.drop_after = new, '"v2"', None  # the publisher replaces the file
+    result = download.download_file(zoo.server.url("/changing.bin"), dest, progress=False)
+    second = zoo.server.gets("/changing.bin")[-1]
+    assert second.range == "bytes=40000-" and second.if_range == '"' + hashlib.sha256(old).hexdigest()[:16] + '"'
+    assert second.status == 200 and dest.read_bytes() == new and result.sha256 == hashlib.sha256(new).hexdigest()
+    assert not list(tmp_path.glob("changing.bin.incomplete*"))
+
+
+def test_interrupted_run_is_resumed_by_the_next_run(zoo, monkeypatch):
+    zoo.server.add("/releases/" + FILE, zoo.body, drop_after=20_000)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        interrupt_after_first_cut(m)
+        pretrained.fetch(NAME, progress=False)
+    assert not zoo.cached.exists()
+    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    first, second = zoo.gets()
+    assert (second.range, second.status) == ("bytes=20000-", 206) and second.if_range is not None
+
+
 def test_partial_file_that_is_already_whole_is_not_downloaded_again(zoo):
     zoo.cached.parent.mkdir(parents=True)
     zoo.cached.with_name(FILE + ".incomplete").write_bytes(zoo.body)  # e.g. killed just before the move

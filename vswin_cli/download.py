@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -157,6 +158,7 @@ def download_file(
         resumed_from = partial.stat().st_size if partial.exists() else 0
         with _progress_bar(dest.name, enabled=progress) as bar:
             digest, size = _download_with_retries(url, partial, timeout, retries, bar)
+        _validator_path(partial).unlink(missing_ok=True)
         try:
             _check_complete_file(partial, digest, size, expected_sha256, expected_size, url)
             if check is not None:
@@ -232,6 +234,8 @@ def _attempt(url, partial: Path, offset: int, digest, timeout, bar) -> tuple[str
     headers = {"User-Agent": f"vswin/{__version__}"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator := _read_validator(partial, url):
+            headers["If-Range"] = validator  # the server sends the whole file (200) if it changed meanwhile
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as err:
@@ -256,8 +260,9 @@ def _attempt(url, partial: Path, offset: int, digest, timeout, bar) -> tuple[str
             if start != offset:
                 partial.unlink()
                 raise _Transient(f"the server resumed at byte {start}, not {offset}; starting again")
-        elif offset:  # 200: the server ignored the Range and sends the whole file
+        else:  # 200: the whole file (first request, or the server ignored the Range / the file changed)
             offset, mode, digest = 0, "wb", hashlib.sha256()
+            _save_validator(partial, url, response.headers)
         length = response.headers.get("Content-Length")
         remaining = int(length) if length and length.isdigit() else None
         if remaining is not None:
@@ -312,6 +317,29 @@ def _content_range_start(value: str | None) -> int | None:
         return int(value.split()[1].split("-")[0])
     except (AttributeError, IndexError, ValueError):
         return None
+
+
+def _validator_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".json")
+
+
+def _save_validator(partial: Path, url: str, headers) -> None:
+    """Remember the file's strong ETag (else Last-Modified) beside the partial file, for `If-Range` on a resume
+    in a later run: resuming onto bytes of an older version of the file would give a file that is neither."""
+    etag = headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    if validator:
+        _validator_path(partial).write_text(json.dumps({"url": url, "validator": validator}))
+    else:
+        _validator_path(partial).unlink(missing_ok=True)
+
+
+def _read_validator(partial: Path, url: str) -> str | None:
+    try:
+        saved = json.loads(_validator_path(partial).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("validator") if isinstance(saved, dict) and saved.get("url") == url else None
 
 
 def _content_range_total(value: str | None) -> int | None:
