@@ -234,6 +234,14 @@ def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tm
     path = tmp_path / "tiny_2d.pth"
     torch.save({"model": _as_imagenet2d(tiny_model.state_dict())}, path)
     pretrained.check_checkpoint(path, entry)  # passes: inflates into the tiny 3D backbone
+    with pytest.raises(ConfigError, match="has no video classifier"):
+        pretrained.resolve_model(weights=path, arch="swin-t")
+    config, labels = tmp_path / "tiny.json", tmp_path / "three.txt"
+    config.write_text(json.dumps(tiny_model.config.to_dict()))
+    labels.write_text("x\ny\nz\n")
+    start = pretrained.resolve_model(weights=path, arch=str(config), labels=labels, drop_head=True)
+    assert start.model.config.num_classes == 3
+    torch.testing.assert_close(start.model.layers[1].blocks[0].mlp.fc2.weight, tiny_model.layers[1].blocks[0].mlp.fc2.weight)
 
     bad = _as_imagenet2d(tiny_model.state_dict())
     del bad["layers.1.blocks.0.mlp.fc2.weight"]

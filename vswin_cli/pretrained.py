@@ -731,6 +731,11 @@ def _resolve_file(path: Path, arch, labels, device, offline, drop_head, mirror) 
     except CheckpointError as err:
         raise ConfigError(err.message, err.hint) from None
     fmt = detect_format(obj)
+    if fmt == "imagenet2d" and not drop_head:
+        raise ConfigError(
+            f"{path}: an ImageNet 2D Swin file has no video classifier",
+            "use it to initialise training (`vswin train --init FILE`), or give a video checkpoint",
+        )
     stored_labels = obj.get("labels") if fmt == "vswin" else None
     try:
         if fmt == "vswin" and arch is None:
