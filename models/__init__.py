@@ -7,7 +7,7 @@ Importable alone: no CLI, no downloads, no file I/O except the files you name.
     report = load_checkpoint(model, "swin_base_patch244_window877_kinetics600_22k.pth")
 """
 
-from models.checkpoint import CheckpointError, LoadReport, load_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, LoadReport, load_checkpoint, load_model, save_checkpoint
 from models.config import VARIANTS, Swin3DConfig, UnknownArchError, config_from_dict, get_config
 from models.swin3d import VideoSwin, average_views
 
@@ -22,5 +22,6 @@ __all__ = [
     "config_from_dict",
     "get_config",
     "load_checkpoint",
+    "load_model",
     "save_checkpoint",
 ]

@@ -166,8 +166,35 @@ def load_checkpoint(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    path_text = str(path)
+    return _load_object(model, read_checkpoint(path), str(path), format, strict, drop_head)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, LoadReport]:
+    """Build a `VideoSwin` from a vswin file's stored config and load its weights (strictly).
+
+    Args:
+        path: a file written by `save_checkpoint`.
+
+    Returns:
+        (model in eval mode, LoadReport with the stored labels and config).
+    """
+    from models.swin3d import VideoSwin
+
     obj = read_checkpoint(path)
+    if detect_format(obj) != "vswin" or not isinstance(obj.get("config"), dict):
+        raise CheckpointError(
+            f"{path}: has no stored config (not a vswin file)",
+            "build the model yourself (VideoSwin(**config)) and use load_checkpoint(model, path)",
+        )
+    try:
+        model = VideoSwin(**obj["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the stored config is invalid: {err}") from None
+    report = _load_object(model, obj, str(path), "vswin", strict=True, drop_head=False)
+    return model.eval(), report
+
+
+def _load_object(model, obj, path_text: str, format: str, strict: bool, drop_head: bool) -> LoadReport:
     fmt = detect_format(obj) if format == "auto" else format
     if format != "auto" and not isinstance(obj, dict):
         raise CheckpointError(f"{path_text}: holds a {type(obj).__name__}, not a dict of weights")

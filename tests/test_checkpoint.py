@@ -18,6 +18,7 @@ from models import (
     config_from_dict,
     get_config,
     load_checkpoint,
+    load_model,
     save_checkpoint,
 )
 from models.convert import from_mmaction, from_torchvision, to_mmaction, to_torchvision
@@ -120,6 +121,10 @@ def test_vswin_round_trip_is_atomic_and_keeps_labels(tmp_path):
     assert report.format == "vswin" and report.labels == labels and report.config == model.config.to_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+    rebuilt, report = load_model(path)
+    assert rebuilt.config == model.config and report.labels == labels and not rebuilt.training
+    with pytest.raises(CheckpointError, match="no stored config"):
+        load_model(shared_path("fixtures", "official", "a_standard", "checkpoint.pth"))
     with pytest.raises(ValueError, match="3 labels for a model with 5 classes"):
         save_checkpoint(tmp_path / "bad.pth", model, labels=labels[:3])
 

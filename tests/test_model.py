@@ -43,18 +43,19 @@ def test_logits_match_official(case, dtype, tol):
 
 
 @pytest.mark.parametrize("case", OFFICIAL[:2])
-def test_features_and_stages_match_official(case):
-    model, x, folder = load_case(case)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_features_and_stages_match_official(case, dtype, tol):
+    model, x, folder = load_case(case, dtype)
     features = torch.load(folder / "features.pt", weights_only=True)
     stages = torch.load(folder / "intermediates.pt", weights_only=True)
     with torch.no_grad():
-        assert rel_err(model.forward_backbone(x), features) <= 1e-9
-        assert rel_err(model.forward_features(x), features.mean(dim=(2, 3, 4))) <= 1e-9
+        assert rel_err(model.forward_backbone(x), features) <= tol
+        assert rel_err(model.forward_features(x), features.mean(dim=(2, 3, 4))) <= tol
         tokens = model.patch_embed(x)  # (N, D, H, W, C); the golden data is (N, C, D, H, W)
-        assert rel_err(tokens.permute(0, 4, 1, 2, 3), stages["patch_embed"]) <= 1e-9
+        assert rel_err(tokens.permute(0, 4, 1, 2, 3), stages["patch_embed"]) <= tol
         for i, layer in enumerate(model.layers):
             tokens = layer(tokens)
-            assert rel_err(tokens.permute(0, 4, 1, 2, 3), stages[f"layers.{i}"]) <= 1e-9, f"stage {i}"
+            assert rel_err(tokens.permute(0, 4, 1, 2, 3), stages[f"layers.{i}"]) <= tol, f"stage {i}"
 
 
 def test_reference_attention_matches_sdpa_on_official_case():
