@@ -229,7 +229,7 @@ def test_resolve_model_argument_errors(tmp_path):
         pretrained.resolve_model(weights=junk, arch="swin-t")
 
 
-def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tmp_path, monkeypatch):
+def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tmp_path):
     entry = pretrained.PretrainedEntry(**{**pretrained.PRETRAINED["swin-t-in1k"].__dict__, "name": "tiny-in1k", "overrides": dict(TINY)})
     path = tmp_path / "tiny_2d.pth"
     torch.save({"model": _as_imagenet2d(tiny_model.state_dict())}, path)

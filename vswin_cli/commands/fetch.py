@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,59 +13,94 @@ from vswin_cli import pretrained
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError
 
 
+NamesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Zoo entries to fetch, e.g. swin-b-k600 (see `vswin models`).", show_default=False),
+]
+MirrorOpt = Annotated[
+    Optional[str],
+    typer.Option("--mirror", envvar="VSWIN_MIRROR", show_default=False,
+                 help="Base URL serving the same file names (https://, http:// or file://), e.g. an internal server."),
+]  # fmt: skip
+FromOpt = Annotated[
+    Optional[Path],
+    typer.Option("--from", show_default=False,
+                 help="Import a checkpoint or label file you already have (or a folder holding them) instead of "
+                      "downloading; verified like a download."),
+]  # fmt: skip
+
+
 def fetch(
-    names: list[str] = typer.Argument(None, help="Zoo entries to fetch, e.g. swin-b-k600 (see `vswin models`).", show_default=False),
-    all_entries: bool = typer.Option(False, "--all", help="Fetch every entry of the zoo (several GB)."),
-    verify: bool = typer.Option(False, "--verify", help="Re-hash cached files (the named entries, else the whole cache) against the manifest; exit 1 if any differs."),
-    mirror: str = typer.Option(None, "--mirror", envvar="VSWIN_MIRROR", help="Base URL serving the same file names, e.g. an internal server.", show_default=False),
-    from_path: Path = typer.Option(None, "--from", help="Import a checkpoint or label file (or a folder holding them) you already have, instead of downloading.", show_default=False),
-    offline: bool = typer.Option(False, "--offline", help="Never use the network (same as VSWIN_OFFLINE=1); say which file is missing and how to get it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    names: NamesArg = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Fetch every entry of the zoo (several GB).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash the cached files of the named entries (else the "
+                                         "whole cache) against the manifest; exit 1 if any differs.")] = False,
+    mirror: MirrorOpt = None,
+    from_path: FromOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never use the network (same as VSWIN_OFFLINE=1); "
+                                          "say which file is missing and how to get it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Download checkpoints and label maps into the cache, verified; print the checkpoint paths.
 
-    Files go to VSWIN_HOME (else ~/.cache/vswin); an interrupted download resumes. Examples:
+    Files go to VSWIN_HOME (else ~/.cache/vswin); an interrupted download resumes. Also read:
+    VSWIN_MIRROR, VSWIN_OFFLINE=1, VSWIN_TIMEOUT (seconds without data before a retry, default 30).
+    Examples:
 
       vswin fetch swin-b-k600
 
       vswin fetch swin-t-k400 --from ~/Downloads/swin_tiny_patch244_window877_kinetics400_1k.pth
 
       vswin fetch --verify
-    """
+    """  # fmt: skip
     names = list(pretrained.PRETRAINED) if all_entries else list(names or [])
     if verify:
-        results = pretrained.verify_cache(names or None)
-        for result in results:
-            typer.echo(f"{'ok' if result.ok else 'FAILED':6} {result.path}" + ("" if result.ok else f": {result.reason}"))
-        failed = [r for r in results if not r.ok]
-        if failed:
-            raise ChecksumError(f"{len(failed)} of {len(results)} cached files failed verification", "run `vswin fetch NAME` to download them again")
-        return
-    if not names:
+        _verify(names)
+    elif not names:
         raise ConfigError("no model names given", "name one or more entries (see `vswin models`), or use --all or --verify")
-    if from_path is not None:
+    elif from_path is not None:
         if len(names) != 1:
             raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
         for path in pretrained.import_file(names[0], from_path):
             typer.echo(path)
-        return
+    else:
+        _fetch_each(names, mirror, offline=True if offline else None, progress=not quiet)
+
+
+def _verify(names: list[str]) -> None:
+    results = pretrained.verify_cache(names or None)
+    for result in results:
+        typer.echo(f"{'ok' if result.ok else 'FAILED':6} {result.path}" + ("" if result.ok else f": {result.reason}"))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise ChecksumError(
+            f"{len(failed)} of {len(results)} cached files failed verification", "run `vswin fetch NAME` to download them again"
+        )
+
+
+def _fetch_each(names: list[str], mirror: str | None, offline: bool | None, progress: bool) -> None:
+    """Fetch entries one by one, going on past a failed one (one unavailable file should not stop the rest)."""
     for name in names:
         pretrained.get_entry(name)  # unknown names fail before any download
     failed = []
     for name in names:
         try:
-            typer.echo(pretrained.fetch(name, mirror=mirror, offline=True if offline else None, progress=not quiet))
+            typer.echo(pretrained.fetch(name, mirror=mirror, offline=offline, progress=progress))
         except DownloadError as err:
             if len(names) == 1:
                 raise
-            typer.echo(f"Error: {name}: {err}", err=True)  # go on: one unavailable file should not stop the rest
+            typer.echo(f"Error: {name}: {err}", err=True)
             failed.append(name)
     if failed:
-        raise DownloadError(f"{len(failed)} of {len(names)} entries failed: {', '.join(failed)}", "run the same command again: finished files are kept and partial ones resume")
+        raise DownloadError(
+            f"{len(failed)} of {len(names)} entries failed: {', '.join(failed)}",
+            "run the same command again: finished files are kept and partial ones resume",
+        )
 
 
 def models(
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (every field, file names, cache paths) for scripts."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (every field, file names, cache "
+                                          "paths, recorded SHA-256) for scripts.")] = False,
 ) -> None:
     """List the model zoo: architecture, dataset, classes, test views, published top-1, cache state.
 
