@@ -228,35 +228,36 @@ class WindowAttention3D(nn.Module):
         """Attention within each window.
 
         Args:
-            x: (N*nW, T, C) windows of T tokens.
-            shift_mask: (nW, T, T) additive region mask of a shifted block, or None.
+            x: (N*nW, L, C) windows of L tokens.
+            shift_mask: (nW, L, L) additive region mask of a shifted block, or None.
             shift_key: hashable description of `shift_mask` (the padded size) for the cache.
 
         Returns:
-            (N*nW, T, C).
+            (N*nW, L, C).
         """
         num_windows_total, num_tokens, c = x.shape
         heads = self.num_heads
         qkv = self.qkv(x).view(num_windows_total, num_tokens, 3, heads, c // heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, N*nW, heads, T, head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, N*nW, heads, L, head_dim)
         if self.use_reference:
             out = self._reference_attention(qkv, shift_mask)
         else:
             mask = self.combined_mask(num_tokens, shift_mask, shift_key, qkv.dtype)
             if shift_mask is not None:
-                # Group windows per sample so the (nW*heads, T, T) mask broadcasts over the batch.
+                # Group windows per sample so the (nW*heads, L, L) mask broadcasts over the batch.
                 num_windows = shift_mask.shape[0]
                 qkv = qkv.reshape(3, num_windows_total // num_windows, num_windows * heads, num_tokens, -1)
             q, k, v = qkv.unbind(0)
             dropout = self.attn_drop if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
-            out = out.view(num_windows_total, heads, num_tokens, -1)
-        out = out.transpose(1, 2).reshape(num_windows_total, num_tokens, c)  # heads concatenated
+        # (X, windows*heads, L, head_dim) -> (X, windows, L, heads, head_dim) -> (N*nW, L, C), heads
+        # concatenated; reshape, not view: fused kernels may return a transposed memory layout.
+        out = out.unflatten(1, (-1, heads)).transpose(2, 3).reshape(num_windows_total, num_tokens, c)
         return self.proj_drop(self.proj(out))
 
     def _reference_attention(self, qkv: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
-        q, k, v = qkv.unbind(0)  # (N*nW, heads, T, head_dim)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (N*nW, heads, T, T)
+        q, k, v = qkv.unbind(0)  # (N*nW, heads, L, head_dim)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (N*nW, heads, L, L)
         attn = attn + self.relative_position_bias(q.shape[2]).to(attn.dtype)[None]
         if shift_mask is not None:
             num_windows = shift_mask.shape[0]
