@@ -26,8 +26,10 @@ Size3 = tuple[int, int, int]
 
 # The official mask value for token pairs from different regions of a shifted window.
 MASK_VALUE = -100.0
-# Combined masks kept per block (one per input size in use); older ones are dropped.
-_MAX_CACHED_MASKS = 4
+# Input sizes whose window plans and masks are kept per stage/block; more sizes reset the cache.
+# (A combined mask is nW*heads*N*N elements: for swin-b at 32x224x224 in fp32 all blocks together
+# hold about 1.2 GB; `VideoSwin.clear_caches()` frees them.)
+_MAX_CACHED_MASKS = 2
 
 
 # ---------------------------------------------------------------------------------------------
