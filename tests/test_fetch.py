@@ -453,3 +453,16 @@ def test_file_mirror_for_air_gapped_sites(zoo, tmp_path, monkeypatch):
     (share / "label_map_k400.txt").write_bytes(zoo.labels)
     monkeypatch.setenv("VSWIN_MIRROR", share.as_uri())
     assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body and zoo.server.requests == []
+
+
+def test_lost_or_damaged_manifest(zoo):
+    pretrained.fetch(NAME, progress=False)
+    manifest = pretrained.cache_dir() / "manifest.json"
+    manifest.write_text("{not json")
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 1 and "manifest.json: the cache manifest cannot be read" in result.stderr
+    assert "vswin fetch --verify" in result.stderr
+    manifest.unlink()
+    result = CliRunner().invoke(app, ["fetch", "--verify"])  # checks the files by content and records them again
+    assert result.exit_code == 0 and result.stdout.count("ok") == 2, result.output
+    assert pretrained.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()

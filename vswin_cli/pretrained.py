@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from vswin_cli.download import download_file, file_lock, sha256_of
-from vswin_cli.errors import ChecksumError, ConfigError, OfflineError, UnknownModelError, VswinError
+from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, UnknownModelError, VswinError
 
 _VIDEO_SWIN = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
 _SWIN_2D = "https://github.com/SwinTransformer/storage/releases/download/"
@@ -477,7 +477,14 @@ def import_file(name: str, source: str | Path) -> list[Path]:
         with file_lock(file.path):
             partial = file.path.with_name(file.path.name + ".incomplete")
             file.path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, partial)
+            try:
+                shutil.copyfile(src, partial)
+            except OSError as err:
+                partial.unlink(missing_ok=True)
+                raise DownloadError(
+                    f"{file.path}: cannot copy {src} into the cache ({err.strerror})",
+                    "free some space (or point VSWIN_HOME at a bigger disk) and run the same command again",
+                ) from None
             os.replace(partial, file.path)
         _record(file.path, sha256_of(file.path), file.path.stat().st_size, src.resolve().as_uri())
         written.append(file.path)
