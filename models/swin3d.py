@@ -28,7 +28,7 @@ Size3 = tuple[int, int, int]
 MASK_VALUE = -100.0
 # Input sizes whose window plans and masks are kept per stage/block; more sizes reset the cache.
 # (A combined mask is nW*heads*N*N elements: for swin-b at 32x224x224 in fp32 all blocks together
-# hold about 1.2 GB; `VideoSwin.clear_caches()` frees them.)
+# hold about 1.3 GB; `VideoSwin.clear_caches()` frees them.)
 _MAX_CACHED_MASKS = 2
 
 
