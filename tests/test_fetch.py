@@ -263,7 +263,7 @@ print(result.downloaded, result.sha256)
 
 def test_two_processes_fetching_one_file_give_one_good_file(zoo, tmp_path):
     body = os.urandom(1_000_000)
-    zoo.server.add("/slow.bin", body, throttle_s=0.08)  # ~1.2 s for 16 chunks of 64 KiB
+    zoo.server.add("/slow.bin", body, throttle_s=0.15)  # ~2.4 s for 16 chunks of 64 KiB: ample overlap
     dest = tmp_path / "cache" / "slow.bin"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-c", CHILD, zoo.server.url("/slow.bin"), str(dest)]
