@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vswin_cli import sampling, transforms
+from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
 
-MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 pixel units (spec/pipeline.md section 8)
-STD = (58.395, 57.12, 57.375)
 MAX_REPORTED_PROBLEMS = 20
 
 
@@ -69,6 +69,8 @@ class ClipSpec:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.resize_short < self.crop_size:
             raise ConfigError(f"resize_short {self.resize_short} is smaller than the crop size {self.crop_size}")
+        if self.num_crops == 3 and self.resize_short != self.crop_size:
+            raise ConfigError("three crops need the short side resized to the crop size (ThreeCrop)")
 
     @property
     def num_views(self) -> int:
@@ -186,46 +188,19 @@ def _parse_label(field: str, name_to_index: dict[str, int]) -> int | None:
 
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     """(..., 3) RGB in 0-255 (uint8 or float) -> float32 (x - mean) / std per channel."""
-    frames = frames.float()
-    return (frames - torch.tensor(MEAN)) / torch.tensor(STD)
+    return transforms.normalize(frames)
 
 
 def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> uint8 with the short side `size`, the official Resize(-1, size).
-
-    Uses `vswin_cli.transforms.resize_short_side` (bit-exact to OpenCV) when it is installed; otherwise a
-    bilinear torch resize that is close but not bit-exact.
-    """
-    try:
-        from vswin_cli.transforms import resize_short_side as exact_resize
-    except ImportError:
-        exact_resize = None
-    if exact_resize is not None:
-        return np.asarray(exact_resize(frames, size))
-    _, height, width, _ = frames.shape
-    factor = size / min(height, width)
-    new_h, new_w = int(height * factor + 0.5), int(width * factor + 0.5)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H', W', 3)
+    """(T, H, W, 3) uint8 -> uint8 with the short side `size`: the official Resize(-1, size), OpenCV-exact."""
+    return transforms.resize_short_side(frames, size).numpy()
 
 
 def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
     """Test-mode frame indices (num_clips, clip_len) per spec/pipeline.md sections 2-3."""
-    if num_frames < 1:
-        raise ValueError("a video with no frames cannot be sampled")
     if spec.sampling == "uniform":
-        seg = (num_frames - 1) / spec.clip_len
-        bounds = np.round(seg * np.arange(spec.clip_len + 1)).astype(np.int64)
-        return ((bounds[:-1] + bounds[1:]) // 2)[None, :]  # (1, L)
-    window = spec.clip_len * spec.frame_interval
-    if num_frames >= window:
-        avg = (num_frames - window + 1) / spec.num_clips
-        starts = (np.arange(spec.num_clips) * avg + avg / 2).astype(np.int64)
-    else:
-        starts = np.zeros(spec.num_clips, dtype=np.int64)
-    offsets = np.arange(spec.clip_len) * spec.frame_interval
-    return (starts[:, None] + offsets[None, :]) % num_frames  # (K, L)
+        return sampling.uniform_test_indices(num_frames, spec.clip_len)
+    return sampling.kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
 
 
 def eval_views(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
@@ -234,28 +209,14 @@ def eval_views(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
     Args:
         frames: (K*L, H, W, 3) uint8, clip by clip (the indices of `eval_indices` flattened).
         spec: protocol; short side resized to `resize_short`, then 3 crops (ends and middle of the long
-            side, spec section 6) or 1 centre crop of `crop_size`.
+            side) or 1 centre crop of `crop_size`.
 
     Returns:
         (num_crops*K, 3, L, S, S) float32, crop-major (view = crop * K + clip).
     """
-    resized = resize_short_side(frames, spec.resize_short)  # (K*L, H', W', 3)
-    _, height, width, _ = resized.shape
-    s = spec.crop_size
-    if spec.num_crops == 3:
-        if height == s or width != s:  # landscape or square: crops along x
-            step = (width - s) // 2
-            boxes = [((height - s) // 2, x) for x in (0, 2 * step, step)]
-        else:  # portrait: along y
-            step = (height - s) // 2
-            boxes = [(y, 0) for y in (0, 2 * step, step)]
-    else:
-        boxes = [((height - s) // 2, (width - s) // 2)]
-    crops = np.stack([resized[:, y : y + s, x : x + s] for y, x in boxes])  # (C, K*L, S, S, 3)
-    crops = crops.reshape(len(boxes), spec.num_clips if spec.sampling == "kinetics" else 1, spec.clip_len, s, s, 3)
-    views = normalize_frames(torch.from_numpy(crops))  # (C, K, L, S, S, 3)
-    views = views.permute(0, 1, 5, 2, 3, 4)  # (C, K, 3, L, S, S)
-    return views.reshape(-1, 3, spec.clip_len, s, s).contiguous()  # (C*K, 3, L, S, S)
+    num_clips = 1 if spec.sampling == "uniform" else spec.num_clips
+    return transforms.make_views(frames, num_clips, spec.clip_len, spec.num_crops,
+                                 short_side=spec.resize_short, crop=spec.crop_size)
 
 
 def read_frames(path: Path, indices_for) -> np.ndarray:
@@ -271,33 +232,11 @@ def read_frames(path: Path, indices_for) -> np.ndarray:
     Raises:
         VideoDecodeError (a VswinError) naming the file and the reason.
     """
-    try:
-        from vswin_cli.decode import open_video
-    except ImportError:  # the decode module is not installed yet: decode everything with PyAV
-        return _read_frames_pyav(path, indices_for)
-
     with open_video(path) as reader:
         if reader.num_frames < 1:
             raise VideoDecodeError(path, "no frames")
         indices = np.asarray(indices_for(reader.num_frames)).reshape(-1)
         return np.asarray(reader.read(indices))
-
-
-def _read_frames_pyav(path: Path, indices_for) -> np.ndarray:
-    """Fallback decoder: every frame of video stream 0, sequentially, with PyAV (fine for short clips)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.FFmpegError as err:
-        raise VideoDecodeError(path, f"cannot decode ({err})") from None
-    if not frames:
-        raise VideoDecodeError(path, "no frames")
-    indices = np.asarray(indices_for(len(frames))).reshape(-1)
-    return np.stack([frames[i] for i in indices])
 
 
 class EvalClips(Dataset):
