@@ -504,11 +504,14 @@ def verify_cache(names: Iterable[str] | None = None) -> list[VerifyResult]:
     """Re-hash cached files against the manifest (and pinned values); refresh `verified_at` of good ones.
 
     Args:
-        names: zoo entries to check (their checkpoint and label map); None = every file in the manifest
-            plus any entry file found in the cache without a record (checked by content, then recorded).
+        names: zoo entries to check (their checkpoint and label map); None = every entry file that is in
+            the cache or recorded in the manifest. A file without a record is checked by content, then
+            recorded (as after a download).
 
     Returns:
-        One `VerifyResult` per file checked; files that fail are left in place (the caller reports them).
+        One `VerifyResult` per file. A file whose hash differs from its record is left in place (the
+        caller reports it; the next `fetch` replaces it); an unrecorded file that fails the content check
+        is deleted.
     """
     manifest = read_manifest()
     if names is None:
