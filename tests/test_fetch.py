@@ -421,6 +421,7 @@ def test_models_json_reports_the_cache_state(zoo):
     after = {e["name"]: e for e in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert after[NAME]["status"] == "verified" and after["swin-b-k600"]["status"] == "missing"
     assert after[NAME]["recorded_sha256"] == hashlib.sha256(zoo.body).hexdigest() and after[NAME]["verified_at"]
+    assert after[NAME]["recorded_size"] == len(zoo.body) and after["swin-b-k600"]["recorded_sha256"] is None
     assert after[NAME]["labels_filename"] == "label_map_k400.txt" and after[NAME]["protocol"]["num_clips"] == 4
     table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and NAME in table.stdout and "verified" in table.stdout

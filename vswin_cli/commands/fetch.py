@@ -136,7 +136,8 @@ def _entry_json(entry: pretrained.PretrainedEntry, status: str, manifest: dict) 
     path = pretrained.checkpoint_path(entry)
     record = manifest.get(path.relative_to(pretrained.cache_dir()).as_posix(), {})
     data.update(filename=entry.filename, path=str(path), status=status)
-    data.update(recorded_sha256=record.get("sha256"), verified_at=record.get("verified_at"))
+    # recorded_* are what this cache verified; they are the values to pin in PRETRAINED (sha256, size)
+    data.update(recorded_sha256=record.get("sha256"), recorded_size=record.get("size"), verified_at=record.get("verified_at"))
     if entry.labels:
         label_map = pretrained.LABEL_MAPS[entry.labels]
         data.update(labels_url=label_map.url, labels_filename=label_map.filename)
