@@ -192,6 +192,15 @@ def test_checksum_mismatch_rejects_the_file_and_leaves_nothing_at_the_final_path
     assert "checkpoints/" + FILE not in pretrained.read_manifest()
 
 
+def test_pinned_sha256_and_size_are_the_authority(zoo, monkeypatch):
+    pinned = dataclasses.replace(zoo.entry, sha256=hashlib.sha256(zoo.body).hexdigest(), size=len(zoo.body))
+    monkeypatch.setitem(pretrained.PRETRAINED, NAME, pinned)
+    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    zoo.cached.write_bytes(zoo.body[:-1] + b"!")
+    pretrained.fetch(NAME, progress=False)  # the changed file no longer matches the pin: fetched again
+    assert zoo.cached.read_bytes() == zoo.body and len(zoo.gets()) == 2
+
+
 def test_pinned_size_mismatch_is_rejected(zoo, monkeypatch):
     monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, size=len(zoo.body) + 1))
     with pytest.raises(ChecksumError, match=f"downloaded {len(zoo.body)} bytes, expected {len(zoo.body) + 1}"):
