@@ -43,7 +43,7 @@ from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
-from vswin_cli.transforms import resize_short_side
+from vswin_cli.transforms import center_crop_offset, resize_short_side, three_crop_offsets
 from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
 
 log = logging.getLogger("vswin.tag")
@@ -171,24 +171,11 @@ def plan_views(segment, spec: ViewSpec) -> SegmentPlan:
     )
 
 
-def crop_boxes(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of the crops, in the official ThreeCrop order (left, right, middle).
-
-    Args:
-        height, width: the resized frame (its short side equals `size`).
-        size: crop side.
-        num_crops: 3 (ThreeCrop) or 1 (the middle one, equal to CenterCrop on this frame).
-
-    Returns:
-        num_crops (y, x) pairs.
-    """
-    if width >= height:  # landscape or square: crops move along x
-        step = (width - size) // 2
-        corners = [(0, 0), (0, 2 * step), (0, step)]
-    else:  # portrait: along y (top, bottom, middle)
-        step = (height - size) // 2
-        corners = [(0, 0), (2 * step, 0), (step, 0)]
-    return corners if num_crops == 3 else corners[2:]
+def crop_corners(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
+    """(top, left) of each crop: the official ThreeCrop's left, right, middle, or the centre crop alone."""
+    if num_crops == 3:
+        return three_crop_offsets(height, width, size)
+    return [center_crop_offset(height, width, size)]  # equals ThreeCrop's middle crop on these frames
 
 
 @dataclass(frozen=True)
@@ -247,7 +234,7 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
                 frames = torch.from_numpy(reader.read(wanted))  # (F, H, W, 3) uint8
                 frames = resize_short_side(frames, spec.crop_size)  # (F, h, w, 3) uint8, short side = crop
-                corners = crop_boxes(frames.shape[1], frames.shape[2], spec.crop_size, spec.num_crops)
+                corners = crop_corners(frames.shape[1], frames.shape[2], spec.crop_size, spec.num_crops)
                 for plan in chunk:
                     rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
                     clips = frames[rows]  # (U, T, h, w, 3)
@@ -285,6 +272,19 @@ def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentP
         needed += size
     if chunk:
         yield chunk
+
+
+def normalize_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 views to the model's input, in float32 as the official Normalize computes (x - mean) / std.
+
+    Args:
+        frames: uint8 (V, T, S, S, 3) RGB.
+        mean, std: (1, 3, 1, 1, 1) float32 on the same device (`MEAN`, `STD`).
+
+    Returns:
+        float32 (V, 3, T, S, S).
+    """
+    return (frames.permute(0, 4, 1, 2, 3).float() - mean) / std  # (V, T, S, S, 3) -> (V, 3, T, S, S)
 
 
 class _VideoStream(IterableDataset):
@@ -335,6 +335,7 @@ class Tagger:
             self._forward = torch.compile(self._forward)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1, 1)
+        self.num_views_computed = 0  # views run through the network (identical views count once)
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
         """Tag `videos`; results come in input order (a video waits for the ones before it)."""
@@ -381,8 +382,7 @@ class Tagger:
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
             batch = frames[start:start + self.options.batch_size].to(self.device, non_blocking=True)
-            # (B, T, S, S, 3) -> (B, 3, T, S, S); normalise in float32 as the official (x - mean) / std
-            x = (batch.permute(0, 4, 1, 2, 3).float() - self.mean) / self.std
+            x = normalize_views(batch, self.mean, self.std)
             with self._autocast():
                 out = self._forward(x)
             if self.options.features:
@@ -390,6 +390,7 @@ class Tagger:
                 features.append(out[1].float())
             else:
                 logits.append(out.float())
+        self.num_views_computed += len(frames)
         logits = torch.cat(logits).cpu()
         features = torch.cat(features).cpu() if features else None
         row = 0
