@@ -477,3 +477,12 @@ def test_lost_or_damaged_manifest(zoo):
     result = CliRunner().invoke(app, ["fetch", "--verify"])  # checks the files by content and records them again
     assert result.exit_code == 0 and result.stdout.count("ok") == 2, result.output
     assert pretrained.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()
+
+
+def test_unusable_cache_folder_is_a_clear_error(zoo, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("VSWIN_HOME", str(blocker / "cache"))  # a folder below a file cannot be created
+    result = CliRunner().invoke(app, ["fetch", NAME, "-q"])
+    assert result.exit_code == 1 and "cannot create the cache folder" in result.stderr and "VSWIN_HOME" in result.stderr
+    assert zoo.server.requests == []

@@ -259,6 +259,7 @@ def read_manifest() -> dict[str, dict]:
 def _record(path: Path, sha256: str, size: int, url: str) -> None:
     """Record (or refresh) a verified file in the manifest: read-modify-write under a lock, atomic replace."""
     manifest = _manifest_path()
+    _writable_folder(manifest.parent)
     with file_lock(manifest):
         files = read_manifest()
         files[_relative(path)] = {
@@ -268,6 +269,18 @@ def _record(path: Path, sha256: str, size: int, url: str) -> None:
             "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         _write_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create a cache folder, or say clearly why it cannot be written (before any download starts)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"{folder}: cannot create the cache folder ({err.strerror})", "set VSWIN_HOME to a writable folder"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{folder}: the cache folder is not writable", "set VSWIN_HOME to a writable folder")
 
 
 def _relative(path: Path) -> str:
@@ -348,6 +361,7 @@ def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool
             file.path.unlink(missing_ok=True)
     if offline:
         raise _offline_error(file)
+    _writable_folder(file.path.parent)
     base = _mirror_base(mirror)
     url = f"{base.rstrip('/')}/{file.filename}" if base else file.url
     result = download_file(
@@ -471,6 +485,7 @@ def import_file(name: str, source: str | Path) -> list[Path]:
         raise ConfigError(f"{source}: none of {entry.name}'s files found ({names})", "check the folder and file names")
     written = []
     for file, src in pairs:
+        _writable_folder(file.path.parent)
         if file.sha256 is not None and sha256_of(src) != file.sha256:
             raise ChecksumError(f"{src}: SHA-256 differs from the pinned value for {entry.name}", "get the file again")
         file.check(src)  # before copying: a wrong file never enters the cache
