@@ -108,7 +108,8 @@ def plan_segments(timestamps, window_s: float, stride_s: float, end_time: float 
     Window k covers the frames whose timestamps lie in [t0 + k*stride_s, t0 + k*stride_s + window_s),
     t0 being the first frame's time (so non-zero starts and variable frame rates are right). The last
     window is moved back to end with the video, so that every window lasts `window_s`; a window that
-    would repeat the previous one's frames is dropped. A video shorter than `window_s` is one segment.
+    adds no frame to the previous one is dropped. With `stride_s > window_s` frames between windows
+    are skipped on purpose. A video shorter than `window_s` is one segment.
 
     Args:
         timestamps: float (N,) presentation time of each frame in seconds, ascending.
@@ -117,7 +118,7 @@ def plan_segments(timestamps, window_s: float, stride_s: float, end_time: float 
         end_time: end of the video in seconds; default: last timestamp plus the median frame step.
 
     Returns:
-        list of `Segment`, in time order, covering every frame.
+        list of `Segment`, in time order (covering every frame when stride_s <= window_s).
     """
     if window_s <= 0 or stride_s <= 0:
         raise ValueError(f"window and stride must be positive, got window={window_s} stride={stride_s}")
@@ -129,9 +130,9 @@ def plan_segments(timestamps, window_s: float, stride_s: float, end_time: float 
         starts_s.append(min(t0 + len(starts_s) * stride_s, end - window_s))
     ranges = []
     for start_s in starts_s:
-        first = int(np.searchsorted(ts, start_s - 1e-9, side="left"))
+        first = min(int(np.searchsorted(ts, start_s - 1e-9, side="left")), len(ts) - 1)
         stop = int(np.searchsorted(ts, start_s + window_s - 1e-9, side="left"))
-        ranges.append((first, max(stop, first + 1)))
+        ranges.append((first, max(stop, first + 1)))  # a window shorter than a frame still holds one
     return _segments(ts, ranges, end)
 
 
@@ -139,8 +140,8 @@ def plan_segments_by_frames(timestamps, window_frames: int, stride_frames: int,
                             end_time: float | None = None) -> list[Segment]:
     """Sliding windows counted in frames: window k is frames [k*stride, k*stride + window).
 
-    Same rules as `plan_segments`: the last window is moved back to end with the video, a repeat of the
-    previous window is dropped, and a video shorter than the window is one segment.
+    Same rules as `plan_segments`: the last window is moved back to end with the video, a window that
+    adds no frame is dropped, and a video shorter than the window is one segment.
 
     Args:
         timestamps: float (N,) frame times in seconds (used for `t_start`/`t_end`).
@@ -174,8 +175,8 @@ def _check_timestamps(timestamps) -> np.ndarray:
 def _segments(ts: np.ndarray, ranges: list[tuple[int, int]], end: float) -> list[Segment]:
     segments: list[Segment] = []
     for first, stop in ranges:
-        if segments and (first, stop) == (segments[-1].start_frame, segments[-1].end_frame):
-            continue
+        if segments and stop <= segments[-1].end_frame:
+            continue  # adds no frame the previous segment does not have
         t_end = float(ts[stop]) if stop < len(ts) else end
         segments.append(Segment(len(segments), first, stop, float(ts[first]), t_end))
     return segments
