@@ -87,6 +87,19 @@ def sequential_frames(path, stream_index: int) -> list[np.ndarray]:
     return frames
 
 
+def sequential_frames_by_pts(path, stream_index: int) -> dict[int, np.ndarray]:
+    """{pts: RGB frame} of a plain sequential PyAV decode (undecodable packets skipped)."""
+    frames = {}
+    with av.open(str(path)) as container:
+        stream = container.streams[stream_index]
+        for packet in container.demux(stream):
+            try:
+                frames.update((f.pts, f.to_ndarray(format="rgb24")) for f in packet.decode())
+            except av.FFmpegError:
+                continue
+    return frames
+
+
 def test_barcode_round_trips():
     for index in (0, 1, 77, 4095):
         assert read_barcode(barcode_frame(index, 64, 128)) == index
