@@ -347,7 +347,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     # One sampler for 1 or many processes: the order depends only on (seed, epoch).
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", drop_last=len(train_set) > cfg.batch_size * world_size,
+                        pin_memory=device.type == "cuda",
                         persistent_workers=False)
 
     backbone_mult = cfg.backbone_lr_mult if pretrained else 1.0
