@@ -433,7 +433,7 @@ class VideoSwin(nn.Module):
         self.apply(_init_weights)
         for module in self.modules():
             if isinstance(module, WindowAttention3D):
-                nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+                nn.init.normal_(module.relative_position_bias_table, std=0.02)
         nn.init.normal_(self.head.weight, std=0.01)  # I3DHead's init
 
     @classmethod
@@ -498,8 +498,10 @@ class VideoSwin(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
+    # Upstream uses trunc_normal_(std=0.02) with the default cut at +-2 (absolute), i.e. 100 standard
+    # deviations: the same distribution as normal_, which is several times faster on big models.
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

@@ -244,3 +244,18 @@ def test_from_config_and_forward_features_shape():
     assert model.config.head_in_channels == 64
     with torch.no_grad():
         assert model.eval().forward_features(torch.randn(2, 3, 2, 32, 32)).shape == (2, 64)
+
+
+def test_bench_script_runs_and_prints_a_table(capsys):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_model", REPO / "bench" / "bench_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = "--archs swin-t --dtypes fp32 --frames 2 --size 32 --repeats 1 --warmup 0 --impls ours,reference --device cpu"
+    bench.main(args.split())
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| swin-t")]
+    assert [row.split("|")[4].strip() for row in rows] == ["ours", "reference"]
+    assert rows[1].split("|")[7].strip() == "1.00x"  # the reference row against itself
