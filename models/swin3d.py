@@ -7,7 +7,9 @@ prefix (and `cls_head.fc_cls` -> `head`), so converting a released file is a sho
 
 Tokens are channels-last `(N, D, H, W, C)` inside the network. Window attention runs through
 `F.scaled_dot_product_attention` with the relative-position bias and the shift mask summed into one
-additive mask; that mask is cached per block for a given input size, device and dtype.
+additive mask; that mask is cached per block for a given input size, device and dtype. Each stage
+caches a `WindowPlan` per input size (effective window and shift, region mask, and the token order
+that does roll + window partition in a single gather).
 """
 
 from __future__ import annotations
