@@ -9,7 +9,7 @@
 
 Behaviours (per file): `status` (e.g. 404 for every request), `fail_times` + `fail_status` (the first N
 requests get e.g. 503), `drop_after` + `drop_times` (the first N GETs close the connection after that
-many body bytes), `stall_s` (the first `stall_times` requests wait that long before answering),
+many body bytes; with `reset=True` by a TCP reset), `stall_s` (the first `stall_times` requests wait that long before answering),
 `throttle_s` (sleep between 64 KiB chunks, to make a download slow enough to overlap with another),
 `honour_range=False` (answer 200 with the whole file to Range requests), `etag` (sent with every file;
 a Range request whose `If-Range` differs gets the whole file, as HTTP says). Unknown paths get 404.
@@ -19,6 +19,8 @@ Other engineers may reuse it; it has no dependency beyond the standard library.
 from __future__ import annotations
 
 import hashlib
+import socket
+import struct
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,7 @@ class Route:
     fail_times: int = 0
     drop_after: int | None = None
     drop_times: int = 1
+    reset: bool = False  # drop with a TCP reset (RST) instead of a clean close
     stall_s: float = 0.0
     stall_times: int = 1
     throttle_s: float = 0.0
@@ -157,9 +160,9 @@ class FileServer:
                 self.end_headers()
                 if send_body:
                     drop = route.drop_after if nth < route.drop_times else None
-                    self._send_body(body[start:], drop, route.throttle_s)
+                    self._send_body(body[start:], drop, route.throttle_s, route.reset)
 
-            def _send_body(self, data: bytes, drop_after: int | None, throttle_s: float):
+            def _send_body(self, data: bytes, drop_after: int | None, throttle_s: float, reset: bool):
                 sent = 0
                 limit = len(data) if drop_after is None else min(drop_after, len(data))
                 try:
@@ -172,7 +175,11 @@ class FileServer:
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                if drop_after is not None:
+                if drop_after is not None and reset:  # linger 0: close() sends RST, the client sees ECONNRESET
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                elif drop_after is not None:
                     self.close_connection = True  # the client sees a short body, then EOF
 
             def _send_plain(self, status: int, headers: dict | None = None):
