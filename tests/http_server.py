@@ -176,6 +176,7 @@ class FileServer:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 if drop_after is not None and reset:  # linger 0: close() sends RST, the client sees ECONNRESET
+                    server._stop.wait(0.2)  # let the client read what was sent (a reset may discard unread bytes)
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
