@@ -210,6 +210,15 @@ def test_pinned_sha256_and_size_are_the_authority(zoo, monkeypatch):
     assert zoo.cached.read_bytes() == zoo.body and len(zoo.gets()) == 2
 
 
+def test_file_replaced_upstream_is_refused_against_the_record_with_a_way_out(zoo):
+    pretrained.fetch(NAME, progress=False)
+    zoo.cached.unlink()
+    zoo.server.add("/releases/" + FILE, official_checkpoint_bytes(seed=1))  # same layout, other weights
+    with pytest.raises(ChecksumError, match="recorded when this file was first verified") as err:
+        pretrained.fetch(NAME, progress=False)
+    assert "manifest.json" in err.value.hint and not zoo.cached.exists()
+
+
 def test_pinned_size_mismatch_is_rejected(zoo, monkeypatch):
     monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, size=len(zoo.body) + 1))
     with pytest.raises(ChecksumError, match=f"downloaded {len(zoo.body)} bytes, expected {len(zoo.body) + 1}"):

@@ -364,10 +364,19 @@ def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool
     _writable_folder(file.path.parent)
     base = _mirror_base(mirror)
     url = f"{base.rstrip('/')}/{file.filename}" if base else file.url
-    result = download_file(
-        url, file.path, expected_sha256=expected, expected_size=file.size,
-        check=_download_check(file, url) if expected is None else None, progress=progress,
-    )  # fmt: skip
+    try:
+        result = download_file(
+            url, file.path, expected_sha256=expected, expected_size=file.size,
+            check=_download_check(file, url) if expected is None else None, progress=progress,
+        )  # fmt: skip
+    except ChecksumError as err:
+        if file.sha256 is None and record is not None:  # the expected hash is our own record, not a pin
+            raise ChecksumError(
+                f"{err.message} (the hash recorded when this file was first verified, {record.get('verified_at')})",
+                f"if the publisher replaced the file, forget the old record: delete {_manifest_path()} "
+                "(`vswin fetch --verify` then records the other cached files again)",
+            ) from None
+        raise
     if not result.downloaded and expected is None:  # another process downloaded it while we waited
         _check_or_delete(file)
     _record(file.path, result.sha256, result.size, url)
