@@ -504,3 +504,22 @@ def test_unusable_cache_folder_is_a_clear_error(zoo, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["fetch", NAME, "-q"])
     assert result.exit_code == 1 and "cannot create the cache folder" in result.stderr and "VSWIN_HOME" in result.stderr
     assert zoo.server.requests == []
+
+
+@pytest.mark.parametrize("name, count", [("kinetics600", 600), ("swin-b-sthv2", 174), ("kinetics400", 400)])
+def test_label_maps_are_fetched_into_the_cache_and_counted(zoo, monkeypatch, name, count):
+    zoo.server.add_dir(shared_path("labels"), prefix="/mirror")
+    monkeypatch.setenv("VSWIN_MIRROR", zoo.server.url("/mirror"))
+    names = pretrained.load_labels(name)
+    assert len(names) == count and pretrained.load_labels(name) == names  # second call: from the cache
+    label_map = pretrained.LABEL_MAPS[pretrained.PRETRAINED[name].labels if name in pretrained.PRETRAINED else name]
+    assert len(zoo.server.gets("/mirror/" + label_map.filename)) == 1
+    assert pretrained.read_manifest()["labels/" + label_map.filename]["size"] == pretrained.labels_path(label_map).stat().st_size
+
+
+def test_label_map_with_the_wrong_count_is_rejected(zoo, monkeypatch):
+    zoo.server.add("/mirror/label_map_k600.txt", zoo.labels)  # the 400 Kinetics-400 names served as K600's
+    monkeypatch.setenv("VSWIN_MIRROR", zoo.server.url("/mirror"))
+    with pytest.raises(ChecksumError, match="label_map_k600.txt: 400 class names, expected 600"):
+        pretrained.load_labels("kinetics600")
+    assert not pretrained.labels_path(pretrained.LABEL_MAPS["kinetics600"]).exists()
