@@ -3,8 +3,10 @@
 `download_file(url, dest)` streams into `dest.name + ".incomplete"` beside `dest`, hashing as it goes,
 and moves the file into place with `os.replace` only once it is complete and checked, so `dest` is
 either absent or whole. An interrupted download (connection dropped, process killed) is resumed
-with an HTTP `Range` request. An `fcntl` lock on `dest.name + ".lock"` makes a second process
-wait for the first and then reuse its file, so the partial file is never written by two processes.
+with an HTTP `Range` request; in a later run it also sends `If-Range` with the ETag (or
+Last-Modified) saved in `dest.name + ".incomplete.json"`, so a file that changed on the server is
+fetched whole instead of spliced. An `fcntl` lock on `dest.name + ".lock"` makes a second process
+wait for the first and then reuse its file, so the partial file always has exactly one writer.
 
 Standard library only (urllib): the files are plain HTTPS downloads and this keeps the install small.
 """
