@@ -523,3 +523,10 @@ def test_label_map_with_the_wrong_count_is_rejected(zoo, monkeypatch):
     with pytest.raises(ChecksumError, match="label_map_k600.txt: 400 class names, expected 600"):
         pretrained.load_labels("kinetics600")
     assert not pretrained.labels_path(pretrained.LABEL_MAPS["kinetics600"]).exists()
+
+
+def test_tls_failure_is_a_clear_error(zoo, tmp_path):
+    https_to_plain_http = zoo.entry.url.replace("http://", "https://")  # the handshake fails against plain HTTP
+    with pytest.raises(DownloadError, match="TLS error") as err:
+        download.download_file(https_to_plain_http, tmp_path / "x.pth", progress=False)
+    assert "SSL_CERT_FILE" in err.value.hint

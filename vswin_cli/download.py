@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -363,6 +364,11 @@ def _connection_error(url: str, reason, timeout: float) -> Exception:
         )
     if isinstance(reason, (ConnectionError, http.client.HTTPException)):
         return _Transient(f"connection lost ({type(reason).__name__})")
+    if isinstance(reason, ssl.SSLError):
+        return DownloadError(
+            f"{url}: TLS error ({reason})",
+            "behind a TLS-inspecting proxy? point SSL_CERT_FILE at its CA bundle, or use VSWIN_MIRROR / --from",
+        )
     if isinstance(reason, socket.gaierror):
         return DownloadError(
             f"{url}: cannot resolve the host name ({reason.strerror})",
