@@ -530,3 +530,26 @@ def test_tls_failure_is_a_clear_error(zoo, tmp_path):
     with pytest.raises(DownloadError, match="TLS error") as err:
         download.download_file(https_to_plain_http, tmp_path / "x.pth", progress=False)
     assert "SSL_CERT_FILE" in err.value.hint
+
+
+def test_torchvision_layout_entry_is_checked_and_loaded(zoo, monkeypatch):
+    torch.manual_seed(5)
+    model = VideoSwin.from_config(Swin3DConfig(**TINY)).eval()
+    buffer = io.BytesIO()
+    torch.save(convert.to_torchvision(model.state_dict()), buffer)  # a plain state_dict, torchvision names
+    zoo.server.add("/tv/swin3d_tiny-00000000.pth", buffer.getvalue())
+    entry = dataclasses.replace(
+        pretrained.PRETRAINED["swin-t-k400-tv"], name="tiny-tv", url=zoo.server.url("/tv/swin3d_tiny-00000000.pth"),
+        overrides=dict(TINY),
+    )  # fmt: skip
+    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-tv", entry)
+    resolved = pretrained.resolve_model(model="tiny-tv", progress=False)
+    x = torch.randn(1, 3, 4, 32, 32)
+    torch.testing.assert_close(resolved.model(x), model(x), rtol=0, atol=0)
+
+    wrong = dataclasses.replace(entry, name="tiny-tv-2", url=zoo.server.url("/tv/swin3d_tiny-11111111.pth"))
+    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-tv-2", wrong)
+    zoo.server.add("/tv/swin3d_tiny-11111111.pth", zoo.body)  # an mmaction file where a torchvision one belongs
+    with pytest.raises(ChecksumError, match="not a tiny-tv-2 checkpoint .*torchvision layout"):
+        pretrained.fetch("tiny-tv-2", progress=False)
+    assert not pretrained.checkpoint_path(wrong).exists()
