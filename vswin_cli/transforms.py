@@ -101,10 +101,13 @@ def resize_bilinear_cv2(frames: torch.Tensor, height: int, width: int) -> torch.
     chunk = max(1, (1 << 24) // max(1, len(needed) * width * 3))  # bound the int32 temporaries
     for start in range(0, frames.shape[0], chunk):
         rows = frames[start:start + chunk][:, needed]  # (t, R, src_w, 3)
-        # (t, R, width, 3) in units of 1/2048, exact; OpenCV's vertical pass drops its 4 low bits
-        horizontal = (rows[:, :, x0].to(torch.int32) * wx0 + rows[:, :, x1].to(torch.int32) * wx1) >> 4
-        vertical = ((horizontal[:, row0] * wy0) >> 16) + ((horizontal[:, row1] * wy1) >> 16)
-        out[start:start + chunk] = ((vertical + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+        # (t, R, width, 3) in units of 1/2048, exact; OpenCV's vertical pass drops its 4 low bits.
+        # In-place ops: these temporaries are the bulk of the work on the CPU.
+        horizontal = rows[:, :, x0].to(torch.int32).mul_(wx0)
+        horizontal.add_(rows[:, :, x1].to(torch.int32).mul_(wx1)).bitwise_right_shift_(4)
+        vertical = horizontal[:, row0].mul_(wy0).bitwise_right_shift_(16)
+        vertical.add_(horizontal[:, row1].mul_(wy1).bitwise_right_shift_(16))
+        out[start:start + chunk] = vertical.add_(2).bitwise_right_shift_(2).clamp_(0, 255)
     return out
 
 
@@ -193,5 +196,9 @@ def make_views(frames, num_clips: int, clip_len: int, num_crops: int = 3, order=
         raise ValueError(f"expected {num_clips}x{clip_len} frames, got {resized.shape[0]}")
     clips = resized.view(num_clips, clip_len, *resized.shape[1:])  # (K, L, H', W', 3)
     crops = three_crop(clips, crop) if num_crops == 3 else center_crop(clips, crop)  # (C, K, L, c, c, 3)
-    views = normalize(crops).permute(0, 1, 5, 2, 3, 4)  # (C, K, 3, L, c, c)
-    return views.reshape(num_crops * num_clips, 3, clip_len, crop, crop).contiguous()
+    views = torch.empty((num_crops, num_clips, 3, clip_len, crop, crop), dtype=torch.float32, device=crops.device)
+    views.copy_(crops.permute(0, 1, 5, 2, 3, 4))  # (C, K, 3, L, c, c); uint8 -> float32 in the copy
+    mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=views.device).view(3, 1, 1, 1)
+    std = torch.tensor(STD_RGB, dtype=torch.float32, device=views.device).view(3, 1, 1, 1)
+    views.sub_(mean).div_(std)  # the same float32 (x - mean) / std as `normalize`
+    return views.view(num_crops * num_clips, 3, clip_len, crop, crop)
