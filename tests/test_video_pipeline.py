@@ -20,7 +20,7 @@ from conftest import SHARED, shared_path
 from test_video_helpers import sequential_frames_by_pts
 from vswin_cli.decode import open_video
 from vswin_cli.errors import VideoDecodeError
-from vswin_cli.transforms import resized_size, three_crop_offsets
+from vswin_cli.transforms import resize_short_side, resized_size, three_crop_offsets
 from vswin_cli.video import clip_indices, sample_test_views, views_from_reader
 
 TOLERANCE_MAX = 0.053  # 3 grey levels / std
@@ -176,3 +176,14 @@ def test_files_the_official_pipeline_could_not_read(name):
                 assert np.abs(frame.astype(int) - expected).mean() < 1.0, (name, index)
             else:
                 assert np.array_equal(frame, expected), (name, index)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_reduced_resolution_keeps_rotation_and_stays_close(readers, backend):
+    """Scaled in the decoder: display orientation, short side 224, within a few grey levels on average."""
+    full = readers("video_90.mov").read([0, 2])
+    with open_video(shared_path("videos", "video_90.mov"), backend=backend, short_side=224) as reader:
+        assert (reader.height, reader.width) == (398, 224)
+        small = reader.read([0, 2])
+    exact = resize_short_side(full).numpy().astype(int)
+    assert small.shape == exact.shape and np.abs(small - exact).mean() < 3.0

@@ -397,12 +397,14 @@ class VideoReader:
         if backend == "pyav":
             return _PyAVSource(self.path, self._index, self._raw_size)
         problem = _decord_problem(self._index)
+        if problem is None and self._raw_size is not None and self.rotation:
+            problem = "decord does not rotate frames it scales"
         if problem is not None and backend == "decord" and decord_version() is None:
             raise ConfigError("backend 'decord' asked for but decord is not installed",
                               "pip install decord2, or use --backend pyav / auto")
         if problem is None or backend == "decord":
             try:
-                return _DecordSource(self.path, self._decord_size())
+                return _DecordSource(self.path, self._raw_size)
             except Exception as err:  # decord raises its own DECORDError (a RuntimeError) and others
                 if backend == "decord":
                     raise _fail(self.path, f"decord cannot open it ({_short(err)})",
@@ -410,10 +412,6 @@ class VideoReader:
                 problem = f"decord cannot open it ({_short(err)})"
         log.debug("%s: using PyAV (%s)", self.path, problem)
         return _PyAVSource(self.path, self._index, self._raw_size)
-
-    def _decord_size(self) -> tuple[int, int] | None:
-        # decord scales before it rotates, so it takes the coded (unrotated) size.
-        return self._raw_size
 
     def __len__(self) -> int:
         return self.num_frames

@@ -177,6 +177,8 @@ def _segments(ts: np.ndarray, ranges: list[tuple[int, int]], end: float) -> list
     for first, stop in ranges:
         if segments and stop <= segments[-1].end_frame:
             continue  # adds no frame the previous segment does not have
+        if segments and first == segments[-1].start_frame:
+            segments.pop()  # a stride shorter than a frame: keep the longer of two windows starting together
         t_end = float(ts[stop]) if stop < len(ts) else end
         segments.append(Segment(len(segments), first, stop, float(ts[first]), t_end))
     return segments
