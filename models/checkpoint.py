@@ -113,7 +113,7 @@ def detect_format(obj: object) -> str:
         weight = obj["model"].get("patch_embed.proj.weight")
         if isinstance(weight, torch.Tensor) and weight.ndim == 4:
             return "imagenet2d"
-    keys = [k for k in obj if isinstance(k, str)]
+    keys = [k for k in _inner_state(obj) if isinstance(k, str)]
     if any(k.startswith(("features.", "module.features.")) for k in keys):
         return "torchvision"
     if any(k.startswith(("backbone.", "cls_head.", "module.backbone.")) for k in keys):
@@ -126,14 +126,12 @@ def detect_format(obj: object) -> str:
 def to_our_state_dict(obj: object, fmt: str, model: nn.Module, path: str) -> tuple[dict, list[str]]:
     """Convert a loaded checkpoint of format `fmt` to our naming. Returns (state_dict, dropped keys)."""
     if fmt == "mmaction":
-        sd = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
-        return convert.from_mmaction(_tensors_only(sd, path)), []
+        return convert.from_mmaction(_tensors_only(_inner_state(obj), path)), []
     if fmt == "torchvision":
-        return convert.from_torchvision(convert.strip_prefix(_tensors_only(obj, path), "module.")), []
+        return convert.from_torchvision(convert.strip_prefix(_tensors_only(_inner_state(obj), path), "module.")), []
     if fmt == "vswin":
-        sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
-        return convert.strip_prefix(_tensors_only(sd, path), "module."), []
-    if fmt == "imagenet2d":
+        return convert.strip_prefix(_tensors_only(_inner_state(obj), path), "module."), []
+    if fmt == "imagenet2d" and isinstance(obj.get("model"), dict):
         cfg = model.config
         sd = convert.strip_prefix(_tensors_only(obj["model"], path), "module.")
         try:
@@ -265,6 +263,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, labels: list[str] | None
     return path
 
 
+def _inner_state(obj: dict) -> dict:
+    """The weights of a checkpoint dict: its `state_dict` or `model` entry, else the dict itself."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
 def _tensors_only(state: dict, path: str) -> dict:
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -310,13 +316,13 @@ def _mismatch_error(path, fmt, state, expected, missing, unexpected, mismatched,
             "the model (a different variant: swin-t/s use 96, swin-b 128)"
         )
     file_depths, model_depths = _depths(state), _depths(expected)
-    if file_depths != model_depths:
+    if file_depths and file_depths != model_depths:
         causes.append(f"blocks per stage {file_depths} in the file vs {model_depths} in the model (swin-t vs swin-s/b?)")
     tables = [k for k in mismatched if k.endswith("relative_position_bias_table") or k.endswith("relative_position_index")]
     if tables and embed is not None and "patch_embed.proj.weight" not in mismatched:
         causes.append("different window size (e.g. an 16x7x7 SSv2 file into an 8x7x7 model: use window_size=(16, 7, 7))")
     if unexpected and all(not k.startswith(("layers.", "patch_embed.", "norm.", "head.")) for k in unexpected):
-        causes.append(f"keys that are not Video Swin weights: is the format right ({fmt})?")
+        causes.append(f"the file's keys are not Video Swin weight names in the {fmt} format (wrong format=?)")
 
     parts = []
     if mismatched:

@@ -151,8 +151,14 @@ def test_format_override(tmp_path):
     folder, config = official_case()
     model = VideoSwin(**config)
     assert load_checkpoint(model, folder / "checkpoint.pth", format="mmaction").format == "mmaction"
-    with pytest.raises(CheckpointError, match=r"not tensors where weights were expected: \['meta', 'state_dict'\]"):
+    with pytest.raises(CheckpointError, match=r"not Video Swin weight names in the vswin format \(wrong format=\?\)"):
         load_checkpoint(model, folder / "checkpoint.pth", format="vswin")
+    with pytest.raises(CheckpointError, match="not a Video Swin checkpoint"):
+        load_checkpoint(model, folder / "checkpoint.pth", format="imagenet2d")
+    # A 3D state_dict wrapped as {"model": ...} (common in training scripts) is found too.
+    ckpt = torch.load(folder / "checkpoint.pth", weights_only=True)
+    torch.save({"model": ckpt["state_dict"], "epoch": 3}, tmp_path / "wrapped.pth")
+    assert load_checkpoint(model, tmp_path / "wrapped.pth").format == "mmaction"
     with pytest.raises(ValueError, match="format must be one of"):
         load_checkpoint(model, folder / "checkpoint.pth", format="onnx")
 
