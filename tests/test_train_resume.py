@@ -151,3 +151,13 @@ def test_param_groups_no_decay_on_norms_biases_and_position_tables():
         no_decay = [n for n in group_names if n.endswith("bias") or "norm" in n or "relative_position_bias_table" in n]
         assert (group["weight_decay"] == 0.0) == (len(no_decay) == len(group_names)), group_names
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_an_unreadable_training_video_stops_with_its_name_and_line(data, tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    lines = (data / "train.txt").read_text().splitlines()
+    bad_list = tmp_path / "train.txt"
+    bad_list.write_text("\n".join(f"{data}/{line}" for line in lines[:3]) + f"\n{tmp_path}/broken.mp4 0\n")
+    cfg = config(data, tmp_path / "run", train_list=str(bad_list), val_list=None, data_root="/", workers=2, epochs=1)
+    with pytest.raises(ConfigError, match=r"cannot be decoded: line 4: .*broken.mp4"):
+        train(cfg, log=lambda msg: None)

@@ -270,8 +270,10 @@ def collate_eval(items: list[dict]) -> list[dict]:
 
 
 class TrainClips(Dataset):
-    """One augmented training clip per listed video: `(clip (3, L, S, S) float32, label int)`.
+    """One augmented training clip per listed video: `(clip (3, L, S, S) float32, label, error)`.
 
+    `error` is "" for a good clip; a video that cannot be decoded gives a zero clip and its error text,
+    so that the training loop (in the main process, not a loader worker) stops with a clear message.
     The random draws depend only on (seed, epoch, index) so that resumed and multi-worker runs see the
     same clips; call `set_epoch` before each epoch.
     """
@@ -296,8 +298,12 @@ class TrainClips(Dataset):
         entry = self.entries[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         spec = self.spec
-        if spec.sampling == "uniform":
-            frames = read_frames(entry.path, lambda n: uniform_train_indices(n, spec.clip_len, rng))
-        else:
-            frames = read_frames(entry.path, lambda n: kinetics_train_indices(n, spec.clip_len, spec.frame_interval, rng))
-        return train_clip(frames, spec.crop_size, self.flip, rng, self.min_crop_area), entry.label
+        try:
+            if spec.sampling == "uniform":
+                frames = read_frames(entry.path, lambda n: uniform_train_indices(n, spec.clip_len, rng))
+            else:
+                frames = read_frames(entry.path, lambda n: kinetics_train_indices(n, spec.clip_len, spec.frame_interval, rng))
+        except VswinError as err:
+            empty = torch.zeros(3, spec.clip_len, spec.crop_size, spec.crop_size)
+            return empty, entry.label, f"line {entry.line}: {err}"
+        return train_clip(frames, spec.crop_size, self.flip, rng, self.min_crop_area), entry.label, ""

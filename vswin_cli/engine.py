@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from vswin_cli.aggregate import average_views
 from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, collate_eval
+from vswin_cli.errors import ConfigError
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,7 +79,7 @@ def train_one_epoch(
     Args:
         model: the network, possibly wrapped in DistributedDataParallel (then gradients are synchronised
             only on the last batch of each accumulation cycle, via `no_sync`).
-        loader: yields (clips (B, 3, T, H, W) float32, labels (B,) int64).
+        loader: yields (clips (B, 3, T, H, W) float32, labels (B,) int64, errors (B,) str, "" = fine).
         optimizer, scheduler: stepped per optimizer step (the schedule is per step, not per epoch).
         scaler: a `torch.amp.GradScaler` for fp16, else None.
         device: where the model lives.
@@ -97,7 +98,11 @@ def train_one_epoch(
     num_clips = torch.zeros((), dtype=torch.float64, device=device)
     num_batches = len(loader)
     optimizer.zero_grad(set_to_none=True)
-    for step, (clips, labels) in enumerate(loader):
+    for step, (clips, labels, errors) in enumerate(loader):
+        bad = [e for e in errors if e]
+        if bad:
+            raise ConfigError(f"a training video cannot be decoded: {bad[0]}",
+                              hint="remove it from the list or re-encode it; `vswin eval` on the list names every unreadable video")
         clips = clips.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         is_update = (step + 1) % accum_steps == 0 or step + 1 == num_batches

@@ -329,8 +329,10 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     if class_names is None:
         class_names = [str(i) for i in range(max(e.label for e in train_entries) + 1)]
     val_entries = parse_list(cfg.val_list, cfg.data_root, class_names) if cfg.val_list else []
-    flip = cfg.flip == "yes" or (cfg.flip == "auto" and not is_direction_sensitive(class_names))
-    smoothing = cfg.label_smoothing if cfg.label_smoothing is not None else (0.0 if flip else 0.1)
+    # SSv2-like label sets (a class names left or right): the official recipe never flips and smooths labels.
+    direction_sensitive = is_direction_sensitive(class_names)
+    flip = cfg.flip == "yes" or (cfg.flip == "auto" and not direction_sensitive)
+    smoothing = cfg.label_smoothing if cfg.label_smoothing is not None else (0.1 if direction_sensitive else 0.0)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs a CUDA device", hint="use bf16 or fp32 on CPU")
