@@ -161,3 +161,19 @@ def test_an_unreadable_training_video_stops_with_its_name_and_line(data, tmp_pat
     cfg = config(data, tmp_path / "run", train_list=str(bad_list), val_list=None, data_root="/", workers=2, epochs=1)
     with pytest.raises(ConfigError, match=r"cannot be decoded: line 4: .*broken.mp4"):
         train(cfg, log=lambda msg: None)
+
+
+def test_fine_tuning_keeps_the_backbone_and_replaces_a_head_of_another_size(data, uninterrupted, tmp_path):
+    from vswin_cli.train import build_model
+
+    full_dir, _ = uninterrupted
+    source = weights(full_dir / "best.pt")
+    for cfg in (config(data, tmp_path, model=str(full_dir / "best.pt"), arch=None),
+                config(data, tmp_path, init=str(full_dir / "best.pt"))):
+        model, pretrained = build_model(cfg, num_classes=3)
+        assert pretrained and model.head.out_features == 3
+        state = model.state_dict()
+        backbone = [k for k in source if not k.startswith("head.")]
+        assert backbone and all(torch.equal(state[k], source[k]) for k in backbone)
+        groups = param_groups(model, 1e-3, 0.05, 0.1)
+        assert sorted({g["lr"] for g in groups}) == pytest.approx([1e-4, 1e-3])
