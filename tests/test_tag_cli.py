@@ -219,7 +219,8 @@ def test_merge_and_features(tiny, clips):
         assert first["label"] != second["label"] and first["end"] == second["start"]
 
 
-@pytest.mark.parametrize("args", [["--resume"], ["--format", "csv", "--features"], ["--crops", "2"], []])
+@pytest.mark.parametrize("args", [["--resume"], ["--format", "csv", "--features"], ["--crops", "2"],
+                                  ["--window", "0"], ["--views", "all"], []])
 def test_usage_errors_exit_2(tiny, clips, args):
     result = run([*(["x.mp4"] if args else []), *tiny, *args])
     assert result.exit_code == 2, result.stdout
@@ -233,3 +234,15 @@ def test_overlapping_windows_and_workers(tiny, clips):
     assert all(s["end"] - s["start"] <= 2.0 for s in segments)
     single = run([str(clips / "cat"), *tiny, "--window", "2", "--stride", "1", "--top-k", "1"])
     assert single.stdout == result.stdout  # worker processes change nothing in the output
+
+
+def test_fast_decode_and_quiet(tiny, clips):
+    exact = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper"])
+    fast = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper", "--fast-decode", "--quiet"])
+    assert fast.exit_code == 0 and fast.stderr == ""
+    exact_segments, fast_segments = by_record(jsonl(exact.stdout), "segment"), by_record(jsonl(fast.stdout), "segment")
+    # the same segments and views; scores close (pixels differ slightly from the official resize)
+    assert [(s["start_frame"], s["end_frame"], s["views"]) for s in fast_segments] == \
+        [(s["start_frame"], s["end_frame"], s["views"]) for s in exact_segments]
+    for a, b in zip(exact_segments, fast_segments):
+        assert abs(a["top"][0]["score"] - b["top"][0]["score"]) < 0.1

@@ -116,3 +116,29 @@ def test_sharded_run_merges_to_the_same_output(tmp_path):
     assert [r.num_tagged for r in reports] == [3, 3]  # every 2nd video from each rank
     assert (tmp_path / "sharded.jsonl").read_text() == (tmp_path / "single.jsonl").read_text()
     assert not (tmp_path / "sharded.jsonl.shards").exists()  # rank 0 cleans up after merging
+
+
+def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_path, monkeypatch):
+    import vswin_cli.inference as inference
+
+    make_video(tmp_path / "v.mp4", 200)
+    videos = find_videos([str(tmp_path / "v.mp4")])
+    spec = ViewSpec(num_clips=2, num_crops=3, crop_size=32)
+    options = TagOptions(window_s=2.0, stride_s=1.0, top_k=5)  # 50-frame windows every 25 frames
+    whole = list(Tagger(_tiny_model(), LABELS, "tiny", spec, options).run(videos))
+
+    decoded = []
+    real_open = inference.open_video
+
+    def counting_open(*args, **kwargs):
+        reader = real_open(*args, **kwargs)
+        real_read = reader.read
+        reader.read = lambda indices: decoded.extend(np.asarray(indices).tolist()) or real_read(indices)
+        return reader
+
+    monkeypatch.setattr(inference, "open_video", counting_open)
+    monkeypatch.setattr(inference, "MAX_FRAMES_PER_READ", 40)  # many small chunks
+    chunked = list(Tagger(_tiny_model(), LABELS, "tiny", spec, options).run(videos))
+    assert chunked == whole
+    assert len(decoded) == len(set(decoded))  # no frame decoded twice
+    assert len(whole[0].segments) == 7  # starts 0, 1, ..., 6 s in an 8 s video

@@ -79,6 +79,8 @@ class ViewSpec:
             raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
         if self.num_crops not in (1, 3):
             raise ConfigError(f"--crops must be 1 or 3, got {self.num_crops}")
+        if self.sampling == "uniform" and self.num_clips != 1:
+            raise ConfigError("uniform (SSv2) sampling takes one clip per segment", hint="use --clips 1")
         if min(self.clip_len, self.frame_interval, self.num_clips, self.crop_size) < 1:
             raise ConfigError("clip length, frame interval, clips and crop size must be positive")
 
@@ -230,10 +232,11 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
             window_s, stride_s = segment_lengths(reader.fps, reader.duration, spec, options)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
             plans = [plan_views(s, spec) for s in segments]
+            kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
             for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
-                frames = torch.from_numpy(reader.read(wanted))  # (F, H, W, 3) uint8
-                frames = resize_short_side(frames, spec.crop_size)  # (F, h, w, 3) uint8, short side = crop
+                frames = _resized_frames(reader, wanted, spec.crop_size, kept_index, kept)  # (F, h, w, 3) uint8
+                kept_index, kept = wanted, frames
                 corners = crop_corners(frames.shape[1], frames.shape[2], spec.crop_size, spec.num_crops)
                 for plan in chunk:
                     rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
@@ -248,6 +251,30 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
             raise
         message = str(err) if isinstance(err, VswinError) else f"{video.path}: {type(err).__name__}: {err}"
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
+
+
+def _resized_frames(reader, wanted: np.ndarray, size: int, kept_index: np.ndarray,
+                    kept: torch.Tensor | None) -> torch.Tensor:
+    """Frames `wanted` (ascending) resized so the short side is `size`; frames in `kept` are reused.
+
+    Returns:
+        uint8 (len(wanted), h, w, 3).
+    """
+    reuse = np.isin(wanted, kept_index)
+    if kept is None or not reuse.any():
+        return _decode_resized(reader, wanted, size)
+    out = torch.empty((len(wanted), *kept.shape[1:]), dtype=torch.uint8)
+    out[torch.from_numpy(reuse)] = kept[torch.from_numpy(np.searchsorted(kept_index, wanted[reuse]))]
+    if not reuse.all():
+        out[torch.from_numpy(~reuse)] = _decode_resized(reader, wanted[~reuse], size)
+    return out
+
+
+def _decode_resized(reader, indices: np.ndarray, size: int) -> torch.Tensor:
+    frames = torch.from_numpy(reader.read(indices))  # (F, H, W, 3) uint8
+    if min(frames.shape[1:3]) != size:  # --fast-decode already decodes at that size
+        frames = resize_short_side(frames, size)  # (F, h, w, 3) uint8, resized before any float conversion
+    return frames
 
 
 def segment_lengths(fps: float, duration: float, spec: ViewSpec, options: TagOptions) -> tuple[float, float]:
@@ -378,11 +405,11 @@ class Tagger:
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, _VideoState]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
-        frames = torch.cat([p.frames for p in pending])  # (N, T, S, S, 3) uint8
+        # copy each segment's (pinned) views as they are, then join them on the device
+        frames = torch.cat([p.frames.to(self.device, non_blocking=True) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
-            batch = frames[start:start + self.options.batch_size].to(self.device, non_blocking=True)
-            x = normalize_views(batch, self.mean, self.std)
+            x = normalize_views(frames[start:start + self.options.batch_size], self.mean, self.std)
             with self._autocast():
                 out = self._forward(x)
             if self.options.features:

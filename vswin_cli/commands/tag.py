@@ -100,31 +100,29 @@ def tag(
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     sources = _sources(inputs or [], from_list)
-    _check_usage(resume, output, output_format, features, crops)
+    _check_usage(resume, output, output_format, features, crops, window, stride)
     videos = find_videos(sources, glob=glob)
     shard = current_shard()
     run_device = _device(device, shard)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=run_device,
                              progress=not quiet)
-    protocol = resolved.protocol
-    paper = views == Views.paper
-    spec = ViewSpec(
-        sampling=protocol.sampling,
-        clip_len=clip_len or protocol.clip_len,
+    protocol, paper = resolved.protocol, views == Views.paper
+    spec = ViewSpec(  # --views picks the protocol's views (paper) or 1 x 1 (fast); explicit options win
+        sampling=protocol.sampling, clip_len=clip_len or protocol.clip_len,
         frame_interval=frame_interval or protocol.frame_interval,
         num_clips=clips or (protocol.num_clips if paper else 1),
-        num_crops=crops or (protocol.num_crops if paper else 1),
-        crop_size=crop_size,
+        num_crops=crops or (protocol.num_crops if paper else 1), crop_size=crop_size,
     )
     options = TagOptions(
         window_s=window, stride_s=stride, batch_size=batch_size,
         workers=workers if workers is not None else min(8, os.cpu_count() or 1),
         device=run_device, precision=_precision(precision, run_device), compile=compile_model,
-        top_k=top_k, threshold=threshold, merge=merge, features=features, fast_decode=fast_decode, backend=Backend(backend).value,
+        top_k=top_k, threshold=threshold, merge=merge, features=features, fast_decode=fast_decode,
+        backend=Backend(backend).value,
     )
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
-    with _progress(len(videos), quiet or shard.rank != 0) as on_result:
+    with _Progress(len(videos[shard.rank::shard.world_size]), quiet or shard.rank != 0) as on_result:
         report = run_tag(tagger, videos, output, output_format.value, resume=resume, shard=shard, on_result=on_result)
     if not quiet:
         skipped = f", {report.num_skipped} already done" if report.num_skipped else ""
@@ -152,7 +150,10 @@ def _sources(inputs: list[str], from_list: Path | None) -> list[str]:
     return sources
 
 
-def _check_usage(resume, output, output_format, features, crops) -> None:
+def _check_usage(resume, output, output_format, features, crops, window, stride) -> None:
+    for name, seconds in (("--window", window), ("--stride", stride)):
+        if seconds is not None and not seconds > 0:
+            raise typer.BadParameter(f"must be a positive number of seconds, got {seconds}", param_hint=name)
     if crops not in (None, 1, 3):
         raise typer.BadParameter("must be 1 (centre crop) or 3 (left, right, middle)", param_hint="--crops")
     if resume and (output == "-" or output_format != Format.jsonl):
@@ -183,7 +184,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-class _progress:
+class _Progress:
     """A Rich progress bar on stderr, plus one warning line per failed video; the callback updates both."""
 
     def __init__(self, total: int, quiet: bool):
