@@ -69,6 +69,7 @@ def test_resume_after_a_killed_run_gives_the_uninterrupted_output(tiny, folder, 
         proc.kill()
     if how == signal.SIGINT:  # Ctrl-C: clean stop, the finished videos published as the output
         assert proc.returncode == 130 and "rerun with --resume" in proc.stderr.read()
+        assert proc.stdout.read() == ""  # with -o FILE nothing at all goes to stdout
         assert out.exists() and not part.exists()
         kept = out.read_text(encoding="utf-8")
     else:  # killed: nothing published, the .part file holds complete videos (and maybe a torn line)

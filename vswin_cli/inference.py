@@ -596,7 +596,10 @@ def _shard_dir(output: str) -> Path:
 def _process_group_barrier() -> None:
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         # gloo works for CPU and GPU ranks alike; ranks finish their shards at different times
         dist.init_process_group("gloo", timeout=timedelta(days=2))
     dist.barrier()
+    if created:
+        dist.destroy_process_group()
