@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -54,9 +55,9 @@ def make_video(path: Path, width: int, height: int, seconds: int = 10, fps: int 
 
 
 def time_views(path: Path, backend: str, short_side: int | None, runs: int) -> dict:
-    decode_s, views_s = [], []
+    decode_s, views_s, cpu_s = [], [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with open_video(path, backend=backend, short_side=short_side) as reader:
             indices = clip_indices(reader.num_frames, "k400")
             distinct, order = np.unique(indices.reshape(-1), return_inverse=True)
@@ -65,19 +66,23 @@ def time_views(path: Path, backend: str, short_side: int | None, runs: int) -> d
         decoded = time.perf_counter()
         views = make_views(torch.from_numpy(frames), 4, 32, 3, order=order.reshape(-1))
         done = time.perf_counter()
+        cpu_s.append(time.process_time() - cpu_start)
         assert views.shape == (12, 3, 32, 224, 224)
         decode_s.append(decoded - start)
         views_s.append(done - decoded)
     decode, resize = statistics.median(decode_s), statistics.median(views_s)
     return {"backend": used, "decode_s": decode, "views_s": resize, "total_s": decode + resize,
+            "cpu_s": statistics.median(cpu_s),
             "clips_per_s": 4 / (decode + resize), "decode_share": decode / (decode + resize)}
 
 
 def speed(runs: int) -> None:
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (load {load}), "
+          f"{torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, PyAV {av.__version__}, decord {decord_version()}, {time.strftime('%Y-%m-%d')}")
-    print("| video | backend | decode size | decode s | resize+crop+norm s | total s | clips/s | decode share |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| video | backend | decode size | decode s | resize+crop+norm s | total s | CPU s | clips/s | decode share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     backends = (["decord"] if decord_version() else []) + ["pyav"]
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in [(1280, 720), (640, 360)]:
@@ -89,12 +94,12 @@ def speed(runs: int) -> None:
                     results[backend, short_side] = r
                     size = "full" if short_side is None else "short side 224"
                     print(f"| {width}x{height} 10 s | {r['backend']} | {size} | {r['decode_s']:.3f} | "
-                          f"{r['views_s']:.3f} | {r['total_s']:.3f} | {r['clips_per_s']:.1f} | "
+                          f"{r['views_s']:.3f} | {r['total_s']:.3f} | {r['cpu_s']:.2f} | {r['clips_per_s']:.1f} | "
                           f"{100 * r['decode_share']:.0f}% |")
             base = results[backends[0], None]["total_s"]
             ratios = ", ".join(f"{b}{'' if s is None else '+reduced'} {base / r['total_s']:.2f}x"
                                for (b, s), r in results.items())
-            print(f"|  | speed vs {backends[0]} full: {ratios} | | | | | | |")
+            print(f"|  | speed vs {backends[0]} full: {ratios} | | | | | | | |")
 
 
 def shared_check(backend: str) -> None:
