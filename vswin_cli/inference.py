@@ -8,8 +8,9 @@ times 1 centre or 3 crops. Views are scored with a softmax each and averaged (`a
 Where the time goes, and what is done about it:
 - Decoding runs in worker processes (a torch DataLoader over videos); the main process only batches
   views across segments and videos and runs the model.
-- Each needed frame is decoded once per chunk of segments, for all its clips, crops and overlapping
-  segments, and resized in uint8 before anything is converted to float (on the device).
+- Each needed frame is decoded once, for all its clips, crops and overlapping segments (frames are
+  read in chunks of segments; the previous chunk's frames are reused), and resized in uint8 before
+  anything is converted to float (on the device).
 - Identical clips (the Kinetics formula puts all 4 clips of a 64-frame segment at the same start) are
   computed once and weighted by how often the formula produced them.
 """
@@ -223,8 +224,9 @@ class VideoFailed:
 def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: TagOptions) -> Iterator:
     """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
 
-    Frames are read in chunks of segments (each distinct frame decoded once per chunk, ascending),
-    resized in uint8 so the short side is `spec.crop_size`, and cropped.
+    Frames are read in chunks of segments (distinct frames, ascending; frames the previous chunk
+    already holds are reused), resized in uint8 so the short side is `spec.crop_size`, and cropped.
+    Any failure becomes a `VideoFailed` naming the file, so one bad file never stops a run.
     """
     try:
         short_side = spec.crop_size if options.fast_decode else None
@@ -237,12 +239,13 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
                 frames = _resized_frames(reader, wanted, spec.crop_size, kept_index, kept)  # (F, h, w, 3) uint8
                 kept_index, kept = wanted, frames
-                corners = crop_corners(frames.shape[1], frames.shape[2], spec.crop_size, spec.num_crops)
+                size = spec.crop_size
+                corners = crop_corners(frames.shape[1], frames.shape[2], size, spec.num_crops)
                 for plan in chunk:
                     rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
                     clips = frames[rows]  # (U, T, h, w, 3)
-                    size = spec.crop_size
-                    views = torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners])  # (C*U, T, S, S, 3)
+                    # crop-major as the official FormatShape: view = crop * U + clip -> (C*U, T, S, S, 3)
+                    views = torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners])
                     weights = torch.from_numpy(np.tile(plan.weights, len(corners)))
                     yield SegmentViews(video_pos, plan, views.contiguous(), weights)
             yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
