@@ -81,7 +81,8 @@ def speed(runs: int) -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (load {load}), "
           f"{torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, PyAV {av.__version__}, decord {decord_version()}, {time.strftime('%Y-%m-%d')}")
-    print("| video | backend | decode size | decode s | resize+crop+norm s | total s | CPU s | clips/s | decode share |")
+    print("| video | backend | decode size | decode s | resize+crop+norm s | total s | CPU s | clips/s | "
+          "decode share |")
     print("|---|---|---|---|---|---|---|---|---|")
     backends = (["decord"] if decord_version() else []) + ["pyav"]
     with tempfile.TemporaryDirectory() as tmp:
