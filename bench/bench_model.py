@@ -81,9 +81,9 @@ def build(impl: str, arch: str, tv_module):
     )
 
 
-def time_models(models: dict, x, repeats: int, warmup: int, device: str) -> dict:
-    """Median seconds per forward of the whole batch, per model. Runs interleave (one forward of each
-    model per round) so that load from other processes hits every implementation alike."""
+def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:
+    """Seconds per forward of the whole batch (median or min over runs), per model. Runs interleave
+    (one forward of each model per round) so that load from other processes hits every one alike."""
     times = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -96,7 +96,8 @@ def time_models(models: dict, x, repeats: int, warmup: int, device: str) -> dict
                     torch.cuda.synchronize()
                 if i >= warmup:
                     times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    pick = min if stat == "min" else statistics.median
+    return {name: pick(t) for name, t in times.items()}
 
 
 def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
@@ -123,6 +124,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=224, help="height = width of a view (default 224)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs, median taken (default CPU 3, CUDA 10)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="summary of the timed runs (min is steadier on a shared, loaded machine)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -147,7 +150,7 @@ def main(argv=None) -> None:
 
     where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
-    print(f"# view 3x{args.frames}x{args.size}x{args.size}, median of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
+    print(f"# view 3x{args.frames}x{args.size}x{args.size}, {args.stat} of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
     if peak:
         print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
     print()
@@ -159,7 +162,7 @@ def main(argv=None) -> None:
             for batch in batch_sizes:
                 x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
                 models = {impl: build(impl, arch, tv_module).eval().to(device=device, dtype=dtype) for impl in impls}
-                seconds = time_models(models, x, repeats, args.warmup, device)
+                seconds = time_models(models, x, repeats, args.warmup, device, args.stat)
                 speed = {impl: batch / seconds[impl] for impl in impls}
                 del models
                 for impl in impls:
