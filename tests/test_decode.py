@@ -157,6 +157,12 @@ def test_hostile_files_give_one_clear_error(tmp_path, backend):
     assert "not found" in _error(tmp_path / "does-not-exist.mp4")
 
 
+def test_oversized_frames_are_refused(videos, monkeypatch):
+    monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 64 * 64)
+    with pytest.raises(VideoDecodeError, match="too large"):
+        open_video(videos["cfr"])
+
+
 def _error(path):
     with pytest.raises(VideoDecodeError) as info:
         open_video(path)

@@ -34,6 +34,8 @@ from vswin_cli.errors import ConfigError, VideoDecodeError
 log = logging.getLogger("vswin.decode")
 
 BACKENDS = ("auto", "decord", "pyav")
+# Larger frames are refused: a hostile header could otherwise make every decoded frame cost gigabytes.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ def _index_stream(path: Path, container) -> StreamIndex:
     pts = np.asarray(stream_pts, dtype=np.int64)[order]
     keyframe = np.asarray(keyframes, dtype=bool)[order]
     first = _first_frame(path, container, stream)
+    if first.width * first.height > MAX_FRAME_PIXELS:
+        raise _fail(path, f"frame size {first.width}x{first.height} is too large (limit {MAX_FRAME_PIXELS} pixels)",
+                    "downscale the video first, e.g. ffmpeg -i in.mp4 -vf scale=-2:720 out.mp4")
     rate = stream.average_rate or stream.guessed_rate
     time_base = float(stream.time_base) if stream.time_base else 1.0
     if rate:
