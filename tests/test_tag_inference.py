@@ -142,3 +142,17 @@ def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_pa
     assert chunked == whole
     assert len(decoded) == len(set(decoded))  # no frame decoded twice
     assert len(whole[0].segments) == 7  # starts 0, 1, ..., 6 s in an 8 s video
+
+
+def test_resize_on_the_device_gives_the_same_results(tmp_path):
+    """On CUDA the workers send full-size frames and the resize runs on the GPU; the pixels are the same."""
+    make_video(tmp_path / "wide.mp4", 90, height=48, width=96)
+    videos = find_videos([str(tmp_path / "wide.mp4")])
+    spec = ViewSpec(num_clips=4, num_crops=3, crop_size=32)
+    results = [
+        list(Tagger(_tiny_model(), LABELS, "tiny", spec, TagOptions(window_s=2.0, resize_on_device=on)).run(videos))
+        for on in (False, True)
+    ]
+    assert results[0] == results[1] and len(results[0][0].segments) == 2
+    raw = next(segment_views(0, videos[0], spec, TagOptions(resize_on_device=True)))
+    assert not raw.cropped and raw.frames.shape[2:] == (48, 96, 3)  # full size leaves the worker

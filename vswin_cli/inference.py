@@ -113,6 +113,9 @@ class TagOptions:
         features: add each segment's pooled embedding (weighted mean over its views).
         fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
         backend: video decoding backend for `open_video`.
+        resize_on_device: decode workers send full-size frames and the resize and crops run on the
+            device (same integer arithmetic, same pixels); on a GPU this takes the costliest CPU step
+            off the decode workers.
     """
 
     window_s: float | None = None
@@ -128,6 +131,7 @@ class TagOptions:
     features: bool = False
     fast_decode: bool = False
     backend: str = "auto"
+    resize_on_device: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,18 +192,21 @@ class SegmentViews:
     Attributes:
         video_pos: position of the video in the input list.
         plan: the segment and its clips.
-        frames: uint8 (V, T, S, S, 3) the views' frames, crop-major (view = crop * U + clip).
+        frames: uint8 (V, T, S, S, 3) the views' frames, crop-major (view = crop * U + clip); or, when
+            `cropped` is False (resize on the device), the U distinct clips at full size (U, T, H, W, 3).
         weights: float32 (V,) the weight of each view.
+        cropped: whether `frames` are the final views.
     """
 
     video_pos: int
     plan: SegmentPlan
     frames: torch.Tensor
     weights: torch.Tensor
+    cropped: bool = True
 
     def pin_memory(self) -> SegmentViews:
         """Called by the DataLoader (pin_memory=True on CUDA) for faster, asynchronous copies."""
-        return SegmentViews(self.video_pos, self.plan, self.frames.pin_memory(), self.weights)
+        return SegmentViews(self.video_pos, self.plan, self.frames.pin_memory(), self.weights, self.cropped)
 
 
 @dataclass(frozen=True)
@@ -234,20 +241,21 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
             window_s, stride_s = segment_lengths(reader.fps, reader.duration, spec, options)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
             plans = [plan_views(s, spec) for s in segments]
+            resize_here = not (options.resize_on_device and not options.fast_decode)
+            size = spec.crop_size if resize_here else None
             kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
             for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
-                frames = _resized_frames(reader, wanted, spec.crop_size, kept_index, kept)  # (F, h, w, 3) uint8
+                frames = _resized_frames(reader, wanted, size, kept_index, kept)  # (F, h, w, 3) uint8
                 kept_index, kept = wanted, frames
-                size = spec.crop_size
-                corners = crop_corners(frames.shape[1], frames.shape[2], size, spec.num_crops)
                 for plan in chunk:
                     rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
                     clips = frames[rows]  # (U, T, h, w, 3)
-                    # crop-major as the official FormatShape: view = crop * U + clip -> (C*U, T, S, S, 3)
-                    views = torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners])
-                    weights = torch.from_numpy(np.tile(plan.weights, len(corners)))
-                    yield SegmentViews(video_pos, plan, views.contiguous(), weights)
+                    weights = torch.from_numpy(np.tile(plan.weights, spec.num_crops))
+                    if resize_here:
+                        yield SegmentViews(video_pos, plan, crop_views(clips, spec), weights)
+                    else:
+                        yield SegmentViews(video_pos, plan, clips.contiguous(), weights, cropped=False)
             yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
     except Exception as err:  # a bad file must never stop the run
         if os.environ.get("VSWIN_DEBUG") == "1" and not isinstance(err, VswinError):
@@ -256,9 +264,25 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
 
 
-def _resized_frames(reader, wanted: np.ndarray, size: int, kept_index: np.ndarray,
+def crop_views(clips: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """The crops of resized clips, crop-major as the official FormatShape (view = crop * U + clip).
+
+    Args:
+        clips: uint8 (U, T, h, w, 3) with min(h, w) == spec.crop_size.
+        spec: crop size and number of crops.
+
+    Returns:
+        uint8 (num_crops * U, T, S, S, 3), contiguous.
+    """
+    size = spec.crop_size
+    corners = crop_corners(clips.shape[2], clips.shape[3], size, spec.num_crops)
+    return torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners]).contiguous()
+
+
+def _resized_frames(reader, wanted: np.ndarray, size: int | None, kept_index: np.ndarray,
                     kept: torch.Tensor | None) -> torch.Tensor:
-    """Frames `wanted` (ascending) resized so the short side is `size`; frames in `kept` are reused.
+    """Frames `wanted` (ascending) resized so the short side is `size` (None: as decoded); frames in
+    `kept` are reused.
 
     Returns:
         uint8 (len(wanted), h, w, 3).
@@ -273,9 +297,9 @@ def _resized_frames(reader, wanted: np.ndarray, size: int, kept_index: np.ndarra
     return out
 
 
-def _decode_resized(reader, indices: np.ndarray, size: int) -> torch.Tensor:
+def _decode_resized(reader, indices: np.ndarray, size: int | None) -> torch.Tensor:
     frames = torch.from_numpy(reader.read(indices))  # (F, H, W, 3) uint8
-    if min(frames.shape[1:3]) != size:  # --fast-decode already decodes at that size
+    if size is not None and min(frames.shape[1:3]) != size:  # --fast-decode already decodes at that size
         frames = resize_short_side(frames, size)  # (F, h, w, 3) uint8, resized before any float conversion
     return frames
 
@@ -408,8 +432,7 @@ class Tagger:
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, _VideoState]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
-        # copy each segment's (pinned) views as they are, then join them on the device
-        frames = torch.cat([p.frames.to(self.device, non_blocking=True) for p in pending])  # (N, T, S, S, 3) uint8
+        frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
             x = normalize_views(frames[start:start + self.options.batch_size], self.mean, self.std)
@@ -435,6 +458,15 @@ class Tagger:
             if features is not None:
                 w = p.weights[:, None]
                 state.features[p.plan.index] = (features[rows] * w).sum(0) / w.sum()
+
+    def _views_on_device(self, item: SegmentViews) -> torch.Tensor:
+        """A segment's views on the device: copied (from pinned memory), resized and cropped if not yet."""
+        frames = item.frames.to(self.device, non_blocking=True)
+        if item.cropped:
+            return frames
+        num_clips, clip_len = frames.shape[:2]
+        resized = resize_short_side(frames.flatten(0, 1), self.spec.crop_size)  # (U*T, h, w, 3) uint8
+        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec)
 
     def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""

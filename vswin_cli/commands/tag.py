@@ -118,7 +118,7 @@ def tag(
         workers=workers if workers is not None else min(8, os.cpu_count() or 1),
         device=run_device, precision=_precision(precision, run_device), compile=compile_model,
         top_k=top_k, threshold=threshold, merge=merge, features=features, fast_decode=fast_decode,
-        backend=Backend(backend).value,
+        backend=Backend(backend).value, resize_on_device=run_device.startswith("cuda"),
     )
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
