@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default=None, help="fp32/bf16/fp16 (default bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto",
+                        help="where frames are resized (auto: the device on CUDA, as `vswin tag` does)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", default=None, help="where the generated videos are cached")
     args = parser.parse_args()
@@ -121,7 +123,9 @@ def main() -> None:
     precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     paper = args.views == "paper"
     spec = ViewSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1)
-    options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision)
+    on_device = args.resize_on == "device" or (args.resize_on == "auto" and args.device.startswith("cuda"))
+    options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision,
+                         resize_on_device=on_device)
     model = build_model(args.arch)
 
     end_to_end(model, videos[:1], spec, options)  # warm-up: worker start, allocator, kernels
@@ -132,7 +136,8 @@ def main() -> None:
         model_times.append(model_only(model, num_views, spec, options))
     e2e, only = statistics.median(e2e_times), statistics.median(model_times)
     print(f"vswin tag benchmark: arch={args.arch} views={args.views} ({spec.num_views}/segment) device={args.device} "
-          f"precision={precision} workers={args.workers} batch={args.batch_size} torch={torch.__version__} "
+          f"precision={precision} workers={args.workers} batch={args.batch_size} "
+          f"resize={'device' if on_device else 'workers'} torch={torch.__version__} "
           f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"input: {len(videos)} videos x {args.seconds:g} s, {height}x{width} @ {args.fps} fps (H.264); "
           f"{num_views} views computed per pass; median of {args.repeats}")

@@ -17,7 +17,6 @@ Where the time goes, and what is done about it:
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +45,6 @@ from vswin_cli.inputs import VideoInput
 from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
 from vswin_cli.transforms import center_crop_offset, resize_short_side, three_crop_offsets
 from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
-
-log = logging.getLogger("vswin.tag")
 
 # mmaction's Normalize, in 0..255 pixel units, RGB order.
 MEAN = (123.675, 116.28, 103.53)
