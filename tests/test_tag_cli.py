@@ -245,3 +245,13 @@ def test_fast_decode_and_quiet(tiny, clips):
         [(s["start_frame"], s["end_frame"], s["views"]) for s in exact_segments]
     for a, b in zip(exact_segments, fast_segments):
         assert abs(a["top"][0]["score"] - b["top"][0]["score"]) < 0.1
+
+
+def test_threshold_drops_low_scores_but_keeps_every_segment(tiny, clips):
+    result = run([str(clips / "cat"), *tiny, "--threshold", "0.2", "--top-k", "5", "--window", "1", "-f", "csv"])
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout))
+    segments = table[table.record == "segment"]
+    assert sorted(set(segments["segment"])) == list(range(6))  # a segment with no tag left keeps one row
+    scored = segments.dropna(subset=["score"])
+    assert (scored["score"] >= 0.2).all() and len(scored) < 6 * 5
