@@ -43,7 +43,8 @@ def _wait_for_videos(part, count: int, proc, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         if part.exists():
-            lines = part.read_text(encoding="utf-8").splitlines()
+            # the child may be mid-write: count only whole lines
+            lines = part.read_text(encoding="utf-8").split("\n")[:-1]
             if sum(json.loads(line)["record"] in ("video", "error") for line in lines) >= count:
                 return
         time.sleep(0.1)
