@@ -38,7 +38,7 @@ def folder(tmp_path_factory):
     return root
 
 
-def _wait_for_videos(part, count: int, proc, timeout: float = 60.0) -> None:
+def _wait_for_videos(part, count: int, proc, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
@@ -65,7 +65,7 @@ def test_resume_after_a_killed_run_gives_the_uninterrupted_output(tiny, folder, 
     try:
         _wait_for_videos(part, 3, proc)
         proc.send_signal(how)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
     if how == signal.SIGINT:  # Ctrl-C: clean stop, the finished videos published as the output
