@@ -22,7 +22,7 @@ CLIP = ["--clip-len", "8", "--frame-interval", "1", "--crop-size", "32"]
 def trained(tmp_path_factory):
     """(dataset root, run folder, train output) after training the tiny model once for the module."""
     root = tmp_path_factory.mktemp("motion")
-    make_motion_dataset(root, {"train": 24, "val": 6}, seed=0)
+    make_motion_dataset(root, {"train": 24, "val": 4}, seed=0)
     (root / "tiny.json").write_text(json.dumps(TINY))
     run = root / "run"
     args = ["train", "--train-list", str(root / "train.txt"), "--val-list", str(root / "val.txt"),

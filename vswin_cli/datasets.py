@@ -186,16 +186,6 @@ def _parse_label(field: str, name_to_index: dict[str, int]) -> int | None:
         return name_to_index.get(field)
 
 
-def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
-    """(..., 3) RGB in 0-255 (uint8 or float) -> float32 (x - mean) / std per channel."""
-    return transforms.normalize(frames)
-
-
-def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> uint8 with the short side `size`: the official Resize(-1, size), OpenCV-exact."""
-    return transforms.resize_short_side(frames, size).numpy()
-
-
 def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
     """Test-mode frame indices (num_clips, clip_len) per spec/pipeline.md sections 2-3."""
     if spec.sampling == "uniform":

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

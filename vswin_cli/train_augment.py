@@ -14,7 +14,8 @@ import re
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from vswin_cli import transforms
 
 
 def kinetics_train_indices(num_frames: int, clip_len: int, frame_interval: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,17 +98,13 @@ def train_clip(frames: np.ndarray, crop_size: int, flip: bool, rng: np.random.Ge
     Returns:
         (3, T, S, S) float32, normalized.
     """
-    from vswin_cli.datasets import normalize_frames, resize_short_side
-
-    resized = resize_short_side(frames, round(crop_size * 256 / 224))  # (T, H', W', 3) uint8
+    resized = transforms.resize_short_side(frames, round(crop_size * 256 / 224))  # (T, H', W', 3) uint8
     top, left, crop_h, crop_w = random_resized_crop_box(resized.shape[1], resized.shape[2], rng, area_range=(min_crop_area, 1.0))
-    patch = torch.from_numpy(np.ascontiguousarray(resized[:, top : top + crop_h, left : left + crop_w]))
-    patch = patch.permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    patch = F.interpolate(patch, size=(crop_size, crop_size), mode="bilinear", align_corners=False)
-    patch = patch.round().clamp(0, 255)  # the official pipeline resizes uint8 images
+    patch = resized[:, top : top + crop_h, left : left + crop_w].contiguous()
+    patch = transforms.resize_bilinear_cv2(patch, crop_size, crop_size)  # (T, S, S, 3) uint8, as mmcv's cv2 resize
     if flip and rng.random() < 0.5:
-        patch = patch.flip(-1)
-    clip = normalize_frames(patch.permute(0, 2, 3, 1))  # (T, S, S, 3) -> normalized float
+        patch = patch.flip(2)  # horizontal: the W axis
+    clip = transforms.normalize(patch)  # (T, S, S, 3) float32
     return clip.permute(3, 0, 1, 2).contiguous()  # (3, T, S, S)
 
 
