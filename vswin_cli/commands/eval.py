@@ -62,7 +62,7 @@ def eval(  # noqa: A001 (the command's name)
 
       vswin eval --dataset val.txt --weights runs/a/best.pt --limit 200 --shuffle-seed 0 --views 1x1
 
-      torchrun --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
+      torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
     from vswin_cli.datasets import ClipSpec, parse_list
     from vswin_cli.engine import evaluate_list, select_entries

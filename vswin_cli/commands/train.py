@@ -73,7 +73,7 @@ def train(
 
       vswin train ... --out-dir runs/a --resume    (after an interruption: same result as an uninterrupted run)
 
-      torchrun --nproc-per-node 8 -m vswin_cli train ...    (DDP, rank 0 writes)
+      torchrun --standalone --nproc-per-node 8 -m vswin_cli train ...    (DDP, rank 0 writes)
     """
     from vswin_cli.train import TrainConfig
     from vswin_cli.train import train as run_training
