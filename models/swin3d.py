@@ -452,6 +452,11 @@ class VideoSwin(nn.Module):
         Returns:
             (N, C, D, H', W') with C = config.num_features, D = ceil(T / patch_t).
         """
+        if x.ndim != 5 or x.shape[1] != self.config.in_chans or not x.is_floating_point():
+            raise ValueError(
+                f"expected a float tensor (N, {self.config.in_chans}, T, H, W), got {x.dtype} of shape "
+                f"{tuple(x.shape)} (channels come before time; normalise uint8 frames to float first)"
+            )
         x = self.pos_drop(self.patch_embed(x))  # (N, D, H, W, C)
         for layer in self.layers:
             x = layer(x)

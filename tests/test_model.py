@@ -259,3 +259,11 @@ def test_bench_script_runs_and_prints_a_table(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| swin-t")]
     assert [row.split("|")[4].strip() for row in rows] == ["ours", "reference"]
     assert rows[1].split("|")[7].strip() == "1.00x"  # the reference row against itself
+
+
+@pytest.mark.parametrize(
+    "x", [torch.zeros(1, 4, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 4, 32, 32, dtype=torch.uint8)]
+)
+def test_wrong_input_layout_is_a_clear_error(x):
+    with pytest.raises(ValueError, match=r"expected a float tensor \(N, 3, T, H, W\)"):
+        tiny()(x)
