@@ -315,10 +315,6 @@ class OutputFile:
         os.replace(tmp, self.part_path)  # the open handle now writes into PATH.part
         return self.stream
 
-    def kept_lines(self) -> list[str]:
-        """Records of complete videos from the resumed file (empty without --resume); already copied."""
-        return self._kept_lines
-
     def commit(self, final: bool = True) -> None:
         """Close the stream; publish `PATH.part` as PATH (final), or leave it to resume from later."""
         if self.to_stdout or self.stream is None:
