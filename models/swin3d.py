@@ -118,6 +118,19 @@ def build_shift_mask(padded: Size3, window: Size3, shift: Size3, dtype=torch.flo
     return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill_(different, MASK_VALUE)
 
 
+def aligned_rows(mask: torch.Tensor, multiple: int = 16) -> torch.Tensor:
+    """The same values with a row stride that is a multiple of `multiple` elements.
+
+    The memory-efficient CUDA attention kernel wants 16-aligned mask rows and otherwise pads the mask
+    on every call; padding it once here (and returning a view) keeps the cached mask usable as is.
+    """
+    n = mask.shape[-1]
+    if n % multiple == 0:
+        return mask
+    padded = mask.new_zeros(*mask.shape[:-1], -(-n // multiple) * multiple)
+    return padded[..., :n].copy_(mask)
+
+
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth: drop whole samples of a residual branch with probability p, rescale the rest."""
     if p == 0.0 or not training:
@@ -217,11 +230,8 @@ class WindowAttention3D(nn.Module):
         if shift_mask is not None:
             # (1, nH, N, N) + (nW, 1, N, N) -> (1, nW*nH, N, N), window-major like the query layout
             mask = (mask + shift_mask.to(dtype)[:, None]).flatten(0, 1)[None]
-        if mask.is_cuda and num_tokens % 16:
-            # The memory-efficient CUDA kernel wants a 16-aligned row stride; otherwise it pads the
-            # mask on every call. Store it padded once and hand over a view.
-            aligned = mask.new_zeros(*mask.shape[:-1], -(-num_tokens // 16) * 16)
-            mask = aligned[..., :num_tokens].copy_(mask)
+        if mask.is_cuda:
+            mask = aligned_rows(mask)
         if key is not None:
             if len(self._mask_cache) >= _MAX_CACHED_MASKS:
                 self._mask_cache.clear()

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from models import VideoSwin, get_config, load_checkpoint
 from models.convert import inflate_imagenet2d
-from models.swin3d import average_views, build_shift_mask, effective_window, window_partition, window_reverse
+from models.swin3d import (
+    aligned_rows,
+    average_views,
+    build_shift_mask,
+    effective_window,
+    window_partition,
+    window_reverse,
+)
 from tests.conftest import shared_path
 
 OFFICIAL = ["official/a_standard", "official/b_clipped_odd", "torchvision/a_standard"]
@@ -267,3 +274,11 @@ def test_bench_script_runs_and_prints_a_table(capsys):
 def test_wrong_input_layout_is_a_clear_error(x):
     with pytest.raises(ValueError, match=r"expected a float tensor \(N, 3, T, H, W\)"):
         tiny()(x)
+
+
+def test_aligned_rows_keeps_values_and_aligns_the_stride():
+    mask = torch.randn(1, 6, 392, 392)
+    aligned = aligned_rows(mask)
+    assert torch.equal(aligned, mask) and aligned.stride(-2) % 16 == 0 and aligned.stride(-2) == 400
+    square = torch.randn(2, 32, 32)
+    assert aligned_rows(square) is square
