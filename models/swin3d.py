@@ -219,24 +219,25 @@ class WindowAttention3D(nn.Module):
         rebuilt each call so the gradient reaches the table.
         """
         table = self.relative_position_bias_table
-        trainable = torch.is_grad_enabled() and table.requires_grad
-        key = None
-        if not trainable:
-            key = (num_tokens, shift_key, dtype, table.device, table.data_ptr(), table._version)
-            cached = self._mask_cache.get(key)
-            if cached is not None:
-                return cached
+        if torch.is_grad_enabled() and table.requires_grad:
+            return self._build_mask(num_tokens, shift_mask, dtype)
+        # `_version` grows with every in-place change (optimizer step, load_state_dict).
+        key = (num_tokens, shift_key, dtype, table.device, table.data_ptr(), table._version)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            if len(self._mask_cache) >= _MAX_CACHED_MASKS:
+                self._mask_cache.clear()
+            # A normal tensor even under inference_mode, so later (training) passes may use it.
+            with torch.inference_mode(False), torch.no_grad():
+                mask = self._mask_cache[key] = self._build_mask(num_tokens, shift_mask, dtype)
+        return mask
+
+    def _build_mask(self, num_tokens: int, shift_mask: torch.Tensor | None, dtype) -> torch.Tensor:
         mask = self.relative_position_bias(num_tokens).to(dtype)[None]  # (1, nH, N, N)
         if shift_mask is not None:
             # (1, nH, N, N) + (nW, 1, N, N) -> (1, nW*nH, N, N), window-major like the query layout
             mask = (mask + shift_mask.to(dtype)[:, None]).flatten(0, 1)[None]
-        if mask.is_cuda:
-            mask = aligned_rows(mask)
-        if key is not None:
-            if len(self._mask_cache) >= _MAX_CACHED_MASKS:
-                self._mask_cache.clear()
-            self._mask_cache[key] = mask
-        return mask
+        return aligned_rows(mask) if mask.is_cuda else mask
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None, shift_key=None) -> torch.Tensor:
         """Attention within each window.
@@ -396,7 +397,9 @@ class Stage(nn.Module):
         if plan is None:
             if len(self._plans) >= _MAX_CACHED_MASKS:
                 self._plans.clear()
-            plan = self._plans[key] = make_window_plan(size, self.window, dtype, device)
+            # Normal tensors even under inference_mode, so a later training pass can use the plan.
+            with torch.inference_mode(False):
+                plan = self._plans[key] = make_window_plan(size, self.window, dtype, device)
         return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

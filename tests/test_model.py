@@ -282,3 +282,17 @@ def test_aligned_rows_keeps_values_and_aligns_the_stride():
     assert torch.equal(aligned, mask) and aligned.stride(-2) % 16 == 0 and aligned.stride(-2) == 400
     square = torch.randn(2, 32, 32)
     assert aligned_rows(square) is square
+
+
+def test_training_after_an_inference_mode_pass():
+    # Caches filled under inference_mode (as evaluation loops do) must not break a later backward.
+    model = tiny().eval()
+    x = torch.randn(1, 3, 6, 30, 30)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x).sum().backward()
+    assert model.layers[1].blocks[1].attn.relative_position_bias_table.grad is not None
+    model.eval()
+    with torch.no_grad():
+        model(x)
