@@ -87,4 +87,5 @@ def test_tag_labels_each_segment_of_a_concatenated_video(trained, tmp_path):
     segments = [r for r in map(json.loads, result.stdout.splitlines()) if "segment" in r]
     assert len(segments) == 4
     predicted = [s["top"][0]["label"] for s in sorted(segments, key=lambda s: s["segment"])]
+    print(f"tag on the concatenated video: {predicted} for {order}")
     assert sum(p == m for p, m in zip(predicted, order)) >= 3, predicted
