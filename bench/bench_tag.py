@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import MEAN, STD, TagOptions, Tagger, ViewSpec, normalize_views  # noqa: E402
+from vswin_cli.inference import TagOptions, Tagger, normalize_views  # noqa: E402
+from vswin_cli.transforms import MEAN_RGB, STD_RGB  # noqa: E402
+from vswin_cli.video import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=400)
@@ -62,7 +64,7 @@ def build_model(arch: str) -> VideoSwin:
     return VideoSwin.from_config(cfg).eval()
 
 
-def end_to_end(model, videos, spec: ViewSpec, options: TagOptions) -> tuple[float, int, float]:
+def end_to_end(model, videos, spec: ClipSpec, options: TagOptions) -> tuple[float, int, float]:
     """(seconds, views computed, video seconds tagged) for one pass over the videos."""
     tagger = Tagger(model, [str(i) for i in range(400)], "bench", spec, options)
     start = time.perf_counter()
@@ -76,12 +78,12 @@ def end_to_end(model, videos, spec: ViewSpec, options: TagOptions) -> tuple[floa
 
 
 @torch.inference_mode()
-def model_only(model, num_views: int, spec: ViewSpec, options: TagOptions) -> float:
+def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> float:
     """Seconds to run `num_views` views (uint8 in device memory, normalised per batch) through the model."""
     device = torch.device(options.device)
     model = model.to(device)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(MEAN_RGB, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD_RGB, device=device).view(1, 3, 1, 1, 1)
     size = spec.crop_size
     frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.precision)
@@ -122,7 +124,7 @@ def main() -> None:
     videos = find_videos([str(folder)])
     precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     paper = args.views == "paper"
-    spec = ViewSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1)
+    spec = ClipSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1)
     on_device = args.resize_on == "device" or (args.resize_on == "auto" and args.device.startswith("cuda"))
     options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision,
                          resize_on_device=on_device)

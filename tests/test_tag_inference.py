@@ -14,21 +14,21 @@ from test_tag_cli import LABELS, TINY, make_video
 
 from models import VideoSwin
 from vswin_cli.inference import (
-    MEAN,
-    STD,
     Shard,
     TagOptions,
     Tagger,
-    ViewSpec,
     normalize_views,
     plan_views,
     run_tag,
     segment_views,
 )
 from vswin_cli.inputs import VideoInput, find_videos
+from vswin_cli.transforms import MEAN_RGB as MEAN
+from vswin_cli.transforms import STD_RGB as STD
+from vswin_cli.video import ClipSpec
 from vswin_cli.sampling import plan_segments
 
-PAPER = ViewSpec(sampling="kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3)
+PAPER = ClipSpec(sampling="kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3)
 
 
 def _segment(start: int, end: int):
@@ -58,7 +58,7 @@ def test_identical_views_go_through_the_network_once(tmp_path):
     model = _tiny_model()
     batch_sizes = []
     model.register_forward_hook(lambda module, args, out: batch_sizes.append(args[0].shape[0]))
-    spec = ViewSpec(num_clips=4, num_crops=3, crop_size=32)
+    spec = ClipSpec(num_clips=4, num_crops=3, crop_size=32)
     tagger = Tagger(model, LABELS, "tiny", spec, TagOptions(batch_size=16))
     [result] = list(tagger.run(find_videos([str(tmp_path / "v.mp4")])))
     assert sum(batch_sizes) == 3 == tagger.num_views_computed  # 3 crops, not 12 views
@@ -106,7 +106,7 @@ def test_sharded_run_merges_to_the_same_output(tmp_path):
         make_video(tmp_path / "in" / f"{i}.mp4", frames, seed=i)
     (tmp_path / "in" / "9_bad.mp4").write_text("not a video")
     videos = find_videos([str(tmp_path / "in")])
-    spec = ViewSpec(num_clips=2, num_crops=1, crop_size=32)
+    spec = ClipSpec(num_clips=2, num_crops=1, crop_size=32)
     tagger = Tagger(_tiny_model(), LABELS, "tiny", spec, TagOptions(batch_size=3, top_k=2))
 
     single = run_tag(tagger, videos, str(tmp_path / "single.jsonl"))
@@ -123,7 +123,7 @@ def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_pa
 
     make_video(tmp_path / "v.mp4", 200)
     videos = find_videos([str(tmp_path / "v.mp4")])
-    spec = ViewSpec(num_clips=2, num_crops=3, crop_size=32)
+    spec = ClipSpec(num_clips=2, num_crops=3, crop_size=32)
     options = TagOptions(window_s=2.0, stride_s=1.0, top_k=5)  # 50-frame windows every 25 frames
     whole = list(Tagger(_tiny_model(), LABELS, "tiny", spec, options).run(videos))
 
@@ -148,7 +148,7 @@ def test_resize_on_the_device_gives_the_same_results(tmp_path):
     """On CUDA the workers send full-size frames and the resize runs on the GPU; the pixels are the same."""
     make_video(tmp_path / "wide.mp4", 90, height=48, width=96)
     videos = find_videos([str(tmp_path / "wide.mp4")])
-    spec = ViewSpec(num_clips=4, num_crops=3, crop_size=32)
+    spec = ClipSpec(num_clips=4, num_crops=3, crop_size=32)
     results = [
         list(Tagger(_tiny_model(), LABELS, "tiny", spec, TagOptions(window_s=2.0, resize_on_device=on)).run(videos))
         for on in (False, True)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from vswin_cli import sampling, transforms
 from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
+from vswin_cli.video import ClipSpec
 
 MAX_REPORTED_PROBLEMS = 20
 
@@ -40,41 +41,6 @@ class ListEntry:
     @property
     def label(self) -> int:
         return self.labels[0]
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """How clips are sampled and cropped: the test protocol for eval, the clip shape for training.
-
-    `sampling` is "kinetics" (clips of `clip_len` frames `frame_interval` apart) or "uniform" (SSv2:
-    one frame per segment over the whole video). Views are `num_crops * num_clips`, crop-major.
-    `resize_short` is the short side before cropping (the official test pipeline uses the crop size).
-    """
-
-    sampling: str = "kinetics"
-    clip_len: int = 32
-    frame_interval: int = 2
-    num_clips: int = 4
-    num_crops: int = 3
-    crop_size: int = 224
-    resize_short: int = 224
-
-    def __post_init__(self):
-        if self.sampling not in ("kinetics", "uniform"):
-            raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
-        if self.num_crops not in (1, 3):
-            raise ConfigError(f"{self.num_crops} crops per clip is not supported", hint="use 1 (centre) or 3 crops")
-        for name in ("clip_len", "frame_interval", "num_clips", "crop_size", "resize_short"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.resize_short < self.crop_size:
-            raise ConfigError(f"resize_short {self.resize_short} is smaller than the crop size {self.crop_size}")
-        if self.num_crops == 3 and self.resize_short != self.crop_size:
-            raise ConfigError("three crops need the short side resized to the crop size (ThreeCrop)")
-
-    @property
-    def num_views(self) -> int:
-        return self.num_clips * self.num_crops
 
 
 def parse_list(

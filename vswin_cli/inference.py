@@ -43,54 +43,11 @@ from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
-from vswin_cli.transforms import center_crop_offset, resize_short_side, three_crop_offsets
+from vswin_cli.transforms import MEAN_RGB, STD_RGB, center_crop_offset, resize_short_side, three_crop_offsets
+from vswin_cli.video import ClipSpec
 from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
 
-# mmaction's Normalize, in 0..255 pixel units, RGB order.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """The views taken of each segment.
-
-    Attributes:
-        sampling: "kinetics" (num_clips clips of clip_len frames every frame_interval, spread over
-            the segment; official SampleFrames test mode) or "uniform" (one clip of clip_len frames
-            spread evenly over the segment; the SSv2 protocol).
-        clip_len, frame_interval, num_clips: as in the official configs (32, 2, 4 for Kinetics).
-        num_crops: 1 (centre crop) or 3 (the official ThreeCrop: left, right, middle).
-        crop_size: crop side after resizing the short side to it (224 for the released models).
-    """
-
-    sampling: str = "kinetics"
-    clip_len: int = 32
-    frame_interval: int = 2
-    num_clips: int = 4
-    num_crops: int = 3
-    crop_size: int = 224
-
-    def __post_init__(self):
-        if self.sampling not in ("kinetics", "uniform"):
-            raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
-        if self.num_crops not in (1, 3):
-            raise ConfigError(f"--crops must be 1 or 3, got {self.num_crops}")
-        if self.sampling == "uniform" and self.num_clips != 1:
-            raise ConfigError("uniform (SSv2) sampling takes one clip per segment", hint="use --clips 1")
-        if min(self.clip_len, self.frame_interval, self.num_clips, self.crop_size) < 1:
-            raise ConfigError("clip length, frame interval, clips and crop size must be positive")
-
-    @property
-    def num_views(self) -> int:
-        """Views per segment as the protocol counts them (identical ones included)."""
-        return self.num_clips * self.num_crops
-
-    @property
-    def span_frames(self) -> int:
-        """Frames one clip spans: the default segment length."""
-        return self.clip_len * self.frame_interval
 
 
 @dataclass(frozen=True)
@@ -150,7 +107,7 @@ class SegmentPlan:
     weights: np.ndarray
 
 
-def plan_views(segment, spec: ViewSpec) -> SegmentPlan:
+def plan_views(segment, spec: ClipSpec) -> SegmentPlan:
     """Frame indices of a segment's clips, identical clips merged into one with a weight.
 
     Args:
@@ -225,7 +182,7 @@ class VideoFailed:
     error: VideoError
 
 
-def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: TagOptions) -> Iterator:
+def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions) -> Iterator:
     """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
 
     Frames are read in chunks of segments (distinct frames, ascending; frames the previous chunk
@@ -261,7 +218,7 @@ def segment_views(video_pos: int, video: VideoInput, spec: ViewSpec, options: Ta
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
 
 
-def crop_views(clips: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+def crop_views(clips: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
     """The crops of resized clips, crop-major as the official FormatShape (view = crop * U + clip).
 
     Args:
@@ -301,7 +258,7 @@ def _decode_resized(reader, indices: np.ndarray, size: int | None) -> torch.Tens
     return frames
 
 
-def segment_lengths(fps: float, duration: float, spec: ViewSpec, options: TagOptions) -> tuple[float, float]:
+def segment_lengths(fps: float, duration: float, spec: ClipSpec, options: TagOptions) -> tuple[float, float]:
     """Window and stride in seconds for one video: the options, else the clip span at the video's fps."""
     window = options.window_s
     if window is None:
@@ -330,7 +287,7 @@ def normalize_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
 
     Args:
         frames: uint8 (V, T, S, S, 3) RGB.
-        mean, std: (1, 3, 1, 1, 1) float32 on the same device (`MEAN`, `STD`).
+        mean, std: (1, 3, 1, 1, 1) float32 on the same device (`transforms.MEAN_RGB`, `STD_RGB`).
 
     Returns:
         float32 (V, 3, T, S, S).
@@ -341,7 +298,7 @@ def normalize_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
 class _VideoStream(IterableDataset):
     """Every video's items; each worker process takes every `num_workers`-th video."""
 
-    def __init__(self, videos: Sequence[VideoInput], spec: ViewSpec, options: TagOptions):
+    def __init__(self, videos: Sequence[VideoInput], spec: ClipSpec, options: TagOptions):
         self.videos, self.spec, self.options = list(videos), spec, options
 
     def __iter__(self):
@@ -376,7 +333,7 @@ class Tagger:
         options: see `TagOptions`.
     """
 
-    def __init__(self, model: torch.nn.Module, labels: Sequence[str], model_name: str, spec: ViewSpec,
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], model_name: str, spec: ClipSpec,
                  options: TagOptions):
         self.device = torch.device(options.device)
         self.model = model.eval().to(self.device)
@@ -384,8 +341,8 @@ class Tagger:
         self._forward = self._forward_with_features if options.features else self.model
         if options.compile:
             self._forward = torch.compile(self._forward)
-        self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1, 1)
-        self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1, 1)
+        self.mean = torch.tensor(MEAN_RGB, device=self.device).view(1, 3, 1, 1, 1)
+        self.std = torch.tensor(STD_RGB, device=self.device).view(1, 3, 1, 1, 1)
         self.num_views_computed = 0  # views run through the network (identical views count once)
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:

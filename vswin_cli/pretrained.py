@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from vswin_cli.download import download_file, file_lock, sha256_of
+from vswin_cli.video import PROTOCOLS, ClipSpec
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, UnknownModelError, VswinError
 
 _VIDEO_SWIN = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
@@ -38,31 +39,9 @@ _TORCHVISION = "https://download.pytorch.org/models/"
 _MMACTION_LABELS = "https://raw.githubusercontent.com/open-mmlab/mmaction2/main/tools/data/"
 
 
-@dataclass(frozen=True)
-class TestProtocol:
-    """How the published accuracy was measured (and how `tag`/`eval` sample a video by default).
-
-    Args:
-        sampling: "kinetics" (clips of `clip_len` frames `frame_interval` apart, `num_clips` spread
-            evenly) or "uniform" (one frame from each of `clip_len` equal segments: SSv2).
-        num_crops: 3 = three 224 crops along the long side after resizing the short side to 224.
-    """
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    sampling: str
-    clip_len: int
-    frame_interval: int  # 1 (unused) for "uniform"
-    num_clips: int
-    num_crops: int
-
-    @property
-    def num_views(self) -> int:
-        return self.num_clips * self.num_crops
-
-
-KINETICS_TEST = TestProtocol("kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3)
-SSV2_TEST = TestProtocol("uniform", clip_len=32, frame_interval=1, num_clips=1, num_crops=3)
+# The published test protocols (the Video Swin test configs); see `vswin_cli.video.PROTOCOLS`.
+KINETICS_TEST = PROTOCOLS["k400"]
+SSV2_TEST = PROTOCOLS["sthv2"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +100,7 @@ class PretrainedEntry:
     pretrain: str
     labels: str | None
     num_classes: int
-    protocol: TestProtocol | None
+    protocol: ClipSpec | None
     top1: float | None
     top5: float | None
     source: str
@@ -676,13 +655,14 @@ class ResolvedModel:
     Args:
         model: `VideoSwin` in eval mode on the requested device.
         labels: class names, `len(labels) == model.config.num_classes`.
-        protocol: the entry's test protocol (`KINETICS_TEST` for local files unless the labels are SSv2's).
+        protocol: the entry's test protocol; for local files the one a `vswin train` checkpoint stores,
+            else `KINETICS_TEST` (`SSV2_TEST` with the SSv2 labels).
         name: the zoo entry name, or the weights file path.
     """
 
     model: Any
     labels: list[str]
-    protocol: TestProtocol
+    protocol: ClipSpec
     name: str
 
 
@@ -793,7 +773,10 @@ def _resolve_file(path: Path, arch, labels, device, offline, drop_head, mirror) 
     net = _load(cfg, path, fmt, drop_head)
     names = names if names is not None else [str(i) for i in range(cfg.num_classes)]
     _check_label_count(names, cfg.num_classes, labels or path)
-    protocol = SSV2_TEST if labels == "sthv2" else KINETICS_TEST
+    if fmt == "vswin" and obj.get("protocol"):  # the clip shape a `vswin train` model was trained and tested on
+        protocol = ClipSpec(**obj["protocol"])
+    else:
+        protocol = SSV2_TEST if labels == "sthv2" else KINETICS_TEST
     return ResolvedModel(net.to(device).eval(), names, protocol, str(path))
 
 

@@ -210,17 +210,6 @@ def _load_backbone(model: torch.nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(kept, strict=False)
 
 
-def trained_protocol(path: str | Path) -> ClipSpec | None:
-    """The test protocol stored in a `vswin train` checkpoint (clip shape it was trained on), else None."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip-format torch file: certainly not one of ours
-        return None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == "vswin" and checkpoint.get("protocol"):
-        return ClipSpec(**checkpoint["protocol"])
-    return None
-
-
 # --- checkpoints and metrics files ---------------------------------------------------------------------
 
 

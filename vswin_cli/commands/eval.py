@@ -68,16 +68,14 @@ def eval(  # noqa: A001 (the command's name)
     from vswin_cli.engine import evaluate_list, select_entries
     from vswin_cli.metrics import write_per_class_csv
     from vswin_cli.pretrained import resolve_model
-    from vswin_cli.train import setup_device, trained_protocol
+    from vswin_cli.train import setup_device
 
     if resume and predictions is None:
         raise ConfigError("--resume needs --predictions (the file the earlier run was writing)")
     num_clips, num_crops = _parse_views(views)
     run_device, rank, _world = setup_device(device)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet and rank == 0)
-    weights_file = weights or (Path(model) if model and Path(model).is_file() else None)
-    stored = trained_protocol(weights_file) if weights_file else None  # the clip shape a vswin model trained on
-    base = stored or ClipSpec(**{k: getattr(resolved.protocol, k) for k in ("sampling", "clip_len", "frame_interval", "num_clips", "num_crops")})
+    base = resolved.protocol  # the zoo entry's protocol, or the clip shape a vswin checkpoint was trained on
     size = crop_size or base.crop_size
     spec = ClipSpec(
         sampling=base.sampling, clip_len=clip_len or base.clip_len, frame_interval=frame_interval or base.frame_interval,

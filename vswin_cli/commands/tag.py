@@ -66,7 +66,7 @@ def tag(
     crops: Annotated[Optional[int], typer.Option(min=1, max=3, help="Crops per clip: 1 (centre) or 3 (overrides --views).", rich_help_panel=VIEWS)] = None,
     clip_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per clip (default: the model's, 32).", rich_help_panel=VIEWS)] = None,
     frame_interval: Annotated[Optional[int], typer.Option(min=1, help="Frame step inside a clip (default: the model's, 2).", rich_help_panel=VIEWS)] = None,
-    crop_size: Annotated[int, typer.Option(min=8, help="Short-side resize and crop size. The released models need 224; change it only for your own models.", rich_help_panel=VIEWS)] = 224,
+    crop_size: Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size [default: the model's, 224 for the released models; a `vswin train` checkpoint stores its own].", rich_help_panel=VIEWS)] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Tags kept per segment and per video (0: none, e.g. with --features).", rich_help_panel=OUT)] = 5,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop tags scoring below this.", rich_help_panel=OUT)] = 0.0,
     merge: Annotated[bool, typer.Option(help="Also write events joining consecutive segments with the same top label.", rich_help_panel=OUT)] = False,
@@ -95,7 +95,8 @@ def tag(
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
-    from vswin_cli.inference import TagOptions, Tagger, ViewSpec, current_shard, run_tag
+    from vswin_cli.inference import TagOptions, Tagger, current_shard, run_tag
+    from vswin_cli.video import ClipSpec
     from vswin_cli.pretrained import resolve_model
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -107,11 +108,12 @@ def tag(
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=run_device,
                              progress=not quiet)
     protocol, paper = resolved.protocol, views == Views.paper
-    spec = ViewSpec(  # --views picks the protocol's views (paper) or 1 x 1 (fast); explicit options win
+    spec = ClipSpec(  # --views picks the protocol's views (paper) or 1 x 1 (fast); explicit options win
         sampling=protocol.sampling, clip_len=clip_len or protocol.clip_len,
         frame_interval=frame_interval or protocol.frame_interval,
         num_clips=clips or (protocol.num_clips if paper else 1),
-        num_crops=crops or (protocol.num_crops if paper else 1), crop_size=crop_size,
+        num_crops=crops or (protocol.num_crops if paper else 1),
+        crop_size=crop_size or protocol.crop_size, resize_short=crop_size or protocol.crop_size,
     )
     options = TagOptions(
         window_s=window, stride_s=stride, batch_size=batch_size,
