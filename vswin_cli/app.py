@@ -14,6 +14,10 @@ import typer
 import typer.core
 
 from vswin_cli import __version__
+from vswin_cli.commands import eval as eval_command
+from vswin_cli.commands import fetch as fetch_command
+from vswin_cli.commands import tag as tag_command
+from vswin_cli.commands import train as train_command
 from vswin_cli.errors import VswinError
 
 
@@ -58,20 +62,12 @@ def _root(
     """Tag and classify videos with the Video Swin Transformer."""
 
 
-# Commands are registered here as they land (one line each); a command not built yet is not listed.
-# -- commands --
-from vswin_cli.commands import tag as _tag  # noqa: E402
-
-app.command("tag")(_tag.tag)
-from vswin_cli.commands import fetch as _fetch  # noqa: E402
-
-app.command("fetch")(_fetch.fetch)
-app.command("models")(_fetch.models)
-from vswin_cli.commands import eval as _eval  # noqa: E402
-from vswin_cli.commands import train as _train  # noqa: E402
-
-app.command("eval")(_eval.eval)
-app.command("train")(_train.train)
+# One line per command; a command that is not built yet is not listed.
+app.command("tag")(tag_command.tag)
+app.command("eval")(eval_command.eval)
+app.command("train")(train_command.train)
+app.command("fetch")(fetch_command.fetch)
+app.command("models")(fetch_command.models)
 
 
 def main() -> None:
