@@ -40,7 +40,7 @@ from vswin_cli.aggregate import (
     top_k,
 )
 from vswin_cli.decode import open_video
-from vswin_cli.errors import ConfigError, VswinError
+from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
 from vswin_cli.transforms import MEAN_RGB, STD_RGB, center_crop_offset, resize_short_side, three_crop_offsets

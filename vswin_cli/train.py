@@ -34,6 +34,7 @@ from vswin_cli.datasets import ClipSpec, ListEntry, TrainClips, parse_list
 from vswin_cli.engine import VideoScores, evaluate_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
 from vswin_cli.metrics import compute_metrics
+from vswin_cli.options import resolve_precision
 from vswin_cli.train_augment import is_direction_sensitive
 
 CHECKPOINT_VERSION = 1
@@ -321,9 +322,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     direction_sensitive = is_direction_sensitive(class_names)
     flip = cfg.flip == "yes" or (cfg.flip == "auto" and not direction_sensitive)
     smoothing = cfg.label_smoothing if cfg.label_smoothing is not None else (0.1 if direction_sensitive else 0.0)
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device", hint="use bf16 or fp32 on CPU")
+    precision = resolve_precision(cfg.precision, device)
 
     torch.manual_seed(cfg.seed)
     model, pretrained = build_model(cfg, len(class_names))

@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from vswin_cli.errors import ConfigError
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+from vswin_cli.options import Precision, resolve_precision
 
 
 MODEL = "Model"
@@ -88,7 +81,7 @@ def eval(  # noqa: A001 (the command's name)
     report = evaluate_list(
         resolved.model, entries, spec, resolved.labels, run_device, batch_size=batch_size, max_views=max_views,
         workers=workers if workers is not None else min(os.cpu_count() or 1, 8),
-        precision=precision.value if precision != Precision.auto else ("bf16" if run_device.type == "cuda" else "fp32"),
+        precision=resolve_precision(precision, run_device),
         predictions=predictions, resume=resume,
         progress=(lambda done, total: say(f"  {done}/{total}") if done % 100 == 0 or done == total else None) if not quiet else None,
     )

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.options import Precision, resolve_precision
 from vswin_cli.inputs import find_videos, read_path_list
 
 
@@ -34,13 +35,6 @@ class Backend(str, Enum):
     auto = "auto"
     pyav = "pyav"
     decord = "decord"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
 
 
 MODEL = "Model"
@@ -118,7 +112,7 @@ def tag(
     options = TagOptions(
         window_s=window, stride_s=stride, batch_size=batch_size,
         workers=workers if workers is not None else min(8, os.cpu_count() or 1),
-        device=run_device, precision=_precision(precision, run_device), compile=compile_model,
+        device=run_device, precision=resolve_precision(precision, run_device), compile=compile_model,
         top_k=top_k, threshold=threshold, merge=merge, features=features, fast_decode=fast_decode,
         backend=Backend(backend).value, resize_on_device=run_device.startswith("cuda"),
     )
@@ -172,14 +166,6 @@ def _device(device: str, shard) -> str:
     if torch.cuda.is_available():
         return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if shard.world_size > 1 else "cuda"
     return "cpu"
-
-
-def _precision(precision: Precision, device: str) -> str:
-    if precision == Precision.auto:
-        return "bf16" if device.startswith("cuda") else "fp32"
-    if precision == Precision.fp16 and not device.startswith("cuda"):
-        raise ConfigError("fp16 needs a CUDA device", hint="use --precision fp32 or bf16 on CPU")
-    return precision.value
 
 
 def _raise_interrupt(signum, frame):

@@ -8,12 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Precision(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp32 = "fp32"
+from vswin_cli.options import Precision
 
 
 class Flip(str, Enum):
