@@ -13,6 +13,7 @@ uninterrupted run (to float tolerance). DDP via torchrun: DistributedSampler, ra
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import math
@@ -277,9 +278,21 @@ def setup_device(device: str = "auto") -> tuple[torch.device, int, int]:
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # Leave the group before the interpreter tears down: a gloo group still alive at exit can
+        # abort the process ("terminate called without an active exception") after all work is done.
+        atexit.register(_leave_process_group)
     if use_cuda:
         return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device()), rank, world_size
     return torch.device("cpu" if device == "auto" else device), rank, world_size
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        # Wait for every rank first: a rank that closes its connections while another is still
+        # finishing (rank 0 writing results) can make the other's gloo threads abort it. If a rank
+        # failed instead, torchrun stops the others, so this barrier cannot wait forever.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # --- the loop --------------------------------------------------------------------------------------------
