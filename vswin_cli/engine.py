@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
 from torch.utils.data import DataLoader
 
 from vswin_cli.aggregate import average_views
 from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, collate_eval
 from vswin_cli.errors import ConfigError
+from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -310,9 +309,7 @@ def evaluate_list(
         predictions.parent.mkdir(parents=True, exist_ok=True)
         if resume:
             # Rewrite only the complete records, so a half-written last line cannot corrupt the file.
-            tmp = predictions.with_name(f".{predictions.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()), encoding="utf-8")
-            os.replace(tmp, predictions)
+            write_text_atomic(predictions, "".join(json.dumps(r) + "\n" for r in done.values()))
         stream = open(predictions, "a" if resume else "w", encoding="utf-8")
     counter = {"done": len(entries) - len(todo)}
 

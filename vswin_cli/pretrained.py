@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from vswin_cli.download import download_file, file_lock, sha256_of
+from vswin_cli.errors import (
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    OfflineError,
+    UnknownModelError,
+    VswinError,
+)
+from vswin_cli.files import write_text_atomic
 from vswin_cli.video import PROTOCOLS, ClipSpec
-from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, UnknownModelError, VswinError
 
 _VIDEO_SWIN = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
 _SWIN_2D = "https://github.com/SwinTransformer/storage/releases/download/"
@@ -247,7 +254,7 @@ def _record(path: Path, sha256: str, size: int, url: str) -> None:
             "url": url,
             "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        _write_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
 
 
 def _writable_folder(folder: Path) -> None:
@@ -264,20 +271,6 @@ def _writable_folder(folder: Path) -> None:
 
 def _relative(path: Path) -> str:
     return path.relative_to(cache_dir()).as_posix()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_offline(offline: bool | None = None) -> bool:

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from models import save_checkpoint
-
 from vswin_cli.datasets import ClipSpec, ListEntry, TrainClips, parse_list
 from vswin_cli.engine import VideoScores, evaluate_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
+from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import compute_metrics
 from vswin_cli.options import resolve_precision
 from vswin_cli.train_augment import is_direction_sensitive
@@ -225,12 +225,6 @@ def _link_atomic(source: Path, path: Path) -> None:
         import shutil
 
         shutil.copyfile(source, tmp)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

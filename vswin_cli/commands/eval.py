@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.files import write_text_atomic
 from vswin_cli.options import Precision, resolve_precision
-
 
 MODEL = "Model"
 VIEWS = "Views (default: the model's published protocol)"
@@ -128,8 +128,4 @@ def _write(target: str, text: str) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(target, text)

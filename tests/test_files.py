@@ -1,0 +1,29 @@
+"""write_text_atomic: readers see the old or the new whole file, never a part, and no temp file stays."""
+
+import os
+
+import pytest
+
+from vswin_cli.files import write_text_atomic
+
+
+def test_writes_creates_folders_and_replaces(tmp_path):
+    target = tmp_path / "a" / "b" / "metrics.json"
+    write_text_atomic(target, "one\n")
+    write_text_atomic(target, "two ünïcødé\n")
+    assert target.read_text(encoding="utf-8") == "two ünïcødé\n"
+    assert os.listdir(target.parent) == ["metrics.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "manifest.json"
+    write_text_atomic(target, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_text_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["manifest.json"]
