@@ -60,7 +60,7 @@ def tag(
     crops: Annotated[Optional[int], typer.Option(min=1, max=3, help="Crops per clip: 1 (centre) or 3 (overrides --views).", rich_help_panel=VIEWS)] = None,
     clip_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per clip (default: the model's, 32).", rich_help_panel=VIEWS)] = None,
     frame_interval: Annotated[Optional[int], typer.Option(min=1, help="Frame step inside a clip (default: the model's, 2).", rich_help_panel=VIEWS)] = None,
-    crop_size: Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size [default: the model's, 224 for the released models; a `vswin train` checkpoint stores its own].", rich_help_panel=VIEWS)] = None,
+    crop_size: Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size (default: the model's: 224 for the released models; a `vswin train` checkpoint stores its own).", rich_help_panel=VIEWS)] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Tags kept per segment and per video (0: none, e.g. with --features).", rich_help_panel=OUT)] = 5,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop tags scoring below this.", rich_help_panel=OUT)] = 0.0,
     merge: Annotated[bool, typer.Option(help="Also write events joining consecutive segments with the same top label.", rich_help_panel=OUT)] = False,
