@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vswin_cli.datasets import ClipSpec, eval_indices, eval_views, parse_list
+from vswin_cli.datasets import ClipSpec, eval_views, parse_list
 from vswin_cli.errors import ConfigError
 from vswin_cli.train_augment import (
     is_direction_sensitive,
@@ -12,6 +12,7 @@ from vswin_cli.train_augment import (
     train_clip,
     uniform_train_indices,
 )
+from vswin_cli.video import clip_indices
 
 
 @pytest.fixture
@@ -80,12 +81,12 @@ def test_empty_and_missing_lists(root):
 
 def test_eval_indices_follow_the_spec_examples():
     spec = ClipSpec()  # 32 x 2, 4 clips
-    assert eval_indices(280, spec)[:, 0].tolist() == [27, 81, 135, 189]
-    short = eval_indices(20, spec)
+    assert clip_indices(280, spec)[:, 0].tolist() == [27, 81, 135, 189]
+    short = clip_indices(20, spec)
     assert short[0, :12].tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 0, 2] and (short == short[0]).all()
-    uniform = eval_indices(280, ClipSpec(sampling="uniform", num_clips=1))
+    uniform = clip_indices(280, ClipSpec(sampling="uniform", num_clips=1))
     assert uniform[0, :5].tolist() == [4, 13, 21, 30, 39]
-    assert eval_indices(20, ClipSpec(sampling="uniform", num_clips=1))[0, :6].tolist() == [0, 1, 1, 2, 2, 3]
+    assert clip_indices(20, ClipSpec(sampling="uniform", num_clips=1))[0, :6].tolist() == [0, 1, 1, 2, 2, 3]
 
 
 def test_eval_views_three_crops_are_crop_major_and_at_the_spec_offsets():

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vswin_cli import sampling, transforms
+from vswin_cli import transforms
 from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
-from vswin_cli.video import ClipSpec
+from vswin_cli.video import ClipSpec, clip_indices
 
 MAX_REPORTED_PROBLEMS = 20
 
@@ -152,26 +152,18 @@ def _parse_label(field: str, name_to_index: dict[str, int]) -> int | None:
         return name_to_index.get(field)
 
 
-def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
-    """Test-mode frame indices (num_clips, clip_len) per spec/pipeline.md sections 2-3."""
-    if spec.sampling == "uniform":
-        return sampling.uniform_test_indices(num_frames, spec.clip_len)
-    return sampling.kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
-
-
 def eval_views(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
     """The test views of one video from its sampled frames.
 
     Args:
-        frames: (K*L, H, W, 3) uint8, clip by clip (the indices of `eval_indices` flattened).
+        frames: (K*L, H, W, 3) uint8, clip by clip (the indices of `video.clip_indices` flattened).
         spec: protocol; short side resized to `resize_short`, then 3 crops (ends and middle of the long
             side) or 1 centre crop of `crop_size`.
 
     Returns:
         (num_crops*K, 3, L, S, S) float32, crop-major (view = crop * K + clip).
     """
-    num_clips = 1 if spec.sampling == "uniform" else spec.num_clips
-    return transforms.make_views(frames, num_clips, spec.clip_len, spec.num_crops,
+    return transforms.make_views(frames, spec.num_clips, spec.clip_len, spec.num_crops,
                                  short_side=spec.resize_short, crop=spec.crop_size)
 
 
@@ -212,7 +204,7 @@ class EvalClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         try:
-            frames = read_frames(entry.path, lambda n: eval_indices(n, self.spec))
+            frames = read_frames(entry.path, lambda n: clip_indices(n, self.spec))
             return {"index": index, "views": eval_views(frames, self.spec), "error": None}
         except VswinError as err:
             return {"index": index, "views": None, "error": getattr(err, "reason", None) or str(err)}

@@ -25,8 +25,7 @@ from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, collate_eval
 from vswin_cli.errors import ConfigError
 from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import Metrics, metrics_from_ranked
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vswin_cli.options import autocast
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,6 @@ class VideoScores:
     index: int
     probs: np.ndarray | None  # (K,) float32
     error: str | None = None
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for `precision` ("fp32" = none)."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train_one_epoch(

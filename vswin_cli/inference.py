@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,9 +42,10 @@ from vswin_cli.aggregate import (
 from vswin_cli.decode import open_video
 from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
-from vswin_cli.sampling import kinetics_test_indices, plan_segments, uniform_test_indices
+from vswin_cli.options import autocast
+from vswin_cli.sampling import plan_segments
 from vswin_cli.transforms import MEAN_RGB, STD_RGB, center_crop_offset, resize_short_side, three_crop_offsets
-from vswin_cli.video import ClipSpec
+from vswin_cli.video import ClipSpec, clip_indices
 from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
 
 MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
@@ -119,11 +120,7 @@ def plan_views(segment, spec: ClipSpec) -> SegmentPlan:
         sampler wraps inside a video, then shifted to absolute frame numbers.
     """
     num_frames = segment.end_frame - segment.start_frame
-    if spec.sampling == "kinetics":
-        clips = kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
-    else:
-        clips = uniform_test_indices(num_frames, spec.clip_len)
-    clips = np.asarray(clips, dtype=np.int64).reshape(-1, spec.clip_len)  # (num_clips, clip_len)
+    clips = np.asarray(clip_indices(num_frames, spec), dtype=np.int64)  # (num_clips, clip_len)
     unique, counts = np.unique(clips, axis=0, return_counts=True)
     return SegmentPlan(
         index=segment.index, start_frame=segment.start_frame, end_frame=segment.end_frame,
@@ -390,7 +387,7 @@ class Tagger:
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
             x = normalize_views(frames[start:start + self.options.batch_size], self.mean, self.std)
-            with self._autocast():
+            with autocast(self.device, self.options.precision):
                 out = self._forward(x)
             if self.options.features:
                 logits.append(out[0].float())
@@ -426,13 +423,6 @@ class Tagger:
         """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
         pooled = self.model.forward_features(x)
         return self.model.head(pooled), pooled
-
-    def _autocast(self):
-        precision = self.options.precision
-        if precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _result(self, key: str, state: _VideoState) -> VideoResult:
         if state.failed is not None:

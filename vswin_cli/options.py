@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import Enum
 
+import torch
+
 from vswin_cli.errors import ConfigError
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision(str, Enum):
@@ -30,3 +35,11 @@ def resolve_precision(precision: str | Precision, device) -> str:
     if value == "fp16" and not on_cuda:
         raise ConfigError("--precision fp16 needs a CUDA device", hint="use --precision fp32 or bf16 on CPU")
     return value
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a resolved `precision` ("fp32" = none) on `device`."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
