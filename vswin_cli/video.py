@@ -99,9 +99,7 @@ def clip_indices(num_frames: int, protocol: str | ClipSpec) -> np.ndarray:
     spec = get_protocol(protocol)
     if spec.sampling == "kinetics":
         return kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
-    if spec.sampling == "uniform":
-        return uniform_test_indices(num_frames, spec.clip_len)
-    raise ConfigError(f"unknown sampling {spec.sampling!r}", "use 'kinetics' or 'uniform'")
+    return uniform_test_indices(num_frames, spec.clip_len)  # "uniform": ClipSpec admits no other
 
 
 def views_from_reader(reader: VideoReader, indices: np.ndarray, protocol: str | ClipSpec,
