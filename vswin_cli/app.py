@@ -71,8 +71,17 @@ app.command("models")(fetch_command.models)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also `python -m vswin_cli`, which torchrun runs)."""
+    try:
+        app()
+    except SystemExit as exit_:
+        dist = sys.modules.get("torch.distributed")  # never imported: no process group (and --help stays fast)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            from vswin_cli.train import exit_distributed
+
+            code = exit_.code
+            exit_distributed(code if isinstance(code, int) else (0 if code is None else 1))
+        raise
 
 
 def _print_error(err: Exception) -> None:
