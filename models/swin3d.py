@@ -10,6 +10,10 @@ Tokens are channels-last `(N, D, H, W, C)` inside the network. Window attention 
 additive mask; that mask is cached per block for a given input size, device and dtype. Each stage
 caches a `WindowPlan` per input size (effective window and shift, region mask, and the token order
 that does roll + window partition in a single gather).
+
+On the CPU in bf16 without gradients, attention runs as explicit matmuls over cache-sized chunks of
+windows (`chunked_attention`) and the linear layers through oneDNN with bias and GELU fused
+(`cpu_linear`): PyTorch's fused CPU attention kernel is slow at these shapes (docs/benchmarks.md).
 """
 
 from __future__ import annotations
