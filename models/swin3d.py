@@ -190,8 +190,13 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 
 
 def _has_onednn_linear() -> bool:
+    """oneDNN's fused linear op exists and this CPU runs oneDNN in bf16 (AVX-512 or newer on x86)."""
     try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        return (
+            torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        )
     except (AttributeError, RuntimeError):
         return False
 
@@ -206,11 +211,15 @@ def cpu_linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.T
     Saves the pass that `addmm` spends copying the bias into its output and the separate GELU pass;
     GELU is applied to the fp32 accumulator before rounding (within one bf16 step of the plain path).
     """
+    global _ONEDNN_LINEAR
     w = layer.weight
     if _ONEDNN_LINEAR and cpu_bf16_inference(x) and w.dtype == torch.bfloat16:
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, w, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
-        return out.view(*x.shape[:-1], w.shape[0])
+        try:
+            out = torch.ops.mkldnn._linear_pointwise(flat, w, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+            return out.view(*x.shape[:-1], w.shape[0])
+        except RuntimeError:  # an oneDNN build or CPU that refuses it after all: plain modules from now on
+            _ONEDNN_LINEAR = False
     out = layer(x)
     return F.gelu(out) if gelu else out
 

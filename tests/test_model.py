@@ -367,3 +367,16 @@ def test_bf16_cpu_inference_path_is_used_and_matches_the_official_logits(monkeyp
     # float64 golden logits (measured 0.6% and 1.4% of the largest logit).
     assert rel_err(fast, golden) <= 0.03 and rel_err(plain, golden) <= 0.03
     assert rel_err(fast, plain.double()) <= 0.03
+
+
+def test_cpu_linear_falls_back_when_onednn_refuses(monkeypatch):
+    def refuse(*args):
+        raise RuntimeError("mkldnn_linear: bf16 path needs the cpu support avx512bw, avx512vl and avx512dq")
+
+    monkeypatch.setattr(swin3d, "_ONEDNN_LINEAR", True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", refuse)
+    layer = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(cpu_linear(layer, x, gelu=True), F.gelu(layer(x)))
+    assert swin3d._ONEDNN_LINEAR is False  # asked once, then the plain modules
