@@ -262,15 +262,12 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, drop: float):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.fc1 = nn.Linear(dim, hidden)  # GELU is applied inside `cpu_linear`
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-        return cpu_linear(self.fc2, cpu_linear(self.fc1, x, gelu=True))  # dropout is a no-op in eval
+        return self.drop(cpu_linear(self.fc2, self.drop(cpu_linear(self.fc1, x, gelu=True))))
 
 
 class WindowAttention3D(nn.Module):
@@ -349,20 +346,20 @@ class WindowAttention3D(nn.Module):
         heads = self.num_heads
         qkv = cpu_linear(self.qkv, x).view(num_windows_total, num_tokens, 3, heads, c // heads)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, N*nW, heads, L, head_dim)
+        dropout = self.attn_drop if self.training else 0.0
         if self.use_reference:
             out = self._reference_attention(qkv, shift_mask)
-        elif cpu_bf16_inference(qkv) and not (self.training and self.attn_drop > 0):
-            mask = self.combined_mask(num_tokens, shift_mask, shift_key, qkv.dtype)
-            out = chunked_attention(*qkv.unbind(0), mask, self.scale)  # (N*nW, heads, L, head_dim)
         else:
             mask = self.combined_mask(num_tokens, shift_mask, shift_key, qkv.dtype)
-            if shift_mask is not None:
-                # Group windows per sample so the (nW*heads, L, L) mask broadcasts over the batch.
-                num_windows = shift_mask.shape[0]
-                qkv = qkv.reshape(3, num_windows_total // num_windows, num_windows * heads, num_tokens, -1)
-            q, k, v = qkv.unbind(0)
-            dropout = self.attn_drop if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+            if cpu_bf16_inference(qkv) and dropout == 0.0:
+                out = chunked_attention(*qkv.unbind(0), mask, self.scale)  # (N*nW, heads, L, head_dim)
+            else:
+                if shift_mask is not None:
+                    # Group windows per sample so the (nW*heads, L, L) mask broadcasts over the batch.
+                    num_windows = shift_mask.shape[0]
+                    qkv = qkv.reshape(3, num_windows_total // num_windows, num_windows * heads, num_tokens, -1)
+                q, k, v = qkv.unbind(0)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         # (X, windows*heads, L, head_dim) -> (X, windows, L, heads, head_dim) -> (N*nW, L, C), heads
         # concatenated; reshape, not view: fused kernels may return a transposed memory layout.
         out = out.unflatten(1, (-1, heads)).transpose(2, 3).reshape(num_windows_total, num_tokens, c)
