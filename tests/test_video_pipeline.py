@@ -100,19 +100,13 @@ def test_counts_indices_and_geometry(readers, name):
     assert boxes == record["crop_bboxes_xyxy"]
 
 
-@pytest.mark.parametrize("name", OK_FILES)
-def test_sthv2_views_match_golden(readers, name):
-    record = _record(name, "sthv2")
+@pytest.mark.parametrize(
+    "protocol, name", [("sthv2", name) for name in OK_FILES] + [("k400", name) for name in K400_FILES]
+)
+def test_views_match_golden(readers, protocol, name):
+    record = _record(name, protocol)
     reader = readers(name)
-    views = views_from_reader(reader, clip_indices(reader.num_frames, "sthv2"), "sthv2")
-    _compare(name, record, views)
-
-
-@pytest.mark.parametrize("name", K400_FILES)
-def test_k400_views_match_golden(readers, name):
-    record = _record(name, "k400")
-    reader = readers(name)
-    views = views_from_reader(reader, clip_indices(reader.num_frames, "k400"), "k400")
+    views = views_from_reader(reader, clip_indices(reader.num_frames, protocol), protocol)
     _compare(name, record, views)
 
 
