@@ -28,9 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import TagOptions, Tagger, normalize_views  # noqa: E402
+from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
+from vswin_cli.transforms import normalize_views  # noqa: E402
 from vswin_cli.transforms import MEAN_RGB, STD_RGB  # noqa: E402
-from vswin_cli.video import ClipSpec  # noqa: E402
+from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=400)
@@ -92,7 +93,7 @@ def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> fl
     while done < num_views:
         batch = frames[: min(options.batch_size, num_views - done)]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            model(normalize_views(batch, mean, std))
+            model(normalize_views(batch))
         done += len(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()

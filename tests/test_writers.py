@@ -10,7 +10,8 @@ import pytest
 
 from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-from vswin_cli.writers import OutputFile, get_writer, read_completed_jsonl
+from vswin_cli.outputs import OutputFile, read_completed_jsonl
+from vswin_cli.writers import get_writer
 
 NAME = 'dir/a "b", c\td.mp4'
 TOP = (LabelScore("x", 0, 0.75), LabelScore("y, z", 1, 0.25))
@@ -79,6 +80,7 @@ def test_output_file_is_atomic_and_resume_keeps_only_complete_videos(tmp_path):
     kept, done = read_completed_jsonl(out.part_path)
     assert done == {NAME} and len(kept) == 3
 
+    out.release()  # the killed run's lock went with its process
     resumed = OutputFile(str(target), resume=True)
     assert resumed.done == {NAME}
     writer = get_writer("jsonl", resumed.open())

@@ -18,12 +18,8 @@ Where the time goes, and what is done about it:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,10 +39,9 @@ from vswin_cli.decode import open_video
 from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.options import autocast
-from vswin_cli.sampling import plan_segments
-from vswin_cli.transforms import MEAN_RGB, STD_RGB, center_crop_offset, resize_short_side, three_crop_offsets
-from vswin_cli.video import ClipSpec, clip_indices
-from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
+from vswin_cli.protocol import ClipSpec
+from vswin_cli.sampling import SegmentPlan, plan_segments, plan_views, segment_lengths
+from vswin_cli.transforms import crop_views, normalize_views, resize_short_side
 
 MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
 
@@ -68,6 +63,7 @@ class TagOptions:
         features: add each segment's pooled embedding (weighted mean over its views).
         fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
         backend: video decoding backend for `open_video`.
+        verbose: let the decoders' own log lines through (FFmpeg's, decord's).
         resize_on_device: decode workers send full-size frames and the resize and crops run on the
             device (same integer arithmetic, same pixels); on a GPU this takes the costliest CPU step
             off the decode workers.
@@ -87,53 +83,7 @@ class TagOptions:
     fast_decode: bool = False
     backend: str = "auto"
     resize_on_device: bool = False
-
-
-@dataclass(frozen=True)
-class SegmentPlan:
-    """One segment and its distinct clips.
-
-    Attributes:
-        index, start_frame, end_frame (exclusive), t_start, t_end: the segment (from `plan_segments`).
-        clips: int64 (U, clip_len) absolute frame indices of the U distinct clips.
-        weights: float32 (U,) how many of the protocol's clips each distinct clip stands for.
-    """
-
-    index: int
-    start_frame: int
-    end_frame: int
-    t_start: float
-    t_end: float
-    clips: np.ndarray
-    weights: np.ndarray
-
-
-def plan_views(segment, spec: ClipSpec) -> SegmentPlan:
-    """Frame indices of a segment's clips, identical clips merged into one with a weight.
-
-    Args:
-        segment: a `sampling.Segment` (index, start_frame, end_frame exclusive, t_start, t_end).
-        spec: the views to take.
-
-    Returns:
-        A `SegmentPlan`; indices are relative to the segment and wrap inside it, as the official
-        sampler wraps inside a video, then shifted to absolute frame numbers.
-    """
-    num_frames = segment.end_frame - segment.start_frame
-    clips = np.asarray(clip_indices(num_frames, spec), dtype=np.int64)  # (num_clips, clip_len)
-    unique, counts = np.unique(clips, axis=0, return_counts=True)
-    return SegmentPlan(
-        index=segment.index, start_frame=segment.start_frame, end_frame=segment.end_frame,
-        t_start=float(segment.t_start), t_end=float(segment.t_end),
-        clips=unique + segment.start_frame, weights=counts.astype(np.float32),
-    )
-
-
-def crop_corners(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
-    """(top, left) of each crop: the official ThreeCrop's left, right, middle, or the centre crop alone."""
-    if num_crops == 3:
-        return three_crop_offsets(height, width, size)
-    return [center_crop_offset(height, width, size)]  # equals ThreeCrop's middle crop on these frames
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,13 +137,14 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
     Any failure becomes a `VideoFailed` naming the file, so one bad file never stops a run.
     """
     try:
-        short_side = spec.crop_size if options.fast_decode else None
+        short_side = spec.resize_short if options.fast_decode else None
         with open_video(video.path, backend=options.backend, short_side=short_side) as reader:
-            window_s, stride_s = segment_lengths(reader.fps, reader.duration, spec, options)
+            window_s, stride_s = segment_lengths(options.window_s, options.stride_s, spec.span_frames,
+                                                 reader.fps, reader.duration)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
             plans = [plan_views(s, spec) for s in segments]
             resize_here = not (options.resize_on_device and not options.fast_decode)
-            size = spec.crop_size if resize_here else None
+            size = spec.resize_short if resize_here else None
             kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
             for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
@@ -204,7 +155,7 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
                     clips = frames[rows]  # (U, T, h, w, 3)
                     weights = torch.from_numpy(np.tile(plan.weights, spec.num_crops))
                     if resize_here:
-                        yield SegmentViews(video_pos, plan, crop_views(clips, spec), weights)
+                        yield SegmentViews(video_pos, plan, crop_views(clips, spec.crop_size, spec.num_crops), weights)
                     else:
                         yield SegmentViews(video_pos, plan, clips.contiguous(), weights, cropped=False)
             yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
@@ -213,21 +164,6 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
             raise
         message = str(err) if isinstance(err, VswinError) else f"{video.path}: {type(err).__name__}: {err}"
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
-
-
-def crop_views(clips: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
-    """The crops of resized clips, crop-major as the official FormatShape (view = crop * U + clip).
-
-    Args:
-        clips: uint8 (U, T, h, w, 3) with min(h, w) == spec.crop_size.
-        spec: crop size and number of crops.
-
-    Returns:
-        uint8 (num_crops * U, T, S, S, 3), contiguous.
-    """
-    size = spec.crop_size
-    corners = crop_corners(clips.shape[2], clips.shape[3], size, spec.num_crops)
-    return torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners]).contiguous()
 
 
 def _resized_frames(reader, wanted: np.ndarray, size: int | None, kept_index: np.ndarray,
@@ -255,15 +191,6 @@ def _decode_resized(reader, indices: np.ndarray, size: int | None) -> torch.Tens
     return frames
 
 
-def segment_lengths(fps: float, duration: float, spec: ClipSpec, options: TagOptions) -> tuple[float, float]:
-    """Window and stride in seconds for one video: the options, else the clip span at the video's fps."""
-    window = options.window_s
-    if window is None:
-        window = spec.span_frames / fps if fps > 0 else max(duration, 1.0)
-    stride = options.stride_s if options.stride_s is not None else window
-    return window, stride
-
-
 def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentPlan]]:
     """Consecutive segments grouped so each group needs at most about `max_frames` distinct frames."""
     chunk: list[SegmentPlan] = []
@@ -277,19 +204,6 @@ def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentP
         needed += size
     if chunk:
         yield chunk
-
-
-def normalize_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 views to the model's input, in float32 as the official Normalize computes (x - mean) / std.
-
-    Args:
-        frames: uint8 (V, T, S, S, 3) RGB.
-        mean, std: (1, 3, 1, 1, 1) float32 on the same device (`transforms.MEAN_RGB`, `STD_RGB`).
-
-    Returns:
-        float32 (V, 3, T, S, S).
-    """
-    return (frames.permute(0, 4, 1, 2, 3).float() - mean) / std  # (V, T, S, S, 3) -> (V, 3, T, S, S)
 
 
 class _VideoStream(IterableDataset):
@@ -308,8 +222,16 @@ class _VideoStream(IterableDataset):
 
 
 @dataclass
-class _VideoState:
-    """What has arrived for one video (main process)."""
+class VideoScores:
+    """One video's scores, the engine's hand-off to `tag` (top-k records) and `eval` (metrics).
+
+    Attributes:
+        probs: segment index -> float32 (K,) class probabilities (softmax per view, weighted mean).
+        features: segment index -> float32 (C,) pooled embedding (with `TagOptions.features`).
+        plans: segment index -> its `SegmentPlan` (frames and times).
+        decoded: the video's frame count, fps and duration, once it is fully read.
+        failed: why the video could not be tagged, or None.
+    """
 
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
     features: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -338,19 +260,23 @@ class Tagger:
         self._forward = self._forward_with_features if options.features else self.model
         if options.compile:
             self._forward = torch.compile(self._forward)
-        self.mean = torch.tensor(MEAN_RGB, device=self.device).view(1, 3, 1, 1, 1)
-        self.std = torch.tensor(STD_RGB, device=self.device).view(1, 3, 1, 1, 1)
         self.num_views_computed = 0  # views run through the network (identical views count once)
+        self.on_segments: Callable[[int], None] | None = None  # progress: called with segments scored
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
-        """Tag `videos`; results come in input order (a video waits for the ones before it)."""
+        """Tag `videos`: one `VideoResult` (top-k records) per video, in input order."""
+        for video, scores in self.scores(videos):
+            yield self._result(video.key, scores)
+
+    def scores(self, videos: Sequence[VideoInput]) -> Iterator[tuple[VideoInput, VideoScores]]:
+        """Score `videos`: `(video, VideoScores)` in input order (a video waits for the ones before it)."""
         stream = _VideoStream(videos, self.spec, self.options)
         workers = self.options.workers
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
         )
-        states = {pos: _VideoState() for pos in range(len(videos))}
+        states = {pos: VideoScores() for pos in range(len(videos))}
         pending: list[SegmentViews] = []
         next_pos = 0
         for item in loader:
@@ -366,27 +292,27 @@ class Tagger:
             # A finished video waits for the ones before it; one whose last segments still sit in
             # `pending` finishes when the batch fills (or at the end), so batches stay full.
             while next_pos < len(videos) and self._finished(states[next_pos]):
-                yield self._result(videos[next_pos].key, states.pop(next_pos))
+                yield videos[next_pos], states.pop(next_pos)
                 next_pos += 1
         if pending:
             self._score(pending, states)
         while next_pos < len(videos):
-            yield self._result(videos[next_pos].key, states.pop(next_pos))
+            yield videos[next_pos], states.pop(next_pos)
             next_pos += 1
 
     @staticmethod
-    def _finished(state: _VideoState) -> bool:
+    def _finished(state: VideoScores) -> bool:
         if state.failed is not None:
             return True
         return state.decoded is not None and len(state.probs) >= state.decoded.num_segments
 
     @torch.inference_mode()
-    def _score(self, pending: list[SegmentViews], states: dict[int, _VideoState]) -> None:
+    def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
         frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
-            x = normalize_views(frames[start:start + self.options.batch_size], self.mean, self.std)
+            x = normalize_views(frames[start:start + self.options.batch_size])
             with autocast(self.device, self.options.precision):
                 out = self._forward(x)
             if self.options.features:
@@ -395,6 +321,8 @@ class Tagger:
             else:
                 logits.append(out.float())
         self.num_views_computed += len(frames)
+        if self.on_segments is not None:
+            self.on_segments(len(pending))
         logits = torch.cat(logits).cpu()
         features = torch.cat(features).cpu() if features else None
         row = 0
@@ -404,11 +332,11 @@ class Tagger:
             state = states.get(p.video_pos)
             if state is None or state.failed is not None:
                 continue
-            state.plans[p.plan.index] = p.plan
-            state.probs[p.plan.index] = average_views(logits[rows], p.weights)
+            state.plans[p.plan.segment.index] = p.plan
+            state.probs[p.plan.segment.index] = average_views(logits[rows], p.weights)
             if features is not None:
                 w = p.weights[:, None]
-                state.features[p.plan.index] = (features[rows] * w).sum(0) / w.sum()
+                state.features[p.plan.segment.index] = (features[rows] * w).sum(0) / w.sum()
 
     def _views_on_device(self, item: SegmentViews) -> torch.Tensor:
         """A segment's views on the device: copied (from pinned memory), resized and cropped if not yet."""
@@ -416,31 +344,32 @@ class Tagger:
         if item.cropped:
             return frames
         num_clips, clip_len = frames.shape[:2]
-        resized = resize_short_side(frames.flatten(0, 1), self.spec.crop_size)  # (U*T, h, w, 3) uint8
-        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec)
+        resized = resize_short_side(frames.flatten(0, 1), self.spec.resize_short)  # (U*T, h, w, 3) uint8
+        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec.crop_size, self.spec.num_crops)
 
     def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
         pooled = self.model.forward_features(x)
         return self.model.head(pooled), pooled
 
-    def _result(self, key: str, state: _VideoState) -> VideoResult:
+    def _result(self, key: str, state: VideoScores) -> VideoResult:
         if state.failed is not None:
             return VideoResult(video=key, error=state.failed)
         if state.decoded is None:  # cannot happen unless a worker died; say so rather than drop the video
             return VideoResult(video=key, error=VideoError(key, "InternalError", f"{key}: no result came back"))
         opts, order = self.options, sorted(state.probs)
+        spans = {i: state.plans[i].segment for i in order}
         segments = tuple(
             SegmentResult(
-                video=key, segment=i, start=round(state.plans[i].t_start, 3), end=round(state.plans[i].t_end, 3),
-                start_frame=state.plans[i].start_frame, end_frame=state.plans[i].end_frame,
+                video=key, segment=i, start=round(spans[i].t_start, 3), end=round(spans[i].t_end, 3),
+                start_frame=spans[i].start_frame, end_frame=spans[i].end_frame,
                 top=top_k(state.probs[i], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
                 model=self.model_name,
                 features=tuple(round(v, 6) for v in state.features[i].tolist()) if opts.features else None,
             )
             for i in order
         )
-        frames_per_segment = [state.plans[i].end_frame - state.plans[i].start_frame for i in order]
+        frames_per_segment = [spans[i].num_frames for i in order]
         video_probs = summarize_video(torch.stack([state.probs[i] for i in order]), frames_per_segment)
         info = state.decoded
         summary = VideoSummary(
@@ -452,133 +381,3 @@ class Tagger:
         return VideoResult(video=key, segments=segments, summary=summary, events=events)
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of the inputs under torchrun: every `world_size`-th video from `rank`."""
-
-    rank: int = 0
-    world_size: int = 1
-
-
-def current_shard() -> Shard:
-    """The shard torchrun assigned (RANK, WORLD_SIZE environment variables); one shard otherwise."""
-    return Shard(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-
-
-@dataclass(frozen=True)
-class TagReport:
-    """What a run did (on this rank)."""
-
-    num_tagged: int
-    num_failed: int
-    num_skipped: int  # already complete in the output being resumed
-    num_segments: int
-    interrupted: bool
-
-
-def run_tag(
-    tagger: Tagger,
-    videos: Sequence[VideoInput],
-    output: str,
-    output_format: str = "jsonl",
-    resume: bool = False,
-    shard: Shard = Shard(),
-    on_result: Callable[[VideoResult], None] | None = None,
-    barrier: Callable[[], None] | None = None,
-) -> TagReport:
-    """Tag `videos` into `output`, skipping those already complete there with `resume`.
-
-    Under torchrun each rank tags its shard into `<output>.shards/rank<r>-of-<w>.jsonl` (resumable on
-    its own); after a barrier rank 0 merges all shards, in input order, into one output.
-
-    Args:
-        tagger: the model runner.
-        videos: inputs, in output order.
-        output: "-" for stdout, else a file path (written atomically).
-        output_format: one of `writers.FORMATS`.
-        resume: continue an interrupted JSON Lines output.
-        shard: this process's rank and the world size.
-        on_result: called after each video is written (progress, logging).
-        barrier: waits for every rank (default: a gloo process group); used only when sharded.
-
-    Returns:
-        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; every video written is complete.
-    """
-    final = OutputFile(output, resume=resume)
-    if shard.world_size == 1:
-        todo = [v for v in videos if v.key not in final.done]
-        report = _tag_into(tagger, todo, final, output_format, on_result)
-        return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
-                         report.interrupted)
-
-    shard_file = _shard_dir(output) / f"rank{shard.rank}-of-{shard.world_size}.jsonl"
-    shard_file.parent.mkdir(parents=True, exist_ok=True)
-    mine = OutputFile(str(shard_file), resume=resume)
-    assigned = list(videos)[shard.rank::shard.world_size]  # shard before filtering: the same split every run
-    todo = [v for v in assigned if v.key not in final.done | mine.done]
-    report = _tag_into(tagger, todo, mine, "jsonl", on_result)
-    skipped = len(assigned) - len(todo)
-    if report.interrupted:
-        return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, True)
-    (barrier or _process_group_barrier)()
-    if shard.rank == 0:
-        merge_shards(videos, sorted(shard_file.parent.glob(f"rank*-of-{shard.world_size}.jsonl")), final,
-                     output_format)
-    return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, False)
-
-
-def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], final: OutputFile,
-                 output_format: str) -> None:
-    """Write the shards' results into `final` in input order (after what it keeps from a resumed run)."""
-    results: dict[str, VideoResult] = {}
-    for path in shard_files:
-        results.update(read_results_jsonl(path))
-    writer = get_writer(output_format, final.open())
-    for video in videos:
-        if video.key in results and video.key not in final.done:
-            writer.write_video(results[video.key])
-    writer.close()
-    final.commit()
-    for path in shard_files:
-        path.unlink()
-    with suppress(OSError):
-        shard_files[0].parent.rmdir()
-
-
-def _tag_into(tagger: Tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
-              on_result: Callable[[VideoResult], None] | None) -> TagReport:
-    writer = get_writer(output_format, out.open())
-    tagged = failed = segments = 0
-    interrupted = False
-    try:
-        for result in tagger.run(videos):
-            writer.write_video(result)  # one write and a flush per video: never half a video
-            tagged += 1
-            failed += result.error is not None
-            segments += len(result.segments)
-            if on_result is not None:
-                on_result(result)
-    except KeyboardInterrupt:
-        interrupted = True
-    writer.close()
-    out.commit()  # also after Ctrl-C: every video in it is complete, and --resume continues from it
-    return TagReport(tagged, failed, 0, segments, interrupted)
-
-
-def _shard_dir(output: str) -> Path:
-    if output != "-":
-        return Path(output + ".shards")
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
-    return Path(tempfile.gettempdir()) / f"vswin-tag-shards-{run_id}"
-
-
-def _process_group_barrier() -> None:
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        # gloo works for CPU and GPU ranks alike; ranks finish their shards at different times
-        dist.init_process_group("gloo", timeout=timedelta(days=2))
-    dist.barrier()
-    if created:
-        dist.destroy_process_group()
