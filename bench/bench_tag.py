@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import VideoSwin, get_config  # noqa: E402
 from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
 from vswin_cli.transforms import normalize_views  # noqa: E402
-from vswin_cli.transforms import MEAN_RGB, STD_RGB  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
 
@@ -83,8 +82,6 @@ def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> fl
     """Seconds to run `num_views` views (uint8 in device memory, normalised per batch) through the model."""
     device = torch.device(options.device)
     model = model.to(device)
-    mean = torch.tensor(MEAN_RGB, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD_RGB, device=device).view(1, 3, 1, 1, 1)
     size = spec.crop_size
     frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.precision)

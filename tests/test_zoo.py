@@ -111,10 +111,10 @@ def test_cache_file_names_are_unique_and_names_are_unique():
 
 
 def test_published_figures_and_protocols():
-    zoo = zoo.PRETRAINED
-    assert (zoo["swin-b-k600"].top1, zoo["swin-b-k600"].top5, zoo["swin-b-k600"].num_classes) == (84.0, 96.5, 600)
-    assert zoo["swin-t-k400"].protocol.num_views == 12 and zoo["swin-t-k400"].protocol.frame_interval == 2
-    sthv2 = zoo["swin-b-sthv2"]
+    table = zoo.PRETRAINED
+    assert (table["swin-b-k600"].top1, table["swin-b-k600"].top5, table["swin-b-k600"].num_classes) == (84.0, 96.5, 600)
+    assert table["swin-t-k400"].protocol.num_views == 12 and table["swin-t-k400"].protocol.frame_interval == 2
+    sthv2 = table["swin-b-sthv2"]
     assert sthv2.protocol.sampling == "uniform" and sthv2.protocol.num_views == 3 and sthv2.labels == "sthv2"
     assert zoo.entry_config(sthv2).window_size == (16, 7, 7)
 

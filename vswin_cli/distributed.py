@@ -16,7 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from vswin_cli.errors import ConfigError, UsageError
+from vswin_cli.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -100,23 +100,6 @@ def get_protocol(protocol: str | ClipSpec) -> ClipSpec:
         raise ConfigError(f"unknown test protocol {protocol!r}", f"choose one of: {', '.join(PROTOCOLS)}") from None
 
 
-PROTOCOLS = {
-    "k400": ClipSpec("kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3),
-    "k600": ClipSpec("kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3),
-    "sthv2": ClipSpec("uniform", clip_len=32, frame_interval=2, num_clips=1, num_crops=3),
-}
-
-
-def get_protocol(protocol: str | ClipSpec) -> ClipSpec:
-    """A `ClipSpec` from its name ("k400", "k600", "sthv2") or itself."""
-    if isinstance(protocol, ClipSpec):
-        return protocol
-    try:
-        return PROTOCOLS[protocol]
-    except KeyError:
-        raise ConfigError(f"unknown test protocol {protocol!r}", f"choose one of: {', '.join(PROTOCOLS)}") from None
-
-
 def parse_views(views: str | None, base: ClipSpec) -> tuple[int, int]:
     """(clips, crops) of a `--views` value: "paper"/None = the base protocol's, "fast" = 1 x 1, "CxK" = C x K.
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from typing import TextIO
 
-from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
+from vswin_cli.aggregate import Event, SegmentResult, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
 
 FORMATS = ("jsonl", "json", "csv", "tsv")

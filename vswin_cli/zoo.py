@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from vswin_cli.errors import UnknownModelError
 from vswin_cli.protocol import PROTOCOLS, ClipSpec
