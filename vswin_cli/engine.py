@@ -25,7 +25,7 @@ from vswin_cli.errors import ConfigError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 from vswin_cli.options import autocast
-from vswin_cli.outputs import OutputFile, read_jsonl
+from vswin_cli.outputs import Kept, OutputFile, read_jsonl
 from vswin_cli.protocol import ClipSpec
 
 
@@ -202,18 +202,14 @@ def prediction_record(entry: ListEntry, probs: np.ndarray | None, error: str | N
     return record
 
 
-def read_predictions(path: Path) -> tuple[list[str], set[str]]:
-    """The complete records of an earlier predictions JSONL (a torn last line is dropped), for `--resume`.
-
-    Returns:
-        (their lines, in file order; the videos they cover).
-    """
-    lines, done = [], set()
+def read_predictions(path: Path) -> Kept:
+    """The complete records of an earlier predictions JSONL (a torn last line is dropped), for `--resume`."""
+    kept = Kept([], set())
     for record in read_jsonl(path):
         if "video" in record and ("top" in record or "error" in record):
-            lines.append(json.dumps(record) + "\n")
-            done.add(record["video"])
-    return lines, done
+            kept.lines.append(json.dumps(record) + "\n")
+            kept.done.add(record["video"])
+    return kept
 
 
 def evaluate_list(
@@ -250,7 +246,8 @@ def evaluate_list(
         `EvalReport` on rank 0, None on other ranks. Failed videos are listed, never dropped silently.
     """
     shard = current_shard()
-    out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume, read_done=read_predictions)
+    out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume, read_done=read_predictions,
+                     lock=shard.rank == 0)
     records = {json.loads(line)["video"]: json.loads(line) for line in out.kept_lines}
     todo = [e for e in entries if e.rel_path not in out.done]
     stream = out.open() if predictions is not None and shard.rank == 0 else None

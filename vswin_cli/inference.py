@@ -29,10 +29,10 @@ from vswin_cli.aggregate import (
     SegmentResult,
     VideoError,
     VideoResult,
+    RunningMean,
     VideoSummary,
     average_views,
     merge_segments,
-    summarize_video,
     top_k,
 )
 from vswin_cli.decode import open_video
@@ -129,12 +129,18 @@ class VideoFailed:
     error: VideoError
 
 
-def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions) -> Iterator:
+def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions,
+                  first_segment: int = 0, share: tuple[int, int] = (0, 1)) -> Iterator:
     """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
 
     Frames are read in chunks of segments (distinct frames, ascending; frames the previous chunk
-    already holds are reused), resized in uint8 so the short side is `spec.crop_size`, and cropped.
+    already holds are reused), resized in uint8 so the short side is `spec.resize_short`, and cropped.
     Any failure becomes a `VideoFailed` naming the file, so one bad file never stops a run.
+
+    Args:
+        first_segment: skip the segments before this one (already scored: `--resume`, a retry).
+        share: (i, n): decode only every n-th chunk of segments from the i-th, so that n decode
+            workers share one long video.
     """
     try:
         short_side = spec.resize_short if options.fast_decode else None
@@ -142,11 +148,13 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
             window_s, stride_s = segment_lengths(options.window_s, options.stride_s, spec.span_frames,
                                                  reader.fps, reader.duration)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
-            plans = [plan_views(s, spec) for s in segments]
+            plans = [plan_views(s, spec) for s in segments[first_segment:]]
             resize_here = not (options.resize_on_device and not options.fast_decode)
             size = spec.resize_short if resize_here else None
             kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
-            for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
+            for number, chunk in enumerate(_chunks(plans, MAX_FRAMES_PER_READ)):
+                if number % share[1] != share[0]:
+                    continue
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
                 frames = _resized_frames(reader, wanted, size, kept_index, kept)  # (F, h, w, 3) uint8
                 kept_index, kept = wanted, frames
@@ -158,7 +166,7 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
                         yield SegmentViews(video_pos, plan, crop_views(clips, spec.crop_size, spec.num_crops), weights)
                     else:
                         yield SegmentViews(video_pos, plan, clips.contiguous(), weights, cropped=False)
-            yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
+            yield VideoDecoded(video_pos, len(segments), reader.num_frames, float(reader.fps), float(reader.duration))
     except Exception as err:  # a bad file must never stop the run
         if os.environ.get("VSWIN_DEBUG") == "1" and not isinstance(err, VswinError):
             raise
@@ -207,23 +215,29 @@ def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentP
 
 
 class _VideoStream(IterableDataset):
-    """Every video's items; each worker process takes every `num_workers`-th video."""
+    """Every video's items. Each worker process takes every `num_workers`-th video; with fewer videos
+    than workers, the workers share each video's segments instead (one long video keeps all busy)."""
 
-    def __init__(self, videos: Sequence[VideoInput], spec: ClipSpec, options: TagOptions):
-        self.videos, self.spec, self.options = list(videos), spec, options
+    def __init__(self, videos: Sequence[VideoInput], positions: Sequence[int], spec: ClipSpec, options: TagOptions,
+                 first_segment: dict[int, int]):
+        self.videos, self.positions, self.spec, self.options = videos, list(positions), spec, options
+        self.first_segment = first_segment
 
     def __iter__(self):
         worker = get_worker_info()
-        start, step = (worker.id, worker.num_workers) if worker else (0, 1)
+        index, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if worker is not None:
             torch.set_num_threads(1)  # many decoders side by side; do not oversubscribe the cores
-        for pos in range(start, len(self.videos), step):
-            yield from segment_views(pos, self.videos[pos], self.spec, self.options)
+        shared = len(self.positions) < count
+        for n, pos in enumerate(self.positions):
+            if shared or n % count == index:
+                yield from segment_views(pos, self.videos[pos], self.spec, self.options,
+                                         self.first_segment.get(pos, 0), (index, count) if shared else (0, 1))
 
 
 @dataclass
 class VideoScores:
-    """One video's scores, the engine's hand-off to `tag` (top-k records) and `eval` (metrics).
+    """One video's scores, the engine's hand-off to `tag` (records) and `eval` (metrics).
 
     Attributes:
         probs: segment index -> float32 (K,) class probabilities (softmax per view, weighted mean).
@@ -231,6 +245,7 @@ class VideoScores:
         plans: segment index -> its `SegmentPlan` (frames and times).
         decoded: the video's frame count, fps and duration, once it is fully read.
         failed: why the video could not be tagged, or None.
+        emitted: segments already handed on in order (`Tagger.run` streams them, then drops their data).
     """
 
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -238,6 +253,49 @@ class VideoScores:
     plans: dict[int, SegmentPlan] = field(default_factory=dict)
     decoded: VideoDecoded | None = None
     failed: VideoError | None = None
+    emitted: int = 0
+
+    def restart_from(self, first: int) -> int:
+        """The segment to decode from after an interruption: the end of the scored prefix. Segments
+        scored out of order after it (workers sharing a video) are dropped and decoded again."""
+        start = max(first, self.emitted)
+        while start in self.probs:
+            start += 1
+        for index in [i for i in self.probs if i > start]:
+            del self.probs[index], self.plans[index]
+            self.features.pop(index, None)
+        self.decoded = None  # sent again by the new loader
+        return start
+
+    def finished(self) -> bool:
+        if self.failed is not None:
+            return True
+        return self.decoded is not None and self.emitted + len(self.probs) >= self.decoded.num_segments
+
+
+@dataclass(frozen=True)
+class ScoredSegment:
+    """One segment as `Tagger.run` streams it: its record and its probabilities (kept for `--resume`)."""
+
+    result: SegmentResult
+    probs: torch.Tensor  # float32 (K,)
+
+
+@dataclass
+class ResumedVideo:
+    """A video's segments from an interrupted run, to be continued after them (`--resume`).
+
+    Attributes:
+        segments: the first segments' records, in order (0 .. len-1).
+        probs: float32 (K,) probabilities of each of them (the summary needs them).
+    """
+
+    segments: list[SegmentResult]
+    probs: list[torch.Tensor]
+
+
+class _WorkerDied(Exception):
+    """A DataLoader worker process ended without finishing (killed by a signal, or crashed)."""
 
 
 class Tagger:
@@ -264,47 +322,142 @@ class Tagger:
         self.on_segments: Callable[[int], None] | None = None  # progress: called with segments scored
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
-        """Tag `videos`: one `VideoResult` (top-k records) per video, in input order."""
-        for video, scores in self.scores(videos):
-            yield self._result(video.key, scores)
+        """Tag `videos`: one `VideoResult` per video (segments, summary, events, or the error), in input order."""
+        for item in self.stream(videos):
+            if isinstance(item, VideoResult):
+                yield item
+
+    def stream(self, videos: Sequence[VideoInput], resumed: dict[int, ResumedVideo] | None = None
+               ) -> Iterator[ScoredSegment | VideoResult]:
+        """Tag `videos`, streaming: each segment's `ScoredSegment` as soon as it and the ones before it
+        are scored, then the video's `VideoResult` (all its segments, summary, events), in input order.
+
+        Args:
+            videos: the inputs, in output order.
+            resumed: position in `videos` -> segments an interrupted run already wrote; those are
+                streamed again first (from memory), and the video is decoded from the next segment on.
+        """
+        resumed = resumed or {}
+        first = {pos: len(r.segments) for pos, r in resumed.items()}
+        done: list[SegmentResult] = []
+        summary = RunningMean()
+        current = -1
+        for pos, state, finished in self._updates(videos, first):
+            if pos != current:  # a new video: start its summary, replay what a resumed run kept
+                current, done, summary = pos, [], RunningMean()
+                for seg, probs in zip(*(resumed[pos].segments, resumed[pos].probs)) if pos in resumed else ():
+                    summary.add(probs, seg.end_frame - seg.start_frame)
+                    done.append(seg)
+                    yield ScoredSegment(seg, probs)
+                state.emitted = len(done)
+            while state.failed is None and state.emitted in state.probs:
+                i = state.emitted
+                seg = self._segment_result(videos[pos].key, i, state)
+                probs = state.probs.pop(i)
+                state.features.pop(i, None)
+                summary.add(probs, state.plans.pop(i).segment.num_frames)
+                done.append(seg)
+                state.emitted += 1
+                yield ScoredSegment(seg, probs)
+            if finished:
+                yield self._result(videos[pos].key, state, done, summary)
 
     def scores(self, videos: Sequence[VideoInput]) -> Iterator[tuple[VideoInput, VideoScores]]:
-        """Score `videos`: `(video, VideoScores)` in input order (a video waits for the ones before it)."""
-        stream = _VideoStream(videos, self.spec, self.options)
+        """Score `videos`: `(video, VideoScores)` with every segment's probabilities, in input order."""
+        for pos, state, finished in self._updates(videos, {}):
+            if finished:
+                yield videos[pos], state
+
+    def _updates(self, videos: Sequence[VideoInput], first: dict[int, int]) -> Iterator[tuple[int, VideoScores, bool]]:
+        """`(position, state, finished)` of the earliest unfinished video whenever something arrived.
+
+        A decode worker that dies (out of memory, a crash inside a decoder) costs only the video it was
+        decoding: that video gets an error record, a new loader starts, the others go on where they were.
+        """
+        states = {pos: VideoScores() for pos in range(len(videos))}
+        deaths: dict[int, int] = {}
+        next_pos = 0
+        while next_pos < len(videos):
+            todo = [pos for pos in range(next_pos, len(videos)) if not states[pos].finished()]
+            starts = {pos: states[pos].restart_from(first.get(pos, 0)) for pos in todo}
+            try:
+                for _ in self._score_stream(videos, todo, starts, states):
+                    while next_pos < len(videos):
+                        finished = states[next_pos].finished()
+                        yield next_pos, states[next_pos], finished
+                        if not finished:
+                            break
+                        del states[next_pos]
+                        next_pos += 1
+            except _WorkerDied as died:
+                self._blame(str(died), videos, states, todo, deaths)
+                continue
+            for pos in range(next_pos, len(videos)):  # the loader ended: whatever is left is final
+                if not states[pos].finished() and states[pos].failed is None:
+                    states[pos].failed = VideoError(videos[pos].key, "InternalError",
+                                                    f"{videos[pos].key}: no result came back from the decoder")
+            while next_pos < len(videos):
+                yield next_pos, states[next_pos], True
+                del states[next_pos]
+                next_pos += 1
+
+    def _score_stream(self, videos, todo: list[int], starts: dict[int, int], states: dict[int, VideoScores]) -> Iterator[None]:
+        """Decode `todo` (from segment `starts[pos]` on) and score; yields after each item that arrived."""
         workers = self.options.workers
+        stream = _VideoStream(videos, todo, self.spec, self.options, starts)
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
         )
-        states = {pos: VideoScores() for pos in range(len(videos))}
         pending: list[SegmentViews] = []
-        next_pos = 0
-        for item in loader:
+        iterator = iter(loader)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
+            except RuntimeError as err:
+                if "DataLoader worker" not in str(err):
+                    raise
+                if pending:
+                    self._score(pending, states)
+                raise _WorkerDied(str(err)) from None
             if isinstance(item, SegmentViews):
                 pending.append(item)
                 if sum(len(p.weights) for p in pending) >= self.options.batch_size:
                     self._score(pending, states)
                     pending = []
-            elif isinstance(item, VideoDecoded):
-                states[item.video_pos].decoded = item
-            else:
-                states[item.video_pos].failed = item.error
-            # A finished video waits for the ones before it; one whose last segments still sit in
-            # `pending` finishes when the batch fills (or at the end), so batches stay full.
-            while next_pos < len(videos) and self._finished(states[next_pos]):
-                yield videos[next_pos], states.pop(next_pos)
-                next_pos += 1
+            elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)
+                state = states[item.video_pos]
+                if isinstance(item, VideoDecoded):
+                    state.decoded = item
+                elif state.failed is None:
+                    state.failed = item.error
+            yield
         if pending:
             self._score(pending, states)
-        while next_pos < len(videos):
-            yield videos[next_pos], states.pop(next_pos)
-            next_pos += 1
+        yield
 
-    @staticmethod
-    def _finished(state: VideoScores) -> bool:
-        if state.failed is not None:
-            return True
-        return state.decoded is not None and len(state.probs) >= state.decoded.num_segments
+    def _blame(self, reason: str, videos, states: dict[int, VideoScores], todo: list[int], deaths: dict[int, int]) -> None:
+        """A decode worker died: fail the video it was decoding, so the run can go on without it.
+
+        The videos being decoded at that moment are the suspects (one per worker). A lone suspect is
+        the cause; of several, each gets one more try and fails on its second death as a suspect.
+        """
+        workers = max(self.options.workers, 1)
+        reading = [pos for pos in todo if states[pos].decoded is None and states[pos].failed is None]
+        if len(todo) >= workers:  # whole videos dealt to workers: each worker's first unread one
+            suspects = {reading_pos for w in range(workers)
+                        for reading_pos in [next((pos for pos in todo[w::workers] if pos in reading), None)]
+                        if reading_pos is not None}
+        else:  # the workers shared every video
+            suspects = set(reading)
+        for pos in suspects:
+            deaths[pos] = deaths.get(pos, 0) + 1
+            if len(suspects) == 1 or deaths[pos] >= 2:
+                states[pos].failed = VideoError(videos[pos].key, "DecoderCrash",
+                    f"{videos[pos].path}: the decoder process was killed (out of memory?) while reading it ({reason})")
+
 
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
@@ -352,32 +505,27 @@ class Tagger:
         pooled = self.model.forward_features(x)
         return self.model.head(pooled), pooled
 
-    def _result(self, key: str, state: VideoScores) -> VideoResult:
+    def _segment_result(self, key: str, index: int, state: VideoScores) -> SegmentResult:
+        """The record of one scored segment (top-k labels, times, frames, optional embedding)."""
+        span, opts = state.plans[index].segment, self.options
+        features = state.features.get(index)
+        return SegmentResult(
+            video=key, segment=index, start=round(span.t_start, 3), end=round(span.t_end, 3),
+            start_frame=span.start_frame, end_frame=span.end_frame,
+            top=top_k(state.probs[index], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
+            model=self.model_name,
+            features=tuple(round(v, 6) for v in features.tolist()) if features is not None else None,
+        )
+
+    def _result(self, key: str, state: VideoScores, segments: list[SegmentResult], summary: RunningMean) -> VideoResult:
+        """The whole video: its segments, the frame-weighted summary and the merged events; or its error."""
         if state.failed is not None:
             return VideoResult(video=key, error=state.failed)
-        if state.decoded is None:  # cannot happen unless a worker died; say so rather than drop the video
-            return VideoResult(video=key, error=VideoError(key, "InternalError", f"{key}: no result came back"))
-        opts, order = self.options, sorted(state.probs)
-        spans = {i: state.plans[i].segment for i in order}
-        segments = tuple(
-            SegmentResult(
-                video=key, segment=i, start=round(spans[i].t_start, 3), end=round(spans[i].t_end, 3),
-                start_frame=spans[i].start_frame, end_frame=spans[i].end_frame,
-                top=top_k(state.probs[i], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
-                model=self.model_name,
-                features=tuple(round(v, 6) for v in state.features[i].tolist()) if opts.features else None,
-            )
-            for i in order
-        )
-        frames_per_segment = [spans[i].num_frames for i in order]
-        video_probs = summarize_video(torch.stack([state.probs[i] for i in order]), frames_per_segment)
-        info = state.decoded
-        summary = VideoSummary(
+        opts, info = self.options, state.decoded
+        video_summary = VideoSummary(
             video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
-            fps=round(info.fps, 3), top=top_k(video_probs, self.labels, opts.top_k, opts.threshold),
+            fps=round(info.fps, 3), top=top_k(summary.mean(), self.labels, opts.top_k, opts.threshold),
             views=self.spec.num_views, model=self.model_name,
         )
         events = merge_segments(segments) if opts.merge else ()
-        return VideoResult(video=key, segments=segments, summary=summary, events=events)
-
-
+        return VideoResult(video=key, segments=tuple(segments), summary=video_summary, events=events)

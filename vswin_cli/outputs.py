@@ -8,6 +8,7 @@ writes its own shard file and rank 0 merges them in input order.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -15,9 +16,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+import torch
 
 try:
     import fcntl
@@ -28,6 +31,7 @@ from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, Vi
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.files import umask, write_text_atomic
+from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
 from vswin_cli.writers import get_writer
 
@@ -35,9 +39,10 @@ from vswin_cli.writers import get_writer
 NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems
 
 
-def sibling(path: Path, suffix: str) -> Path:
-    """`path` + `suffix` in the same folder; a hashed short name where that would exceed NAME_MAX."""
-    name = path.name + suffix
+def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
+    """`path` + `suffix` in the same folder (dot-prefixed if `hidden`); a hashed short name where that
+    would exceed NAME_MAX."""
+    name = ("." if hidden else "") + path.name + suffix
     if len(name.encode()) > NAME_MAX:
         name = f".vswin-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}{suffix}"
     return path.with_name(name)
@@ -97,32 +102,104 @@ def read_jsonl(path: Path) -> Iterator[dict]:
             yield record
 
 
-def read_completed_jsonl(path: Path) -> tuple[list[str], set[str]]:
-    """Lines of the videos that a JSON Lines output holds completely, for `--resume`.
+@dataclass
+class Kept:
+    """What `--resume` keeps of an earlier output.
 
-    A video is complete when its summary record (`record: "video"`, written last) is present. Error
-    records, partial videos and a torn last line (a killed run) are dropped, so those videos run again.
+    Attributes:
+        lines: the lines of the complete videos, in file order, each ending in a newline.
+        done: the keys of those videos.
+        partial: video key -> the records of its first segments (0, 1, ...) where the run stopped
+            inside the video (`--resume` continues after them).
+    """
+
+    lines: list[str]
+    done: set[str]
+    partial: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def read_completed_jsonl(path: Path) -> Kept:
+    """What a JSON Lines output holds of each video, for `--resume`.
+
+    A video is complete when its summary record (`record: "video"`, written last) is present. A video
+    with segment records only was cut inside: its leading segments are kept as `partial`. Error
+    records, and the other records of a failed video, are dropped, so that video runs again; a torn
+    last line (a killed run) is discarded.
 
     Args:
         path: an earlier run's JSON Lines output (or its `.part` file).
-
-    Returns:
-        (lines to keep, in file order, each ending in a newline; keys of the complete videos).
     """
-    by_video: dict[str, list[str]] = {}
-    complete: set[str] = set()
+    by_video: dict[str, list[dict]] = {}
+    complete, failed = set(), set()
     for record in read_jsonl(path):
         key, kind = record.get("video"), record.get("record")
         if not isinstance(key, str) or kind not in ("segment", "event", "video", "error"):
             raise ConfigError(f"{path}: cannot resume, a record is not a vswin tag record: {str(record)[:80]}",
                               hint="resume only from a file that `vswin tag --format jsonl` wrote, or drop --resume")
         if kind == "error":
+            failed.add(key)
             continue
-        by_video.setdefault(key, []).append(json.dumps(record, ensure_ascii=False) + "\n")
+        by_video.setdefault(key, []).append(record)
         if kind == "video":
             complete.add(key)
-    kept = [line for key, lines in by_video.items() if key in complete for line in lines]
-    return kept, complete
+    kept = Kept([], set(), {})
+    for key, records in by_video.items():
+        if key in complete:
+            kept.lines.extend(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            kept.done.add(key)
+        elif key not in failed:
+            segments = [r for r in records if r["record"] == "segment"]
+            prefix = [r for i, r in enumerate(segments) if r.get("segment") == i and all(
+                s.get("segment") == j for j, s in enumerate(segments[:i]))]
+            if prefix:
+                kept.partial[key] = prefix
+    return kept
+
+
+class ResumeLog:
+    """Each streamed segment's probabilities, beside a JSON Lines output, so `--resume` can continue a
+    video inside it and still write the same summary (which needs every segment's probabilities).
+
+    One JSON line per segment (`{"video", "segment", "probs": base64 float32}`), written before the
+    segment's record; deleted when the run completes.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stream: TextIO | None = None
+
+    def read(self, partial: dict[str, list[dict]]) -> dict[str, list[torch.Tensor]]:
+        """The probabilities of the `partial` videos' kept segments, cut where one is missing."""
+        found: dict[tuple[str, int], torch.Tensor] = {}
+        if self.path.is_file():
+            for record in read_jsonl(self.path):
+                if record.get("video") in partial:
+                    data = base64.b64decode(record["probs"])
+                    found[(record["video"], record["segment"])] = torch.frombuffer(bytearray(data), dtype=torch.float32)
+        probs = {}
+        for key, records in partial.items():
+            rows = []
+            for record in records:
+                if (key, record["segment"]) not in found:
+                    break
+                rows.append(found[(key, record["segment"])])
+            probs[key] = rows
+        return probs
+
+    def open(self) -> None:
+        self.stream = open(self.path, "w", encoding="utf-8")
+
+    def write(self, video: str, segment: int, probs: torch.Tensor) -> None:
+        data = base64.b64encode(probs.float().contiguous().numpy().tobytes()).decode()
+        self.stream.write(json.dumps({"video": video, "segment": segment, "probs": data}) + "\n")
+        self.stream.flush()
+
+    def close(self, delete: bool) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        if delete:
+            self.path.unlink(missing_ok=True)
 
 
 def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
@@ -181,16 +258,16 @@ class OutputFile:
         path: "-" for stdout, else the output file.
         resume: continue from an earlier, interrupted run (JSON Lines only): its complete videos are
             copied into the new output and reported by `done`.
-        read_done: reads an earlier output: (lines to keep, keys of the videos they complete);
-            `read_completed_jsonl` for `tag`, `engine.read_predictions` for `eval`.
+        read_done: reads an earlier output into a `Kept`: `read_completed_jsonl` for `tag`,
+            `engine.read_predictions` for `eval`.
+        lock: hold the output's lock (a second run on the same output is refused at once).
     """
 
-    def __init__(self, path: str, resume: bool = False,
-                 read_done: Callable[[Path], tuple[list[str], set[str]]] | None = None, lock: bool = True):
+    def __init__(self, path: str, resume: bool = False, read_done: Callable[[Path], Kept] | None = None,
+                 lock: bool = True):
         self.to_stdout = path == "-"
         self.path = None if self.to_stdout else Path(path)
-        self.done: set[str] = set()
-        self.kept_lines: list[str] = []
+        self.kept = Kept([], set(), {})
         self._lock = None
         if lock and not self.to_stdout:
             self._lock = _lock_output(self.path)
@@ -199,9 +276,19 @@ class OutputFile:
                 raise ConfigError("--resume needs an output file", hint="add -o PATH.jsonl")
             for candidate in (self.part_path, self.path):
                 if candidate.is_file():
-                    self.kept_lines, self.done = (read_done or read_completed_jsonl)(candidate)
+                    self.kept = (read_done or read_completed_jsonl)(candidate)
                     break
         self.stream: TextIO | None = None
+        self.resume_log = ResumeLog(sibling(self.path, ".probs", hidden=True)) if not self.to_stdout else None
+
+    @property
+    def done(self) -> set[str]:
+        """Keys of the videos complete in the output being resumed."""
+        return self.kept.done
+
+    @property
+    def kept_lines(self) -> list[str]:
+        return self.kept.lines
 
     @property
     def part_path(self) -> Path:
@@ -271,7 +358,7 @@ class OutputFile:
 
 def _lock_output(path: Path):
     """An exclusive, non-blocking lock beside `path` holding this process's id; refuses a second run at once."""
-    lock_path = sibling(path, ".lock")
+    lock_path = sibling(path, ".lock", hidden=True)
     try:
         handle = open(lock_path, "a+")
     except OSError as err:
@@ -370,29 +457,56 @@ def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], fina
     final.commit()
     for path in shard_files:
         path.unlink()
-        sibling(path, ".lock").unlink(missing_ok=True)  # the shard's run is over
+        sibling(path, ".lock", hidden=True).unlink(missing_ok=True)  # the shard's run is over
     with suppress(OSError):
         shard_files[0].parent.rmdir()
 
 
 def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
               on_result: Callable[[VideoResult], None] | None, order: Sequence[str] | None = None) -> TagReport:
+    """Stream `tagger.run` into `out`: each segment as it is scored, each video's summary when done."""
+    resumed = _resumed_videos(videos, out)
+    log = out.resume_log if output_format == "jsonl" and not out.to_stdout else None
     writer = get_writer(output_format, out.open())
+    if log is not None:
+        log.open()
     tagged = failed = segments = 0
     interrupted = False
     try:
-        for result in tagger.run(videos):
-            writer.write_video(result)  # one write and a flush per video: never half a video
+        for item in tagger.stream(videos, resumed):
+            if isinstance(item, ScoredSegment):
+                if log is not None:  # before the record: a kept record always has its probabilities
+                    log.write(item.result.video, item.result.segment, item.probs)
+                writer.write_segment(item.result)
+                continue
+            writer.write_video(item)
             tagged += 1
-            failed += result.error is not None
-            segments += len(result.segments)
+            failed += item.error is not None
+            segments += len(item.segments)
             if on_result is not None:
-                on_result(result)
+                on_result(item)
     except KeyboardInterrupt:
         interrupted = True
     writer.close()
-    out.commit(order=order)  # also after Ctrl-C: every video in it is complete, and --resume continues from it
+    # Also after Ctrl-C: the finished videos are in it, and --resume continues the one cut inside.
+    out.commit(order=order)
+    if log is not None:
+        log.close(delete=not interrupted)
     return TagReport(tagged, failed, 0, segments, interrupted)
+
+
+def _resumed_videos(videos: Sequence[VideoInput], out: OutputFile) -> dict[int, ResumedVideo]:
+    """The videos an interrupted run stopped inside, with their kept segments and probabilities."""
+    if not out.kept.partial:
+        return {}
+    probs = out.resume_log.read(out.kept.partial)
+    resumed = {}
+    for pos, video in enumerate(videos):
+        rows = probs.get(video.key, [])
+        if rows:
+            records = out.kept.partial[video.key][:len(rows)]
+            resumed[pos] = ResumedVideo([_segment_from_record(r) for r in records], rows)
+    return resumed
 
 
 def _shard_dir(output: str) -> Path:

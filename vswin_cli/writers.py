@@ -14,8 +14,7 @@ from typing import TextIO
 
 from vswin_cli.aggregate import Event, SegmentResult, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-
-FORMATS = ("jsonl", "json", "csv", "tsv")
+from vswin_cli.options import FORMATS
 
 CSV_COLUMNS = (
     "record", "video", "segment", "start", "end", "start_frame", "end_frame",
@@ -62,17 +61,35 @@ def video_records(result: VideoResult) -> list[dict]:
 class ResultWriter:
     """Writes results of one run to a text stream in one format.
 
+    `write_segment` is called for each segment as soon as it is scored (streaming formats write it at
+    once), `write_video` when the video is done: it writes what is not written yet (events and the
+    summary, or the error record; all segments for a writer that got none streamed).
+
     Args:
         stream: where to write (a file opened for text, or stdout).
     """
 
-    extension: str = ""
-
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self._streamed: tuple[str, int] = ("", 0)  # (video, segments already written by write_segment)
+
+    def write_segment(self, segment: SegmentResult) -> None:
+        """Write one segment record now (JSON Lines, CSV, TSV); the JSON document waits for `write_video`."""
+        video, count = self._streamed
+        self._streamed = (segment.video, count + 1 if video == segment.video else 1)
+        self._write_records([segment_record(segment)])
 
     def write_video(self, result: VideoResult) -> None:
-        """Write every record of one video, then flush, so a reader never sees half a video."""
+        """Finish one video: its records not written yet, then flush, so a reader never sees half a video."""
+        video, count = self._streamed
+        skip = count if video == result.video else 0
+        self._streamed = ("", 0)
+        records = video_records(result)
+        if result.error is None:
+            records = records[skip:]  # segments come first in `video_records`
+        self._write_records(records)
+
+    def _write_records(self, records: list[dict]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -83,22 +100,20 @@ class ResultWriter:
 class JsonlWriter(ResultWriter):
     """One JSON object per line: segments, events, a per-video summary, or an error record."""
 
-    extension = "jsonl"
-
-    def write_video(self, result: VideoResult) -> None:
-        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in video_records(result)]
-        self.stream.write("".join(lines))
+    def _write_records(self, records: list[dict]) -> None:
+        self.stream.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self.stream.flush()
 
 
 class JsonWriter(ResultWriter):
     """One JSON document `{"videos": [{video, segments, events, summary} | {video, error}]}`."""
 
-    extension = "json"
-
     def __init__(self, stream: TextIO):
         super().__init__(stream)
         self.videos: list[dict] = []
+
+    def write_segment(self, segment: SegmentResult) -> None:
+        pass  # one document: the whole video is written from `write_video`
 
     def write_video(self, result: VideoResult) -> None:
         records = video_records(result)
@@ -121,7 +136,6 @@ class JsonWriter(ResultWriter):
 class CsvWriter(ResultWriter):
     """One row per segment and rank (plus event, video summary and error rows), with a header."""
 
-    extension = "csv"
     delimiter = ","
 
     def __init__(self, stream: TextIO):
@@ -129,27 +143,25 @@ class CsvWriter(ResultWriter):
         self.csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, delimiter=self.delimiter, lineterminator="\n")
         self.csv.writeheader()
 
-    def write_video(self, result: VideoResult) -> None:
-        rows = []
-        for record in video_records(result):
-            rows.extend(_csv_rows(record))
-        self.csv.writerows(rows)
+    def _write_records(self, records: list[dict]) -> None:
+        self.csv.writerows([row for record in records for row in _csv_rows(record)])
         self.stream.flush()
 
 
 class TsvWriter(CsvWriter):
     """CSV with tabs (quoted only where a field holds a tab, quote or newline)."""
 
-    extension = "tsv"
     delimiter = "\t"
 
 
+WRITERS = dict(zip(FORMATS, (JsonlWriter, JsonWriter, CsvWriter, TsvWriter)))
+
+
 def get_writer(output_format: str, stream: TextIO) -> ResultWriter:
-    """The writer for `output_format` (one of FORMATS) writing into `stream`."""
-    writers = {"jsonl": JsonlWriter, "json": JsonWriter, "csv": CsvWriter, "tsv": TsvWriter}
-    if output_format not in writers:
-        raise ConfigError(f"unknown output format {output_format!r}", hint=f"use one of {', '.join(FORMATS)}")
-    return writers[output_format](stream)
+    """The writer for `output_format` (one of `WRITERS`) writing into `stream`."""
+    if output_format not in WRITERS:
+        raise ConfigError(f"unknown output format {output_format!r}", hint=f"use one of {', '.join(WRITERS)}")
+    return WRITERS[output_format](stream)
 
 
 def _without_record(record: dict) -> dict:

@@ -13,12 +13,11 @@ import typer
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.inputs import find_videos, read_path_list
 from vswin_cli.options import (
-    OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
+    FORMATS, OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
     PrecisionOpt, Precision, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers,
     resolve_precision,
 )
 
-FORMATS = ("jsonl", "json", "csv", "tsv")
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 Backend = Enum("Backend", {name: name for name in ("auto", "pyav", "decord")}, type=str)
 
