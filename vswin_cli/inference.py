@@ -18,6 +18,7 @@ Where the time goes, and what is done about it:
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -410,7 +411,12 @@ class Tagger:
             prefetch_factor=4 if workers else None, persistent_workers=False,
         )
         pending: list[SegmentViews] = []
+        previous = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
         iterator = iter(loader)
+        if workers and previous is not None:
+            # PyTorch's SIGCHLD handler raises at whatever line runs when a worker dies; without it a
+            # death surfaces from `next(iterator)` (checked every few seconds), where it is handled.
+            signal.signal(signal.SIGCHLD, previous)
         while True:
             try:
                 item = next(iterator)
@@ -445,7 +451,7 @@ class Tagger:
         the cause; of several, each gets one more try and fails on its second death as a suspect.
         """
         workers = max(self.options.workers, 1)
-        reading = [pos for pos in todo if states[pos].decoded is None and states[pos].failed is None]
+        reading = [pos for pos in todo if pos in states and states[pos].decoded is None and states[pos].failed is None]
         if len(todo) >= workers:  # whole videos dealt to workers: each worker's first unread one
             suspects = {reading_pos for w in range(workers)
                         for reading_pos in [next((pos for pos in todo[w::workers] if pos in reading), None)]

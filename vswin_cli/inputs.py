@@ -8,9 +8,10 @@ two folders' `000.mp4` stay apart (`a/000.mp4`, `b/000.mp4`). Keys use `/` on ev
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, TextIO
+from typing import Callable, Iterable, TextIO
 
 from vswin_cli.errors import ConfigError
 
@@ -34,7 +35,8 @@ def read_path_list(stream: TextIO) -> list[str]:
     return [line.rstrip("\r\n") for line in stream if line.strip()]
 
 
-def find_videos(sources: Iterable[str], glob: str | None = None) -> list[VideoInput]:
+def find_videos(sources: Iterable[str], glob: str | None = None,
+                on_skip: Callable[[str, str], None] | None = None) -> list[VideoInput]:
     """Expand files and folders into the videos to tag, in a stable order.
 
     Args:
@@ -43,12 +45,14 @@ def find_videos(sources: Iterable[str], glob: str | None = None) -> list[VideoIn
             A path that does not exist is kept: it becomes an error record when tagged.
         glob: pattern matched against the path relative to the folder (`*.mp4`, `cats/*`);
             replaces the extension filter. Explicitly named files are always kept.
+        on_skip: called with (path, reason) for what a folder scan could not look into or leaves
+            out on purpose (an unreadable folder, a link loop, a FIFO or device, a path too long).
 
     Returns:
         One `VideoInput` per distinct file, keys unique.
 
     Raises:
-        ConfigError: no sources, or two different files that would get the same key.
+        ConfigError: no sources, no video found at all, or two different files that would get the same key.
     """
     sources = [str(s) for s in sources]
     if not sources:
@@ -60,26 +64,52 @@ def find_videos(sources: Iterable[str], glob: str | None = None) -> list[VideoIn
         if not root.is_dir():
             found.append(VideoInput(root, _as_key(source)))
             continue
-        for rel in _walk(root, glob):
+        for rel in _walk(root, glob, on_skip or (lambda path, reason: None)):
             key = rel if single_folder else _as_key(os.path.join(source, rel))
             found.append(VideoInput(root / rel, key))
+    if not found:
+        what = f"matching {glob!r}" if glob else f"with a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))})"
+        raise ConfigError(f"no video files {what} in {', '.join(sources)}",
+                          hint="check the folder, or use --glob PATTERN for other file names")
     return _unique(found)
 
 
-def _walk(root: Path, glob: str | None) -> list[str]:
-    """Relative posix paths of the matching files under root, sorted."""
+def _walk(root: Path, glob: str | None, on_skip: Callable[[str, str], None]) -> list[str]:
+    """Relative posix paths of the matching files under root, sorted; symlinked folders are followed
+    (each real folder once, so a link loop ends), and everything left out is reported to `on_skip`."""
     matches = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {os.path.realpath(root)}
+
+    def unreadable(err: OSError) -> None:
+        on_skip(str(err.filename or root), f"cannot be read ({err.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:
+                on_skip(os.path.join(dirpath, d), "a link back to a folder already searched")
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
             rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
-            if glob is not None:
-                if rel.match(glob):
-                    matches.append(str(rel))
-            elif rel.suffix.lower() in VIDEO_EXTENSIONS:
-                matches.append(str(rel))
+            wanted = rel.match(glob) if glob is not None else rel.suffix.lower() in VIDEO_EXTENSIONS
+            if not wanted:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as err:
+                on_skip(path, f"cannot be read ({err.strerror})")
+                continue
+            if not stat.S_ISREG(mode):
+                on_skip(path, "not a regular file (a FIFO, socket or device)")
+                continue
+            matches.append(str(rel))
     return sorted(matches)
 
 

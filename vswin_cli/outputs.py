@@ -66,6 +66,13 @@ def check_output(output: str) -> None:
         raise ConfigError(f"-o {output}: the folder {folder} is not writable", hint="choose another folder, or fix its permissions")
     if len(path.name.encode()) > NAME_MAX:
         raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
+    try:  # what os.access cannot tell: a read-only file system, or root on a folder it may not write
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vswin-", suffix=".tmp")
+    except OSError as err:
+        raise ConfigError(f"-o {output}: cannot write in {folder} ({err.strerror})",
+                          hint="choose a writable folder for the output") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_output(target: str, text: str) -> None:

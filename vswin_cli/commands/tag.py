@@ -70,7 +70,9 @@ def tag(
 
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features, window, stride, views, crops)
-    videos = find_videos(_sources(inputs or [], from_list), glob=glob)  # inputs, output and device before the model
+    skipped = []
+    videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=lambda path, why: skipped.append(path)
+                         or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
     check_output(output)
     shard, run_device = current_shard(), resolve_device(device)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
@@ -88,9 +90,10 @@ def tag(
         tagger.on_segments = progress.on_segments
         report = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result)
     if not quiet:
-        skipped = f", {report.num_skipped} already done" if report.num_skipped else ""
+        done = f", {report.num_skipped} already done" if report.num_skipped else ""
+        left_out = f", {len(skipped)} path(s) skipped while scanning (see the warnings)" if skipped else ""
         sys.stderr.write(f"tagged {report.num_tagged - report.num_failed} video(s), {report.num_segments} segment(s);"
-                         f" {report.num_failed} failed{skipped}\n")
+                         f" {report.num_failed} failed{done}{left_out}\n")
     if report.interrupted:
         again = "rerun with --resume -o FILE to continue" if fmt == "jsonl" and output != "-" else "rerun to tag them all"
         sys.stderr.write(f"interrupted: the finished videos are kept; {again}\n")
