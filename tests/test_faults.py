@@ -21,8 +21,8 @@ from test_tag_cli import jsonl, make_video, run, tiny  # noqa: F401  (tiny is a 
 # yielding HANG_AFTER segments of it. HANG_ACTION is "sleep" or "kill".
 PATCHED_TAG = """
 import os, signal, sys, time
-import vswin_cli.inference as inference
-real = inference.segment_views
+import vswin_cli.segments as segments
+real = segments.segment_views
 def patched(pos, video, *args):
     count = 0
     for item in real(pos, video, *args):
@@ -30,9 +30,9 @@ def patched(pos, video, *args):
             if os.environ.get("HANG_ACTION") == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(600)
-        count += isinstance(item, inference.SegmentViews)
+        count += isinstance(item, segments.SegmentViews)
         yield item
-inference.segment_views = patched
+segments.segment_views = patched
 from vswin_cli.app import app
 app(["tag", *sys.argv[1:]], prog_name="vswin")
 """

@@ -14,7 +14,8 @@ from test_tag_cli import LABELS, TINY, make_video
 
 from models import VideoSwin
 from vswin_cli.distributed import Shard
-from vswin_cli.inference import TagOptions, Tagger, segment_views
+from vswin_cli.inference import TagOptions, Tagger
+from vswin_cli.segments import segment_views
 from vswin_cli.outputs import run_tag
 from vswin_cli.sampling import plan_views
 from vswin_cli.transforms import normalize_views

@@ -17,13 +17,13 @@ from test_tag_cli import jsonl, make_video, run, tiny  # noqa: F401  (tiny is a 
 # known point: after videos 0-2 are written, before 3 is.
 HANGING_TAG = """
 import sys, time
-import vswin_cli.inference as inference
-real = inference.segment_views
+import vswin_cli.segments as segments
+real = segments.segment_views
 def hang_on_3(pos, video, *args):
     if video.key == "3.mp4":
         time.sleep(600)
     yield from real(pos, video, *args)
-inference.segment_views = hang_on_3
+segments.segment_views = hang_on_3
 from vswin_cli.app import app
 app(["tag", *sys.argv[1:]], prog_name="vswin")
 """

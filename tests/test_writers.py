@@ -10,7 +10,8 @@ import pytest
 
 from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-from vswin_cli.outputs import OutputFile, read_completed_jsonl
+from vswin_cli.outputs import OutputFile
+from vswin_cli.resume import read_completed_jsonl
 from vswin_cli.writers import get_writer
 
 NAME = 'dir/a "b", c\td.mp4'

@@ -26,6 +26,10 @@ class Shard:
     rank: int = 0
     world_size: int = 1
 
+    def take(self, items: list) -> list:
+        """This rank's items: the same split in every run (so each rank's output resumes on its own)."""
+        return list(items)[self.rank::self.world_size]
+
 
 def current_shard() -> Shard:
     """The shard torchrun assigned (RANK, WORLD_SIZE environment variables); one shard otherwise."""

@@ -25,7 +25,8 @@ from vswin_cli.errors import ConfigError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 from vswin_cli.options import autocast
-from vswin_cli.outputs import Kept, OutputFile, read_jsonl
+from vswin_cli.outputs import OutputFile
+from vswin_cli.resume import Kept, read_jsonl
 from vswin_cli.protocol import ClipSpec
 
 
@@ -151,7 +152,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
     from vswin_cli.inference import TagOptions, Tagger
 
     shard = current_shard()
-    mine = list(range(shard.rank, len(entries), shard.world_size))
+    mine = shard.take(range(len(entries)))
     net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     options = TagOptions(window_s=math.inf, batch_size=max_views, workers=workers, device=str(device),
                          precision=precision, top_k=0)

@@ -138,12 +138,14 @@ def eval_spec_for_training(cfg: TrainConfig, num_clips: int | None = None, num_c
     """The test protocol that matches how `cfg` trained (stored in checkpoints for `vswin eval --weights`)."""
     if num_clips is None:
         num_clips = 1 if cfg.sampling == "uniform" else 4
-    return ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, num_clips, num_crops, cfg.crop_size, cfg.crop_size)
+    return ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=num_clips,
+                    num_crops=num_crops, crop_size=cfg.crop_size)
 
 
 def val_spec(cfg: TrainConfig) -> ClipSpec:
     """The official val pipeline: 1 clip, Resize(-1, 256/224 * crop), CenterCrop(crop)."""
-    return ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, 1, 1, cfg.crop_size, round(cfg.crop_size * 256 / 224))
+    return ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=1,
+                    num_crops=1, crop_size=cfg.crop_size, resize_short=round(cfg.crop_size * 256 / 224))
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -175,10 +177,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, bo
     from models import load_checkpoint
 
     report = load_checkpoint(model, cfg.init, strict=False)  # a head of another size is dropped
-    not_loaded = [k for k in report.missing_keys if not k.startswith("head.")]
-    if not_loaded:
-        raise ConfigError(f"{cfg.init}: these weights of {cfg.arch} are not in the file: {', '.join(not_loaded[:5])} ...",
-                          hint="--init needs a checkpoint of the same architecture (or its ImageNet-2D Swin)")
+    _check_only_head_missing(report.missing_keys, cfg.init,
+                             hint="--init needs a checkpoint of the same architecture (or its ImageNet-2D Swin)")
     return model, True
 
 
@@ -194,11 +194,16 @@ def _load_backbone(model: torch.nn.Module, state: dict, source: str) -> None:
     """Copy every tensor whose name and shape match; only the classification head may be left out."""
     target = model.state_dict()
     kept = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
-    missing = [k for k in target if k not in kept]
-    not_head = [k for k in missing if not k.startswith("head")]
-    if not_head:
-        raise ConfigError(f"{source}: the starting weights do not fit the network: {not_head[:5]} ...")
+    _check_only_head_missing([k for k in target if k not in kept], source,
+                             hint="--model needs a checkpoint of the architecture being trained")
     model.load_state_dict(kept, strict=False)
+
+
+def _check_only_head_missing(missing: list[str], source, hint: str) -> None:
+    """MAE's rule for a starting point: every weight but the classification head must be there."""
+    not_head = [k for k in missing if not k.startswith("head.")]
+    if not_head:
+        raise ConfigError(f"{source}: these weights are not in the file: {', '.join(not_head[:5])} ...", hint=hint)
 
 
 # --- checkpoints and metrics files ---------------------------------------------------------------------
@@ -297,7 +302,8 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     model.to(device)
     train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
 
-    spec = ClipSpec(cfg.sampling, cfg.clip_len, cfg.frame_interval, 1, 1, cfg.crop_size, cfg.crop_size)
+    spec = ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=1,
+                    num_crops=1, crop_size=cfg.crop_size)
     train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed, min_crop_area=cfg.min_crop_area)
     # One sampler for 1 or many processes: the order depends only on (seed, epoch).
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)

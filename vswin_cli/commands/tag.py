@@ -86,7 +86,7 @@ def tag(
     )
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
-    with TagProgress(len(videos[shard.rank::shard.world_size]), quiet or shard.rank != 0) as progress:
+    with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
         tagger.on_segments = progress.on_segments
         report = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result)
     if not quiet:
