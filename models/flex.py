@@ -61,13 +61,18 @@ class FlexUnavailableError(RuntimeError):
     """`torch.nn.attention.flex_attention` is missing (PyTorch < 2.5): use the SDPA path."""
 
 
-def use_flex(x: torch.Tensor) -> bool:
-    """Whether the flex path should run for a tensor: flex_attention exists and `x` is on CUDA.
+# The fused (Triton) flex kernel wants head_dim >= 16; the released models have 32.
+MIN_HEAD_DIM = 16
+
+
+def use_flex(q: torch.Tensor) -> bool:
+    """Whether the flex path should run for queries `q` (..., N, head_dim): flex_attention exists, `q`
+    is on CUDA and head_dim >= 16.
 
     On the CPU the eager flex_attention materialises the scores and is slower than the existing
-    chunked/SDPA paths, so it is only for tests there.
+    chunked/SDPA paths, so it is only for tests there; tiny test configs (head_dim < 16) keep SDPA.
     """
-    return FLEX_AVAILABLE and x.is_cuda
+    return FLEX_AVAILABLE and q.is_cuda and q.shape[-1] >= MIN_HEAD_DIM
 
 
 def _flex_fn(compiled: bool):
