@@ -7,7 +7,7 @@
 #   bash bench/fetch_wheels.sh --with-decord   # also decord2 (+27 MB)
 #   WHEEL_DIR=/tmp/w bash bench/fetch_wheels.sh
 #
-# The GPU machine has torch, torchvision, typer, rich (hence pygments), pandas (hence numpy), einops
+# The GPU machine has torch, torchvision, typer, rich, pandas (hence numpy), einops
 # and tqdm. It lacks the decoders (av, decord2) and the test tools (pytest and its dependencies,
 # hypothesis). Everything here is a binary wheel (--only-binary=:all:), resolved for the target, not
 # for this machine.
@@ -21,7 +21,9 @@ WHEEL_DIR=${WHEEL_DIR:-.whl}
 PYVER=${PYVER:-3.12}
 PLATFORM=${PLATFORM:-manylinux2014_x86_64}
 # Versions as pyproject.toml asks; numpy is pinned to the 2.x line the GPU image's pandas needs anyway.
-PACKAGES=("av>=12" "pytest>=8" "hypothesis>=6.90")
+# av at the version this machine's tests ran with (same FFmpeg build, same frames), else pyproject's range.
+AV_SPEC=${AV_SPEC:-$(python -c 'import av; print("av==" + av.__version__)' 2>/dev/null || echo "av>=12")}
+PACKAGES=("$AV_SPEC" "pytest>=8" "hypothesis>=6.90")
 if [[ "${1:-}" == "--with-decord" ]]; then
     PACKAGES+=("decord2>=3.4,<4")
 fi
@@ -32,8 +34,8 @@ python -m pip download --only-binary=:all: --python-version "$PYVER" --implement
     --platform "$PLATFORM" --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_34_x86_64 --platform any \
     --dest "$WHEEL_DIR" "${PACKAGES[@]}"
-# numpy (pandas) and pygments (rich) come with the GPU image; drop the copies pip fetched so the
-# install never replaces them and the carried folder stays small.
-rm -f "$WHEEL_DIR"/numpy-*.whl "$WHEEL_DIR"/pygments-*.whl
+# numpy comes with the GPU image (pandas, torch); drop the copy pip fetched for decord2 (16 MB) so the
+# carried folder stays small. pygments stays (1 MB): pytest needs it and rich may not bring it along.
+rm -f "$WHEEL_DIR"/numpy-*.whl
 echo "wheels in $WHEEL_DIR ($(du -sh "$WHEEL_DIR" | cut -f1)):"
 ls -1 "$WHEEL_DIR"

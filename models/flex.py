@@ -81,6 +81,8 @@ def _flex_fn(compiled: bool):
     if not compiled:
         return _flex_attention
     if _compiled_flex is None:
+        import torch._dynamo
+
         # Each stage (heads, windows, N) and shifted/unshifted block is its own specialisation;
         # swin-b at two input sizes needs ~16, above dynamo's default limit of 8 recompiles.
         for name in ("recompile_limit", "cache_size_limit"):
