@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--crop-size", type=int, default=224, help="short-side resize and crop (default 224)")
     parser.add_argument("--make-only", action="store_true", help="only generate (cache) the videos, then exit")
     args = parser.parse_args()
-    args.workers = os.cpu_count() or 1 if args.workers == "all" else int(args.workers)
+    args.workers = (os.cpu_count() or 1) if args.workers == "all" else int(args.workers)
 
     height, width = (int(v) for v in args.size.split("x"))
     folder = Path(args.folder or Path(tempfile.gettempdir()) /

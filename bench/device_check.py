@@ -57,15 +57,16 @@ def full_steps(out: Path, videos: Path) -> list[dict]:
     ]
     sizes = {"360p": "360x640", "720p": "720x1280"}
     common = ["--videos", "12", "--seconds", "6", "--fps", "30"]
+    folder = {name: str(videos / f"{name}-12x6s-30fps") for name in sizes}  # the cache key: the parameters
     steps.append({"name": "videos", "timeout": 45, "json": None, "argv": [
         "bash", "-c", " && ".join(
-            shlex.join([PY, "bench/bench_tag.py", "--make-only", "--size", size, "--folder", str(videos / name), *common])
+            shlex.join([PY, "bench/bench_tag.py", "--make-only", "--size", size, "--folder", folder[name], *common])
             for name, size in sizes.items())]})
     for name, size in sizes.items():
         for views in ("paper", "fast"):
             steps.append({"name": f"tag-{name}-{views}", "timeout": 40, "json": f"tag_{name}_{views}.json", "argv": [
                 PY, "bench/bench_tag.py", "--arch", "swin-b", "--views", views, "--size", size, "--device", "cuda",
-                "--workers", "all", "--batch-size", "16", "--repeats", "1", "--folder", str(videos / name), *common,
+                "--workers", "all", "--batch-size", "16", "--repeats", "1", "--folder", folder[name], *common,
                 "--json", str(out / f"tag_{name}_{views}.json")]})
     # The whole grid last: it takes what time is left (the table keeps every finished configuration).
     steps.append(model("model", 120, "--archs", "swin-b,swin-t,swin-s,swin-b-16", "--dtypes", "bf16,fp32",
@@ -108,6 +109,12 @@ def environment() -> dict:
     )
     env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
            "cpus": os.cpu_count(), "machine": platform.machine()}
+    try:  # driver, clocks and power limit: what the figures depend on beyond the device name
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        env["nvidia_smi"] = smi.stdout.strip() if smi.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        env["nvidia_smi"] = None
     try:
         done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
         env.update(json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr[-2000:]})
@@ -164,7 +171,8 @@ def summary_markdown(report: dict) -> str:
              f"{env.get('date')}; {env.get('device_name') or 'no CUDA device'}"
              f" ({env.get('device_memory_gib') or '-'} GiB), torch {env.get('torch')} (CUDA {env.get('cuda')}),"
              f" Python {env.get('python')}, {env.get('cpus')} CPUs; flex_attention {env.get('flex_attention')},"
-             f" torchvision {env.get('torchvision')}, av {env.get('av')}, decord {env.get('decord')}", "",
+             f" torchvision {env.get('torchvision')}, av {env.get('av')}, decord {env.get('decord')}"
+             + (f"; nvidia-smi: {env['nvidia_smi']}" if env.get("nvidia_smi") else ""), "",
              "| step | status | seconds | limit |", "|---|---|---|---|"]
     for step in report["steps"]:
         lines.append(f"| {step['name']} | {step['status']} | {step.get('seconds')} | {step['limit_s']} |")
