@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import device_check  # noqa: E402
 
 
+@pytest.mark.slow  # about 25 s of CPU in six Python processes (each imports torch)
 def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "VSWIN_BENCH_VIDEOS": str(tmp_path / "videos")}
