@@ -3,12 +3,25 @@
 #
 #   bash bench/device_check.sh            # GPU machine: results in $OUT (summary.md, results.json, logs)
 #   bash bench/device_check.sh --dry      # or DRY=1: the same steps on the CPU, tiny model, seconds
+#   bash bench/device_check.sh --stage    # before sending the checkout to a machine without ../shared:
+#                                         # copy the golden data the CUDA tests read (9.5 MB) into ./shared
 #
 # On a machine without internet, first carry the wheels fetched by bench/fetch_wheels.sh in .whl/
 # (an ignored folder in the repository root): what is missing is installed from there, nothing else.
 # Runs from the repository root; no install of vswin itself (PYTHONPATH points at this checkout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--stage" ]]; then
+    # The device tool copies untracked files, so ./shared travels with the checkout; tests/test_cuda.py
+    # reads it where ../shared is absent. Remove it afterwards (never commit it).
+    src=${SHARED_SRC:-../shared}
+    [[ -d "$src/fixtures/official" ]] || { echo "no $src/fixtures/official beside the checkout" >&2; exit 1; }
+    mkdir -p shared/fixtures shared/videos
+    cp -r "$src/fixtures/official" shared/fixtures/
+    for video in bikes.mp4 chaplin.mp4 portrait_180x320.mp4 frames_64.mp4; do cp "$src/videos/$video" shared/videos/; done
+    echo "staged $(du -sh shared | cut -f1) in ./shared (untracked: remove it with 'rm -rf shared' afterwards)"
+    exit 0
+fi
 DRY_FLAG=()
 if [[ "${1:-}" == "--dry" || "${DRY:-0}" == "1" ]]; then DRY_FLAG=(--dry); fi
 OUT=${OUT:-$PWD/device-check-out}
