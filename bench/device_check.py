@@ -10,11 +10,12 @@ so a machine lost half-way still leaves what was measured.
 
 Steps, in order (each under `timeout`, and all of them under one overall budget, default 450 s):
   tests           pytest -m cuda tests/test_cuda.py (golden fixtures fp32/bf16, flex, device resize, vswin tag)
-  model-goal      bench_model.py: swin-b, bf16, batch 16: ours (SDPA) vs torchvision vs flex
-  model-compiled  bench_model.py: the same, ours vs ours through torch.compile
+  model-goal      bench_model.py: swin-b, bf16, batch 16: ours (SDPA) vs torchvision's eager swin3d
   videos          12 generated H.264 videos of 6 s at 360p and at 720p (cached for the tag steps)
   tag-*           bench_tag.py: swin-b, --views paper and fast, 360p and 720p, all cores as decode workers
-  model           bench_model.py: swin-t/s/b/b-16, batch 1 and 16, fp32 and bf16, ours vs torchvision
+  model-flex      bench_model.py: swin-b, bf16, batch 16: ours vs ours with FlexAttention (compiled kernel)
+  model-compiled  bench_model.py: the same, ours vs ours through torch.compile
+  model           bench_model.py: swin-b/t/s/b-16, batch 16 and 1, bf16 and fp32, ours vs torchvision
 """
 
 from __future__ import annotations
@@ -48,12 +49,9 @@ def full_steps(out: Path, videos: Path) -> list[dict]:
         {"name": "tests", "timeout": 110, "json": None,
          "argv": [PY, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rA", "-p", "no:cacheprovider",
                   f"--junitxml={out / 'tests.xml'}"]},
-        # The issue's goal configuration (swin-b, bf16, batch 16) first; compile in its own step so a
-        # slow compile cannot take the eager figures with it.
-        model("model-goal", 70, "--archs", "swin-b", "--dtypes", "bf16", "--batch-sizes", "16",
-              "--impls", "ours,torchvision,flex", "--repeats", "10", "--warmup", "3"),
-        model("model-compiled", 90, "--archs", "swin-b", "--dtypes", "bf16", "--batch-sizes", "16",
-              "--impls", "ours,compiled", "--repeats", "10", "--warmup", "2"),
+        # The issue's goal configuration (swin-b, bf16, batch 16), eager: seconds.
+        model("model-goal", 45, "--archs", "swin-b", "--dtypes", "bf16", "--batch-sizes", "16",
+              "--impls", "ours,torchvision", "--repeats", "10", "--warmup", "3"),
     ]
     sizes = {"360p": "360x640", "720p": "720x1280"}
     common = ["--videos", "12", "--seconds", "6", "--fps", "30"]
@@ -68,7 +66,16 @@ def full_steps(out: Path, videos: Path) -> list[dict]:
                 PY, "bench/bench_tag.py", "--arch", "swin-b", "--views", views, "--size", size, "--device", "cuda",
                 "--workers", "all", "--batch-size", "16", "--repeats", "1", "--folder", folder[name], *common,
                 "--json", str(out / f"tag_{name}_{views}.json")]})
-    # The whole grid last: it takes what time is left (the table keeps every finished configuration).
+    # Compiling steps after the eager ones, each alone (with ours again for a same-run ratio): flex
+    # compiles one kernel per stage and shift (8 for swin-b), torch.compile the whole network; a slow
+    # compile then costs only its own figures.
+    steps += [
+        model("model-flex", 120, "--archs", "swin-b", "--dtypes", "bf16", "--batch-sizes", "16",
+              "--impls", "ours,flex", "--repeats", "10", "--warmup", "2"),
+        model("model-compiled", 90, "--archs", "swin-b", "--dtypes", "bf16", "--batch-sizes", "16",
+              "--impls", "ours,compiled", "--repeats", "10", "--warmup", "2"),
+    ]
+    # The whole grid last: it takes what time is left (its JSON keeps every finished configuration).
     steps.append(model("model", 120, "--archs", "swin-b,swin-t,swin-s,swin-b-16", "--dtypes", "bf16,fp32",
                        "--batch-sizes", "16,1", "--impls", "ours,torchvision", "--repeats", "3", "--warmup", "1"))
     return steps
