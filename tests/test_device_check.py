@@ -96,3 +96,26 @@ def test_junit_parsing(tmp_path):
 @pytest.mark.parametrize("script", ["device_check.sh", "fetch_wheels.sh"])
 def test_shell_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(REPO / "bench" / script)]).returncode == 0
+
+
+def test_stage_copies_the_golden_data_the_cuda_tests_read(tmp_path):
+    from tests.conftest import shared_path
+
+    source = shared_path()
+    (tmp_path / "repo" / "bench").mkdir(parents=True)
+    script = tmp_path / "repo" / "bench" / "device_check.sh"
+    script.write_text((REPO / "bench" / "device_check.sh").read_text())
+    done = subprocess.run(["bash", str(script), "--stage"], capture_output=True, text=True,
+                          env={**os.environ, "SHARED_SRC": str(source)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    staged = tmp_path / "repo" / "shared"
+    for case in ("a_standard", "b_clipped_odd"):
+        for name in ("config.json", "checkpoint.pth", "input.pt", "logits.pt"):
+            assert (staged / "fixtures" / "official" / case / name).is_file()
+    import tests.test_cuda as cuda_tests
+
+    wanted = set(cuda_tests.VIDEOS) | {"bikes.mp4", "portrait_180x320.mp4"}  # the tag and resize tests' videos
+    assert {p.name for p in (staged / "videos").iterdir()} == wanted
+    missing = subprocess.run(["bash", str(script), "--stage"], capture_output=True, text=True,
+                             env={**os.environ, "SHARED_SRC": str(tmp_path / "nowhere")}, timeout=60)
+    assert missing.returncode == 1 and "no " in missing.stderr
