@@ -28,7 +28,7 @@ OUT=${OUT:-$PWD/device-check-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 
 # Install what is missing from the carried wheels (never from the network), time-boxed: every wheel
 # in .whl/ into a private folder put first on PYTHONPATH (--no-deps: the folder holds the whole set;
