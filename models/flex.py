@@ -211,7 +211,7 @@ def window_attention_forward(module, x: torch.Tensor, shift_mask: torch.Tensor |
         module: a `models.swin3d.WindowAttention3D`.
         x: (B * nW, N, C) windows of N tokens.
         shift_mask: (nW, N, N) dense shift mask of a shifted block, or None; only used to derive the
-            region labels when `regions` is not given (pass `regions` to skip that read).
+            region labels when `regions` is not given (once per mask object, kept on the module).
         regions: (nW, N) region labels (`shift_regions`), or None.
 
     Returns:
@@ -220,7 +220,12 @@ def window_attention_forward(module, x: torch.Tensor, shift_mask: torch.Tensor |
     rows, n, c = x.shape
     heads = module.num_heads
     if regions is None and shift_mask is not None:
-        regions = regions_from_shift_mask(shift_mask)
+        # Derived once per plan mask: the plan's tensor is cached per input size, so identity is the key
+        # (the module holds a reference, so the object cannot be recycled under the same id).
+        cached = getattr(module, "_flex_regions", None)
+        if cached is None or cached[0] is not shift_mask:
+            cached = module._flex_regions = (shift_mask, regions_from_shift_mask(shift_mask))
+        regions = cached[1]
     qkv = F.linear(x, module.qkv.weight, module.qkv.bias).view(rows, n, 3, heads, c // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, heads, N, head_dim)
     out = flex_window_attention(q, k, v, module.relative_position_bias_table, module.relative_position_index,

@@ -164,3 +164,21 @@ def test_golden_logits_through_flex():
     golden = torch.load(folder / "logits.pt", weights_only=True)
     logits, _ = run_with_flex(model, x)
     assert ((logits.double() - golden).abs().max() / golden.abs().max()).item() <= 1e-4
+
+
+def test_regions_are_derived_once_per_plan_mask():
+    torch.manual_seed(0)
+    model = VideoSwin(**TINY).eval()
+    stage = model.layers[0]
+    attn = stage.blocks[1].attn
+    plan = stage.window_plan((4, 9, 9), torch.float32, torch.device("cpu"))
+    tokens = torch.randn(2 * plan.shift_mask.shape[0], 18, 8)
+    with torch.no_grad():
+        first = window_attention_forward(attn, tokens, plan.shift_mask)
+        derived = attn._flex_regions[1]
+        again = window_attention_forward(attn, tokens, plan.shift_mask)
+        assert attn._flex_regions[1] is derived  # same mask object: not derived again
+        other = plan.shift_mask.clone()
+        window_attention_forward(attn, tokens, other)
+        assert attn._flex_regions[0] is other and torch.equal(attn._flex_regions[1], derived)
+    assert torch.equal(first, again)
