@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from vswin_cli.decode import decord_version, open_video  # noqa: E402
 from vswin_cli.errors import VideoDecodeError  # noqa: E402
 from vswin_cli.transforms import make_views  # noqa: E402
-from vswin_cli.video import clip_indices, views_from_reader  # noqa: E402
+from vswin_cli.sampling import clip_indices  # noqa: E402
+from vswin_cli.video import views_from_reader  # noqa: E402
 
 
 def make_video(path: Path, width: int, height: int, seconds: int = 10, fps: int = 30) -> Path:

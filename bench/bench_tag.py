@@ -36,9 +36,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import SegmentViews, TagOptions, Tagger, _VideoStream, normalize_views  # noqa: E402
-from vswin_cli.transforms import MEAN_RGB, STD_RGB  # noqa: E402
-from vswin_cli.video import ClipSpec  # noqa: E402
+from vswin_cli.inference import SegmentViews, TagOptions, Tagger, _VideoStream  # noqa: E402
+from vswin_cli.transforms import normalize_views  # noqa: E402
+from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=400)
@@ -95,7 +95,7 @@ def decode_only(videos, spec: ClipSpec, options: TagOptions, keep: int = 4) -> d
         seconds, views and clip frames delivered, and the first `keep` items (for `transfer_only`).
     """
     loader = torch.utils.data.DataLoader(
-        _VideoStream(videos, spec, options), batch_size=None, num_workers=options.workers,
+        _VideoStream(videos, range(len(videos)), spec, options, {}), batch_size=None, num_workers=options.workers,
         pin_memory=options.device.startswith("cuda"), prefetch_factor=4 if options.workers else None)
     views = frames = 0
     kept = []
@@ -147,8 +147,6 @@ def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> fl
     """Seconds to run `num_views` views (uint8 in device memory, normalised per batch) through the model."""
     device = torch.device(options.device)
     model = model.to(device)
-    mean = torch.tensor(MEAN_RGB, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD_RGB, device=device).view(1, 3, 1, 1, 1)
     size = spec.crop_size
     frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.precision)
@@ -157,7 +155,7 @@ def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> fl
     while done < num_views:
         batch = frames[: min(options.batch_size, num_views - done)]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            model(normalize_views(batch, mean, std))
+            model(normalize_views(batch))
         done += len(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vswin_cli.aggregate import LabelScore, SegmentResult, average_views, merge_segments, summarize_video, top_k
+from vswin_cli.aggregate import LabelScore, RunningMean, SegmentResult, average_views, merge_segments, top_k
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -39,7 +39,10 @@ def test_top_k_order_and_threshold():
 
 def test_summary_weights_segments_by_frames():
     probs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    torch.testing.assert_close(summarize_video(probs, [3, 1]), torch.tensor([0.75, 0.25]))
+    mean = RunningMean()
+    for row, frames in zip(probs, [3, 1]):
+        mean.add(row, frames)
+    torch.testing.assert_close(mean.mean(), torch.tensor([0.75, 0.25]))
 
 
 def _seg(i, label_index, score):

@@ -26,9 +26,9 @@ from models import VideoSwin, flex, load_checkpoint, swin3d
 from models.convert import to_mmaction
 from tests.conftest import REPO, shared_path
 from vswin_cli.decode import open_video
-from vswin_cli.inference import SegmentViews, Tagger, crop_views
-from vswin_cli.transforms import resize_short_side
-from vswin_cli.video import ClipSpec
+from vswin_cli.inference import SegmentViews, Tagger
+from vswin_cli.protocol import ClipSpec
+from vswin_cli.transforms import crop_views, resize_short_side
 
 HAS_CUDA = torch.cuda.is_available()
 CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")])
@@ -138,8 +138,8 @@ def views_both_ways(frames: torch.Tensor, spec: ClipSpec, device: str) -> tuple[
     """
     clips, clip_len = frames.shape[:2]
     # What the decode workers do when the resize stays on the CPU (`segment_views`).
-    resized = resize_short_side(frames.flatten(0, 1), spec.crop_size)
-    on_cpu = crop_views(resized.view(clips, clip_len, *resized.shape[1:]), spec)
+    resized = resize_short_side(frames.flatten(0, 1), spec.resize_short)
+    on_cpu = crop_views(resized.view(clips, clip_len, *resized.shape[1:]), spec.crop_size, spec.num_crops)
     item = SegmentViews(0, None, frames, torch.ones(clips), cropped=False)
     tagger = SimpleNamespace(device=torch.device(device), spec=spec)  # all `_views_on_device` reads
     on_device = Tagger._views_on_device(tagger, item)

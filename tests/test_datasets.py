@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from vswin_cli.datasets import ClipSpec, eval_views, parse_list
+from vswin_cli.datasets import parse_list
+from vswin_cli.protocol import ClipSpec
+from vswin_cli.transforms import make_views
 from vswin_cli.errors import ConfigError
 from vswin_cli.train_augment import (
     is_direction_sensitive,
@@ -12,7 +14,7 @@ from vswin_cli.train_augment import (
     train_clip,
     uniform_train_indices,
 )
-from vswin_cli.video import clip_indices
+from vswin_cli.sampling import clip_indices
 
 
 @pytest.fixture
@@ -89,14 +91,14 @@ def test_eval_indices_follow_the_spec_examples():
     assert clip_indices(20, ClipSpec(sampling="uniform", num_clips=1))[0, :6].tolist() == [0, 1, 1, 2, 2, 3]
 
 
-def test_eval_views_three_crops_are_crop_major_and_at_the_spec_offsets():
+def test_make_views_three_crops_are_crop_major_and_at_the_spec_offsets():
     # 2 clips x 2 frames of a 4 x 6 frame whose pixel value encodes (frame, x); crop 4 (no resize).
     spec = ClipSpec(clip_len=2, frame_interval=1, num_clips=2, num_crops=3, crop_size=4, resize_short=4)
     frames = np.zeros((4, 4, 6, 3), dtype=np.uint8)
     for t in range(4):
         for x in range(6):
             frames[t, :, x] = 10 * t + x
-    views = eval_views(frames, spec)
+    views = make_views(frames, spec.num_clips, spec.clip_len, spec.num_crops, short_side=4, crop=4)
     assert views.shape == (6, 3, 2, 4, 4)
     raw = views[:, 0] * 58.395 + 123.675  # undo Normalize on channel R
     # view = crop * num_clips + clip; crops at x = 0, 2*step, step with step = 1

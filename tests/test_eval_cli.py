@@ -28,7 +28,7 @@ def test_bad_views_are_a_usage_error(tmp_path):
 def test_resume_without_predictions_is_refused_with_a_hint(tmp_path):
     (tmp_path / "l.txt").write_text("a.mp4 0\n")
     result = run("eval", "--dataset", str(tmp_path / "l.txt"), "--model", "swin-t-k400", "--resume")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert "Error: --resume needs --predictions" in result.output
 
 

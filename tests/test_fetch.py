@@ -26,7 +26,9 @@ from typer.testing import CliRunner
 from models import convert
 from models.config import Swin3DConfig
 from models.swin3d import VideoSwin
-from vswin_cli import download, pretrained
+from vswin_cli import download
+from vswin_cli import cache, resolve
+from vswin_cli import zoo as zoo_table
 from vswin_cli.app import app
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError
 
@@ -47,13 +49,13 @@ def official_checkpoint_bytes(seed: int = 0, **config) -> bytes:
 @dataclasses.dataclass
 class Zoo:
     server: FileServer
-    entry: pretrained.PretrainedEntry
+    entry: zoo_table.PretrainedEntry
     body: bytes
     labels: bytes
 
     @property
     def cached(self) -> Path:
-        return pretrained.checkpoint_path(self.entry)
+        return cache.checkpoint_path(self.entry)
 
     def gets(self) -> list:
         return self.server.gets("/releases/" + FILE)
@@ -70,11 +72,11 @@ def zoo(monkeypatch):
         server.add("/releases/" + FILE, body)
         server.add("/labels/label_map_k400.txt", labels)
         entry = dataclasses.replace(
-            pretrained.PRETRAINED["swin-t-k400"], name=NAME, url=server.url("/releases/" + FILE), overrides=dict(TINY)
+            zoo_table.PRETRAINED["swin-t-k400"], name=NAME, url=server.url("/releases/" + FILE), overrides=dict(TINY)
         )
-        monkeypatch.setitem(pretrained.PRETRAINED, NAME, entry)
-        k400 = dataclasses.replace(pretrained.LABEL_MAPS["kinetics400"], url=server.url("/labels/label_map_k400.txt"))
-        monkeypatch.setitem(pretrained.LABEL_MAPS, "kinetics400", k400)
+        monkeypatch.setitem(zoo_table.PRETRAINED, NAME, entry)
+        k400 = dataclasses.replace(zoo_table.LABEL_MAPS["kinetics400"], url=server.url("/labels/label_map_k400.txt"))
+        monkeypatch.setitem(zoo_table.LABEL_MAPS, "kinetics400", k400)
         yield Zoo(server, entry, body, labels)
 
 
@@ -83,24 +85,24 @@ def no_leftovers(zoo: Zoo) -> bool:
 
 
 def test_fresh_download_is_complete_recorded_and_then_served_from_the_cache(zoo):
-    path = pretrained.fetch(NAME, progress=False)
+    path = cache.fetch(NAME, progress=False)
     assert path == zoo.cached and path.read_bytes() == zoo.body
-    labels_file = pretrained.labels_path(pretrained.LABEL_MAPS["kinetics400"])
+    labels_file = cache.labels_path(zoo_table.LABEL_MAPS["kinetics400"])
     assert labels_file.read_bytes() == zoo.labels
-    record = pretrained.read_manifest()["checkpoints/" + FILE]
+    record = cache.read_manifest()["checkpoints/" + FILE]
     assert record["sha256"] == hashlib.sha256(zoo.body).hexdigest()
     assert record["size"] == len(zoo.body) and record["url"] == zoo.entry.url and record["verified_at"]
     assert no_leftovers(zoo)
 
-    assert pretrained.fetch([NAME], progress=False) == [path]  # second use: verified from the cache
+    assert cache.fetch([NAME], progress=False) == [path]  # second use: verified from the cache
     assert len(zoo.gets()) == 1
-    assert pretrained.entry_status(zoo.entry) == "verified"
+    assert cache.entry_status(zoo.entry) == "verified"
 
 
 def test_dropped_connection_is_resumed_with_a_range_request(zoo):
     half = len(zoo.body) // 2
     zoo.server.add("/releases/" + FILE, zoo.body, drop_after=half)
-    path = pretrained.fetch(NAME, progress=False)
+    path = cache.fetch(NAME, progress=False)
     assert path.read_bytes() == zoo.body
     first, second = zoo.gets()
     assert first.range is None and second.range == f"bytes={half}-" and second.status == 206
@@ -110,7 +112,7 @@ def test_dropped_connection_is_resumed_with_a_range_request(zoo):
 def test_connection_reset_is_retried_and_resumed(zoo):
     half = len(zoo.body) // 2
     zoo.server.add("/releases/" + FILE, zoo.body, drop_after=half, reset=True)
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     first, second = zoo.gets()
     # resumed from what arrived before the reset (a reset may discard bytes still in flight: <= half)
     assert second.status == 206 and 0 < int(second.range.removeprefix("bytes=").rstrip("-")) <= half
@@ -158,9 +160,9 @@ def test_interrupted_run_is_resumed_by_the_next_run(zoo, monkeypatch):
     zoo.server.add("/releases/" + FILE, zoo.body, drop_after=20_000)
     with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
         interrupt_after_first_cut(m)
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert not zoo.cached.exists()
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     first, second = zoo.gets()
     assert (second.range, second.status) == ("bytes=20000-", 206) and second.if_range is not None
 
@@ -182,63 +184,63 @@ def test_partial_file_longer_than_the_file_is_discarded(zoo):
 
 def test_server_that_ignores_range_restarts_from_zero(zoo):
     zoo.server.add("/releases/" + FILE, zoo.body, drop_after=500, honour_range=False)
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     assert [r.status for r in zoo.gets()] == [200, 200]
 
 
 def test_transient_503_is_retried(zoo):
     zoo.server.add("/releases/" + FILE, zoo.body, fail_times=2)
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     assert [r.status for r in zoo.gets()] == [503, 503, 200]
 
 
 def test_checksum_mismatch_rejects_the_file_and_leaves_nothing_at_the_final_path(zoo, monkeypatch):
     wrong = dataclasses.replace(zoo.entry, sha256="0" * 64)
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, wrong)
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, wrong)
     with pytest.raises(ChecksumError, match="does not match the expected 0000"):
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert not zoo.cached.exists() and no_leftovers(zoo)
-    assert "checkpoints/" + FILE not in pretrained.read_manifest()
+    assert "checkpoints/" + FILE not in cache.read_manifest()
 
 
 def test_pinned_sha256_and_size_are_the_authority(zoo, monkeypatch):
     pinned = dataclasses.replace(zoo.entry, sha256=hashlib.sha256(zoo.body).hexdigest(), size=len(zoo.body))
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, pinned)
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, pinned)
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     zoo.cached.write_bytes(zoo.body[:-1] + b"!")
-    pretrained.fetch(NAME, progress=False)  # the changed file no longer matches the pin: fetched again
+    cache.fetch(NAME, progress=False)  # the changed file no longer matches the pin: fetched again
     assert zoo.cached.read_bytes() == zoo.body and len(zoo.gets()) == 2
 
 
 def test_file_replaced_upstream_is_refused_against_the_record_with_a_way_out(zoo):
-    pretrained.fetch(NAME, progress=False)
+    cache.fetch(NAME, progress=False)
     zoo.cached.unlink()
     zoo.server.add("/releases/" + FILE, official_checkpoint_bytes(seed=1))  # same layout, other weights
     with pytest.raises(ChecksumError, match="recorded when this file was first verified") as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert "manifest.json" in err.value.hint and not zoo.cached.exists()
 
 
 def test_pinned_size_mismatch_is_rejected(zoo, monkeypatch):
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, size=len(zoo.body) + 1))
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, dataclasses.replace(zoo.entry, size=len(zoo.body) + 1))
     with pytest.raises(ChecksumError, match=f"downloaded {len(zoo.body)} bytes, expected {len(zoo.body) + 1}"):
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert not zoo.cached.exists()
 
 
 def test_404_is_a_clear_download_error(zoo, monkeypatch):
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url=zoo.server.url("/nope.pth")))
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url=zoo.server.url("/nope.pth")))
     with pytest.raises(DownloadError, match="nope.pth: HTTP 404") as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert "mirror" in err.value.hint
-    assert not pretrained.checkpoint_path(pretrained.PRETRAINED[NAME]).exists()
+    assert not cache.checkpoint_path(zoo_table.PRETRAINED[NAME]).exists()
 
 
 def test_refused_connection_is_a_clear_download_error_without_retries(zoo, monkeypatch):
     dead = "http://127.0.0.1:9/" + FILE  # port 9 (discard) is not listening here
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url=dead))
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url=dead))
     with pytest.raises(DownloadError, match="connection refused"):
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
 
 
 def test_stalled_server_times_out_with_a_clear_error(zoo, monkeypatch):
@@ -246,7 +248,7 @@ def test_stalled_server_times_out_with_a_clear_error(zoo, monkeypatch):
     zoo.server.add("/releases/" + FILE, zoo.body, stall_s=10, stall_times=100)
     start = time.monotonic()
     with pytest.raises(DownloadError, match="timed out") as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert time.monotonic() - start < 5
     assert "gave up after 5 attempts" in str(err.value) and not zoo.cached.exists()
 
@@ -267,7 +269,7 @@ def test_full_disk_is_reported_before_and_during_the_download(zoo, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(download.shutil, "disk_usage", lambda path: _Usage(free=10))
         with pytest.raises(DownloadError, match="not enough free space"):
-            pretrained.fetch(NAME, progress=False)
+            cache.fetch(NAME, progress=False)
     assert not zoo.cached.exists()
     with open("/dev/full", "wb", buffering=0) as full, pytest.raises(DownloadError, match="no space left"):
         download._write_all(full, b"x" * 10)
@@ -316,43 +318,43 @@ def test_two_threads_fetching_one_entry_give_one_good_file(zoo):
 
     zoo.server.routes["/releases/" + FILE].throttle_s = 0.3
     with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda _: pretrained.fetch(NAME, progress=False), range(2)))
+        paths = list(pool.map(lambda _: cache.fetch(NAME, progress=False), range(2)))
     assert paths[0] == paths[1] and paths[0].read_bytes() == zoo.body
     assert len(zoo.gets()) == 1 and no_leftovers(zoo)
 
 
 def test_mirror_variable_serves_the_same_file_names(zoo, monkeypatch):
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url="https://example.invalid/x/" + FILE))
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url="https://example.invalid/x/" + FILE))
     zoo.server.add("/mirror/" + FILE, zoo.body)
     zoo.server.add("/mirror/label_map_k400.txt", zoo.labels)
     monkeypatch.setenv("VSWIN_MIRROR", zoo.server.url("/mirror/"))
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body
     assert len(zoo.server.gets("/mirror/" + FILE)) == 1 and len(zoo.server.gets("/mirror/label_map_k400.txt")) == 1
-    assert pretrained.read_manifest()["checkpoints/" + FILE]["url"] == zoo.server.url("/mirror/" + FILE)
+    assert cache.read_manifest()["checkpoints/" + FILE]["url"] == zoo.server.url("/mirror/" + FILE)
 
 
 def test_mirror_option_of_the_cli(zoo, monkeypatch):
-    monkeypatch.setitem(pretrained.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url="https://example.invalid/x/" + FILE))
+    monkeypatch.setitem(zoo_table.PRETRAINED, NAME, dataclasses.replace(zoo.entry, url="https://example.invalid/x/" + FILE))
     zoo.server.add_dir(shared_path("labels"), prefix="/m")
     zoo.server.add("/m/" + FILE, zoo.body)
     result = CliRunner().invoke(app, ["fetch", NAME, "--mirror", zoo.server.url("/m"), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(pretrained.checkpoint_path(pretrained.PRETRAINED[NAME]))
+    assert result.stdout.strip() == str(cache.checkpoint_path(zoo_table.PRETRAINED[NAME]))
 
 
 def test_offline_mode_names_the_missing_file_and_how_to_get_it(zoo, monkeypatch):
     monkeypatch.setenv("VSWIN_OFFLINE", "1")
     with pytest.raises(OfflineError) as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert f"{FILE} and label_map_k400.txt are not in the cache" in str(err.value)
-    k400 = pretrained.LABEL_MAPS["kinetics400"]
+    k400 = zoo_table.LABEL_MAPS["kinetics400"]
     assert zoo.entry.url in err.value.hint and k400.url in err.value.hint
     assert f"vswin fetch {NAME} --from FOLDER" in err.value.hint
     assert zoo.server.requests == []  # never touched the network
 
-    pretrained.import_file(NAME, shared_path("labels", "label_map_k400.txt"))  # now only the checkpoint is missing
+    cache.import_file(NAME, shared_path("labels", "label_map_k400.txt"))  # now only the checkpoint is missing
     with pytest.raises(OfflineError, match=f"{FILE} is not in the cache") as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert f"vswin fetch {NAME} --from {FILE}" in err.value.hint and k400.url not in err.value.hint
 
     result = CliRunner().invoke(app, ["fetch", NAME, "--offline"])
@@ -368,20 +370,20 @@ def test_from_file_imports_without_network_and_then_works_offline(zoo, tmp_path,
     result = CliRunner().invoke(app, ["fetch", NAME, "--from", str(ckpt)])
     assert result.exit_code == 0, result.output
     assert zoo.cached.read_bytes() == zoo.body and zoo.server.requests == []
-    assert pretrained.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()
+    assert cache.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()
 
     result = CliRunner().invoke(app, ["fetch", NAME, "--from", str(ckpt.parent)])  # a folder: checkpoint + labels
     assert result.exit_code == 0, result.output
     assert len(result.stdout.split()) == 2  # the checkpoint and the label map
     monkeypatch.setenv("VSWIN_OFFLINE", "1")
-    resolved = pretrained.resolve_model(model=NAME, progress=False)
+    resolved = resolve.resolve_model(model=NAME, progress=False)
     assert resolved.labels[0] == "abseiling" and len(resolved.labels) == 400 and zoo.server.requests == []
 
 
 def test_corrupt_download_is_rejected_with_the_reason(zoo):
     zoo.server.add("/releases/" + FILE, zoo.body[: len(zoo.body) // 3])  # a truncated zip, served as complete
     with pytest.raises(ChecksumError, match=f"{FILE}: not a {NAME} checkpoint") as err:
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert "the download was deleted" in str(err.value)
     assert not zoo.cached.exists() and no_leftovers(zoo)
 
@@ -389,7 +391,7 @@ def test_corrupt_download_is_rejected_with_the_reason(zoo):
 def test_wrong_architecture_download_is_rejected_naming_the_mismatch(zoo):
     zoo.server.add("/releases/" + FILE, official_checkpoint_bytes(embed_dim=16))
     with pytest.raises(ChecksumError, match=r"not a tiny-k400 checkpoint .*patch_embed\.proj\.weight.*\(16, 3, 2, 4, 4\)"):
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     assert not zoo.cached.exists()
 
 
@@ -403,7 +405,7 @@ def test_wrong_file_given_with_from_is_rejected_by_the_cli(zoo, tmp_path):
 
 
 def test_a_damaged_cached_file_is_detected_redownloaded_online_and_refused_offline(zoo, monkeypatch):
-    path = pretrained.fetch(NAME, progress=False)
+    path = cache.fetch(NAME, progress=False)
     path.write_bytes(b"x" + zoo.body[1:])  # same size, one byte changed
 
     result = CliRunner().invoke(app, ["fetch", "--verify"])
@@ -411,24 +413,24 @@ def test_a_damaged_cached_file_is_detected_redownloaded_online_and_refused_offli
 
     monkeypatch.setenv("VSWIN_OFFLINE", "1")
     with pytest.raises(ChecksumError, match="differs from the recorded"):
-        pretrained.fetch(NAME, progress=False)
+        cache.fetch(NAME, progress=False)
     monkeypatch.delenv("VSWIN_OFFLINE")
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body  # downloaded again
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body  # downloaded again
     assert len(zoo.gets()) == 2
     result = CliRunner().invoke(app, ["fetch", "--verify"])
     assert result.exit_code == 0 and result.stdout.count("ok") == 2, result.output
 
 
 def test_resolved_zoo_model_computes_what_the_source_model_computes(zoo):
-    resolved = pretrained.resolve_model(model=NAME, progress=False)
+    resolved = resolve.resolve_model(model=NAME, progress=False)
     torch.manual_seed(0)
     source = VideoSwin.from_config(Swin3DConfig(**TINY)).eval()
     x = torch.randn(1, 3, 4, 32, 32)
     torch.testing.assert_close(resolved.model(x), source(x), rtol=0, atol=0)
     assert not resolved.model.training and resolved.name == NAME
-    assert resolved.protocol == pretrained.KINETICS_TEST and resolved.labels[-1] == "zumba"
+    assert resolved.protocol == zoo_table.KINETICS_TEST and resolved.labels[-1] == "zumba"
 
-    fresh = pretrained.resolve_model(model=NAME, labels=_write(zoo, ["a", "b", "c"]), drop_head=True, progress=False)
+    fresh = resolve.resolve_model(model=NAME, labels=_write(zoo, ["a", "b", "c"]), drop_head=True, progress=False)
     assert fresh.model.config.num_classes == 3 and fresh.labels == ["a", "b", "c"]
     torch.testing.assert_close(fresh.model.forward_features(x), source.forward_features(x), rtol=0, atol=0)
 
@@ -444,7 +446,7 @@ def test_models_json_reports_the_cache_state(zoo):
     runner = CliRunner()
     before = {e["name"]: e for e in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert before[NAME]["status"] == "missing" and before[NAME]["filename"] == FILE
-    pretrained.fetch(NAME, progress=False)
+    cache.fetch(NAME, progress=False)
     after = {e["name"]: e for e in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert after[NAME]["status"] == "verified" and after["swin-b-k600"]["status"] == "missing"
     assert after[NAME]["recorded_sha256"] == hashlib.sha256(zoo.body).hexdigest() and after[NAME]["verified_at"]
@@ -463,12 +465,12 @@ def test_cli_usage_errors(zoo):
     result = runner.invoke(app, ["fetch", NAME, "swin-t-k400", "--from", "x.pth"])
     assert result.exit_code == 1 and "exactly one entry" in result.stderr
     with pytest.raises(ConfigError, match="not an http"):
-        pretrained.fetch(NAME, mirror="ftp://host/", progress=False)
+        cache.fetch(NAME, mirror="ftp://host/", progress=False)
 
 
 def test_fetching_several_entries_goes_on_past_a_failure_and_exits_1(zoo, monkeypatch):
     broken = dataclasses.replace(zoo.entry, name="tiny-gone", url=zoo.server.url("/gone/" + FILE))
-    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-gone", broken)
+    monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-gone", broken)
     result = CliRunner().invoke(app, ["fetch", "tiny-gone", NAME, "-q"])
     assert result.exit_code == 1
     assert "tiny-gone" in result.stderr and "HTTP 404" in result.stderr and "1 of 2 entries failed" in result.stderr
@@ -481,12 +483,12 @@ def test_file_mirror_for_air_gapped_sites(zoo, tmp_path, monkeypatch):
     (share / FILE).write_bytes(zoo.body)
     (share / "label_map_k400.txt").write_bytes(zoo.labels)
     monkeypatch.setenv("VSWIN_MIRROR", share.as_uri())
-    assert pretrained.fetch(NAME, progress=False).read_bytes() == zoo.body and zoo.server.requests == []
+    assert cache.fetch(NAME, progress=False).read_bytes() == zoo.body and zoo.server.requests == []
 
 
 def test_lost_or_damaged_manifest(zoo):
-    pretrained.fetch(NAME, progress=False)
-    manifest = pretrained.cache_dir() / "manifest.json"
+    cache.fetch(NAME, progress=False)
+    manifest = cache.cache_dir() / "manifest.json"
     manifest.write_text("{not json")
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 1 and "manifest.json: the cache manifest cannot be read" in result.stderr
@@ -494,7 +496,7 @@ def test_lost_or_damaged_manifest(zoo):
     manifest.unlink()
     result = CliRunner().invoke(app, ["fetch", "--verify"])  # checks the files by content and records them again
     assert result.exit_code == 0 and result.stdout.count("ok") == 2, result.output
-    assert pretrained.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()
+    assert cache.read_manifest()["checkpoints/" + FILE]["sha256"] == hashlib.sha256(zoo.body).hexdigest()
 
 
 def test_unusable_cache_folder_is_a_clear_error(zoo, tmp_path, monkeypatch):
@@ -510,19 +512,19 @@ def test_unusable_cache_folder_is_a_clear_error(zoo, tmp_path, monkeypatch):
 def test_label_maps_are_fetched_into_the_cache_and_counted(zoo, monkeypatch, name, count):
     zoo.server.add_dir(shared_path("labels"), prefix="/mirror")
     monkeypatch.setenv("VSWIN_MIRROR", zoo.server.url("/mirror"))
-    names = pretrained.load_labels(name)
-    assert len(names) == count and pretrained.load_labels(name) == names  # second call: from the cache
-    label_map = pretrained.LABEL_MAPS[pretrained.PRETRAINED[name].labels if name in pretrained.PRETRAINED else name]
+    names = cache.load_labels(name)
+    assert len(names) == count and cache.load_labels(name) == names  # second call: from the cache
+    label_map = zoo_table.LABEL_MAPS[zoo_table.PRETRAINED[name].labels if name in zoo_table.PRETRAINED else name]
     assert len(zoo.server.gets("/mirror/" + label_map.filename)) == 1
-    assert pretrained.read_manifest()["labels/" + label_map.filename]["size"] == pretrained.labels_path(label_map).stat().st_size
+    assert cache.read_manifest()["labels/" + label_map.filename]["size"] == cache.labels_path(label_map).stat().st_size
 
 
 def test_label_map_with_the_wrong_count_is_rejected(zoo, monkeypatch):
     zoo.server.add("/mirror/label_map_k600.txt", zoo.labels)  # the 400 Kinetics-400 names served as K600's
     monkeypatch.setenv("VSWIN_MIRROR", zoo.server.url("/mirror"))
     with pytest.raises(ChecksumError, match="label_map_k600.txt: 400 class names, expected 600"):
-        pretrained.load_labels("kinetics600")
-    assert not pretrained.labels_path(pretrained.LABEL_MAPS["kinetics600"]).exists()
+        cache.load_labels("kinetics600")
+    assert not cache.labels_path(zoo_table.LABEL_MAPS["kinetics600"]).exists()
 
 
 def test_tls_failure_is_a_clear_error(zoo, tmp_path):
@@ -539,17 +541,17 @@ def test_torchvision_layout_entry_is_checked_and_loaded(zoo, monkeypatch):
     torch.save(convert.to_torchvision(model.state_dict()), buffer)  # a plain state_dict, torchvision names
     zoo.server.add("/tv/swin3d_tiny-00000000.pth", buffer.getvalue())
     entry = dataclasses.replace(
-        pretrained.PRETRAINED["swin-t-k400-tv"], name="tiny-tv", url=zoo.server.url("/tv/swin3d_tiny-00000000.pth"),
+        zoo_table.PRETRAINED["swin-t-k400-tv"], name="tiny-tv", url=zoo.server.url("/tv/swin3d_tiny-00000000.pth"),
         overrides=dict(TINY),
     )  # fmt: skip
-    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-tv", entry)
-    resolved = pretrained.resolve_model(model="tiny-tv", progress=False)
+    monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-tv", entry)
+    resolved = resolve.resolve_model(model="tiny-tv", progress=False)
     x = torch.randn(1, 3, 4, 32, 32)
     torch.testing.assert_close(resolved.model(x), model(x), rtol=0, atol=0)
 
     wrong = dataclasses.replace(entry, name="tiny-tv-2", url=zoo.server.url("/tv/swin3d_tiny-11111111.pth"))
-    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-tv-2", wrong)
+    monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-tv-2", wrong)
     zoo.server.add("/tv/swin3d_tiny-11111111.pth", zoo.body)  # an mmaction file where a torchvision one belongs
     with pytest.raises(ChecksumError, match="not a tiny-tv-2 checkpoint .*torchvision layout"):
-        pretrained.fetch("tiny-tv-2", progress=False)
-    assert not pretrained.checkpoint_path(wrong).exists()
+        cache.fetch("tiny-tv-2", progress=False)
+    assert not cache.checkpoint_path(wrong).exists()

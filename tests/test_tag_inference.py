@@ -13,19 +13,13 @@ from conftest import shared_path
 from test_tag_cli import LABELS, TINY, make_video
 
 from models import VideoSwin
-from vswin_cli.inference import (
-    Shard,
-    TagOptions,
-    Tagger,
-    normalize_views,
-    plan_views,
-    run_tag,
-    segment_views,
-)
+from vswin_cli.distributed import Shard
+from vswin_cli.inference import TagOptions, Tagger, segment_views
+from vswin_cli.outputs import run_tag
+from vswin_cli.sampling import plan_views
+from vswin_cli.transforms import normalize_views
 from vswin_cli.inputs import VideoInput, find_videos
-from vswin_cli.transforms import MEAN_RGB as MEAN
-from vswin_cli.transforms import STD_RGB as STD
-from vswin_cli.video import ClipSpec
+from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import plan_segments
 
 PAPER = ClipSpec(sampling="kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3)
@@ -65,9 +59,8 @@ def test_identical_views_go_through_the_network_once(tmp_path):
     assert result.segments[0].views == 12  # but reported as the protocol's 12
     # and the weighted result equals running all 12 views
     frames = next(segment_views(0, VideoInput(tmp_path / "v.mp4", "v"), spec, TagOptions())).frames
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1, 1), torch.tensor(STD).view(1, 3, 1, 1, 1)
     with torch.inference_mode():
-        all_twelve = model(normalize_views(frames.repeat_interleave(4, dim=0), mean, std)).softmax(-1).mean(0)
+        all_twelve = model(normalize_views(frames.repeat_interleave(4, dim=0))).softmax(-1).mean(0)
     assert [t.index for t in result.segments[0].top] == all_twelve.argsort(descending=True)[:5].tolist()
     assert result.segments[0].top[0].score == pytest.approx(all_twelve.max().item(), abs=1e-6)
 
@@ -85,14 +78,13 @@ def test_paper_views_of_a_whole_video_match_the_official_pipeline(name, whole_te
     options = TagOptions(window_s=1e6, backend="pyav")
     items = list(segment_views(0, VideoInput(video, name), PAPER, options))
     views = items[0]
-    assert len(items) == 2 and views.plan.start_frame == 0 and views.plan.end_frame == golden["total_frames"]
+    assert len(items) == 2 and views.plan.segment.start_frame == 0 and views.plan.segment.end_frame == golden["total_frames"]
     # expand distinct clips back to the protocol's 12 views, crop-major as the official FormatShape
     num_unique = len(views.plan.weights)
     clip_of_view = np.repeat(np.arange(num_unique), views.plan.weights.astype(int))  # (4,) clip for each k
     frames = views.frames.view(3, num_unique, *views.frames.shape[1:])[:, clip_of_view].flatten(0, 1)
     assert views.plan.clips[clip_of_view].reshape(-1).tolist() == golden["frame_inds"]
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1, 1), torch.tensor(STD).view(1, 3, 1, 1, 1)
-    tensor = normalize_views(frames, mean, std).contiguous()  # (12, 3, 32, 224, 224)
+    tensor = normalize_views(frames)  # (12, 3, 32, 224, 224)
     assert list(tensor.shape) == golden["shape"]
     coords = torch.tensor(golden["sample_coords_cthw"])
     values = tensor[:, coords[:, 0], coords[:, 1], coords[:, 2], coords[:, 3]]

@@ -19,10 +19,10 @@ HANGING_TAG = """
 import sys, time
 import vswin_cli.inference as inference
 real = inference.segment_views
-def hang_on_3(pos, video, spec, options):
+def hang_on_3(pos, video, *args):
     if video.key == "3.mp4":
         time.sleep(600)
-    yield from real(pos, video, spec, options)
+    yield from real(pos, video, *args)
 inference.segment_views = hang_on_3
 from vswin_cli.app import app
 app(["tag", *sys.argv[1:]], prog_name="vswin")

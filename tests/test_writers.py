@@ -10,7 +10,8 @@ import pytest
 
 from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-from vswin_cli.writers import OutputFile, get_writer, read_completed_jsonl
+from vswin_cli.outputs import OutputFile, read_completed_jsonl
+from vswin_cli.writers import get_writer
 
 NAME = 'dir/a "b", c\td.mp4'
 TOP = (LabelScore("x", 0, 0.75), LabelScore("y, z", 1, 0.25))
@@ -76,9 +77,12 @@ def test_output_file_is_atomic_and_resume_keeps_only_complete_videos(tmp_path):
     half = json.dumps({"record": "segment", "video": "half.mp4", "segment": 0}) + "\n"
     out.stream.write(half + '{"record": "seg')
     out.stream.flush()
-    kept, done = read_completed_jsonl(out.part_path)
-    assert done == {NAME} and len(kept) == 3
+    found = read_completed_jsonl(out.part_path)
+    kept = found.lines
+    assert found.done == {NAME} and len(kept) == 3
+    assert found.partial == {"half.mp4": [json.loads(half)]}  # cut inside: resumed after its segment 0
 
+    out.release()  # the killed run's lock went with its process
     resumed = OutputFile(str(target), resume=True)
     assert resumed.done == {NAME}
     writer = get_writer("jsonl", resumed.open())

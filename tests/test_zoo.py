@@ -15,7 +15,7 @@ from models import convert
 from models.checkpoint import save_checkpoint
 from models.config import Swin3DConfig
 from models.swin3d import VideoSwin
-from vswin_cli import pretrained
+from vswin_cli import cache, resolve, zoo
 from vswin_cli.errors import ChecksumError, ConfigError, UnknownModelError
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3))
@@ -38,9 +38,9 @@ def read_layout(name: str) -> tuple[dict, list[tuple[str, tuple]]]:
     return numbers, rows
 
 
-def meta_model(entry: pretrained.PretrainedEntry) -> VideoSwin:
+def meta_model(entry: zoo.PretrainedEntry) -> VideoSwin:
     with torch.device("meta"):
-        return VideoSwin.from_config(pretrained.entry_config(entry))
+        return VideoSwin.from_config(zoo.entry_config(entry))
 
 
 def official_rows(model: VideoSwin) -> list[tuple[str, tuple]]:
@@ -51,7 +51,7 @@ def num_params(model, skip_head: bool = False) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if not (skip_head and n.startswith("head.")))
 
 
-VIDEO_SWIN = [e for e in pretrained.PRETRAINED.values() if e.format == "mmaction" and "window1677_kinetics400" not in e.url]
+VIDEO_SWIN = [e for e in zoo.PRETRAINED.values() if e.format == "mmaction" and "window1677_kinetics400" not in e.url]
 
 
 @pytest.mark.parametrize("entry", VIDEO_SWIN, ids=lambda e: e.name)
@@ -62,7 +62,7 @@ def test_official_entries_reproduce_the_golden_layout_and_parameter_count(entry)
     assert official_rows(model) == rows  # every key and shape, in the file's order
 
 
-@pytest.mark.parametrize("entry", [e for e in pretrained.PRETRAINED.values() if e.format == "torchvision"], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in zoo.PRETRAINED.values() if e.format == "torchvision"], ids=lambda e: e.name)
 def test_torchvision_entries_reproduce_the_torchvision_layout(entry):
     variant = entry.arch[-1]  # swin-t -> t
     numbers, rows = read_layout(f"torchvision_swin3d_{variant}")
@@ -72,7 +72,7 @@ def test_torchvision_entries_reproduce_the_torchvision_layout(entry):
 
 
 def test_window16_k400_init_entry_is_the_sthv2_network_with_a_k400_head():
-    entry = pretrained.PRETRAINED["swin-b-k400-in22k-w16"]
+    entry = zoo.PRETRAINED["swin-b-k400-in22k-w16"]
     numbers, rows = read_layout("swin_base_patch244_window1677_sthv2")
     model = meta_model(entry)
     assert num_params(model) == numbers["backbone"] + 1024 * 400 + 400
@@ -80,7 +80,7 @@ def test_window16_k400_init_entry_is_the_sthv2_network_with_a_k400_head():
     assert official_rows(model) == [(k, head_rows.get(k, s)) for k, s in rows]
 
 
-@pytest.mark.parametrize("entry", [e for e in pretrained.PRETRAINED.values() if e.format == "imagenet2d"], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in zoo.PRETRAINED.values() if e.format == "imagenet2d"], ids=lambda e: e.name)
 def test_imagenet2d_entries_inflate_into_the_kinetics_backbone(entry):
     k400 = {"swin-t": "swin_tiny", "swin-s": "swin_small", "swin-b": "swin_base"}[entry.arch]
     numbers, _ = read_layout(f"{k400}_patch244_window877_kinetics400_1k")
@@ -89,7 +89,7 @@ def test_imagenet2d_entries_inflate_into_the_kinetics_backbone(entry):
     assert entry.filename.startswith(k400) and "patch4_window7_224" in entry.filename
 
 
-@pytest.mark.parametrize("entry", list(pretrained.PRETRAINED.values()), ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", list(zoo.PRETRAINED.values()), ids=lambda e: e.name)
 def test_every_url_is_well_formed(entry):
     url = urlparse(entry.url)
     assert url.scheme == "https" and url.netloc in {"github.com", "download.pytorch.org"}
@@ -98,30 +98,30 @@ def test_every_url_is_well_formed(entry):
     if entry.format == "torchvision":  # torchvision's file names carry the start of the SHA-256
         assert re.search(r"-[0-9a-f]{8}\.pth$", entry.filename)
     if entry.labels:
-        label_map = pretrained.LABEL_MAPS[entry.labels]
+        label_map = zoo.LABEL_MAPS[entry.labels]
         assert label_map.num_classes == entry.num_classes
         assert urlparse(label_map.url).scheme == "https" and urlparse(label_map.url).netloc == "raw.githubusercontent.com"
     assert (entry.protocol is None) == (not entry.is_classifier)
 
 
 def test_cache_file_names_are_unique_and_names_are_unique():
-    files = [e.filename for e in pretrained.PRETRAINED.values()] + [m.filename for m in pretrained.LABEL_MAPS.values()]
+    files = [e.filename for e in zoo.PRETRAINED.values()] + [m.filename for m in zoo.LABEL_MAPS.values()]
     assert len(files) == len(set(files))
-    assert all(name == e.name for name, e in pretrained.PRETRAINED.items())
+    assert all(name == e.name for name, e in zoo.PRETRAINED.items())
 
 
 def test_published_figures_and_protocols():
-    zoo = pretrained.PRETRAINED
-    assert (zoo["swin-b-k600"].top1, zoo["swin-b-k600"].top5, zoo["swin-b-k600"].num_classes) == (84.0, 96.5, 600)
-    assert zoo["swin-t-k400"].protocol.num_views == 12 and zoo["swin-t-k400"].protocol.frame_interval == 2
-    sthv2 = zoo["swin-b-sthv2"]
+    table = zoo.PRETRAINED
+    assert (table["swin-b-k600"].top1, table["swin-b-k600"].top5, table["swin-b-k600"].num_classes) == (84.0, 96.5, 600)
+    assert table["swin-t-k400"].protocol.num_views == 12 and table["swin-t-k400"].protocol.frame_interval == 2
+    sthv2 = table["swin-b-sthv2"]
     assert sthv2.protocol.sampling == "uniform" and sthv2.protocol.num_views == 3 and sthv2.labels == "sthv2"
-    assert pretrained.entry_config(sthv2).window_size == (16, 7, 7)
+    assert zoo.entry_config(sthv2).window_size == (16, 7, 7)
 
 
-@pytest.mark.parametrize("label_map", list(pretrained.LABEL_MAPS.values()), ids=lambda m: m.name)
+@pytest.mark.parametrize("label_map", list(zoo.LABEL_MAPS.values()), ids=lambda m: m.name)
 def test_shared_label_maps_have_the_expected_counts(label_map):
-    names = pretrained.load_labels(shared_path("labels", label_map.filename))
+    names = cache.load_labels(shared_path("labels", label_map.filename))
     assert len(names) == label_map.num_classes == len(set(names))
     assert all(name == name.strip() and name for name in names)
     if label_map.name.startswith("kinetics"):
@@ -132,35 +132,35 @@ def test_label_file_errors(tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("a\n\nb\n")
     with pytest.raises(ConfigError, match="line 2 is empty"):
-        pretrained.load_labels(blank)
+        cache.load_labels(blank)
     with pytest.raises(ConfigError, match="not a label file or a known label map"):
-        pretrained.load_labels(tmp_path / "missing.txt")
+        cache.load_labels(tmp_path / "missing.txt")
     short = tmp_path / "label_map_k400.txt"
     short.write_text("a\nb\n")
     with pytest.raises(ChecksumError, match="2 class names, expected 400"):
-        pretrained._read_label_file(short, 400)
+        cache._read_label_file(short, 400)
     crlf = tmp_path / "crlf.txt"
     crlf.write_bytes(b"x\r\ny\r\n\r\n")
-    assert pretrained.load_labels(crlf) == ["x", "y"]
+    assert cache.load_labels(crlf) == ["x", "y"]
 
 
 def test_cache_dir_follows_vswin_home_then_xdg_then_home(monkeypatch, tmp_path):
     monkeypatch.setenv("VSWIN_HOME", str(tmp_path / "home"))
-    assert pretrained.cache_dir() == tmp_path / "home"
+    assert cache.cache_dir() == tmp_path / "home"
     monkeypatch.delenv("VSWIN_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert pretrained.cache_dir() == tmp_path / "xdg" / "vswin"
+    assert cache.cache_dir() == tmp_path / "xdg" / "vswin"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert pretrained.cache_dir() == tmp_path / "user" / ".cache" / "vswin"
+    assert cache.cache_dir() == tmp_path / "user" / ".cache" / "vswin"
 
 
 def test_unknown_names_list_the_valid_ones_and_suggest_a_close_one():
     with pytest.raises(UnknownModelError, match="valid names: swin-t-k400, swin-s-k400") as err:
-        pretrained.get_entry("swin-t-k40")
+        zoo.get_entry("swin-t-k40")
     assert "did you mean 'swin-t-k400'" in err.value.hint
     with pytest.raises(UnknownModelError):
-        pretrained.resolve_model(model="resnet50")
+        resolve.resolve_model(model="resnet50")
 
 
 # ------------------------------------------------------------------------------ resolve_model, local files
@@ -174,18 +174,18 @@ def tiny_model():
 
 def test_weights_file_in_our_format_carries_config_and_labels(tiny_model, tmp_path):
     path = save_checkpoint(tmp_path / "mine.pt", tiny_model, labels=list("abcde"), epoch=3)
-    resolved = pretrained.resolve_model(weights=path)
+    resolved = resolve.resolve_model(weights=path)
     assert resolved.labels == list("abcde") and resolved.name == str(path)
-    assert resolved.protocol == pretrained.KINETICS_TEST and not resolved.model.training
+    assert resolved.protocol == zoo.KINETICS_TEST and not resolved.model.training
     x = torch.randn(1, 3, 4, 32, 32)
     torch.testing.assert_close(resolved.model(x), tiny_model(x), rtol=0, atol=0)
-    assert pretrained.resolve_model(model=str(path)).labels == list("abcde")  # a path given as --model works too
+    assert resolve.resolve_model(model=str(path)).labels == list("abcde")  # a path given as --model works too
 
     labels = tmp_path / "three.txt"
     labels.write_text("x\ny\nz\n")
     with pytest.raises(ConfigError, match="3 labels for a model with 5 classes"):
-        pretrained.resolve_model(weights=path, labels=labels)
-    fine_tune = pretrained.resolve_model(weights=path, labels=labels, drop_head=True)
+        resolve.resolve_model(weights=path, labels=labels)
+    fine_tune = resolve.resolve_model(weights=path, labels=labels, drop_head=True)
     assert fine_tune.model.config.num_classes == 3 and fine_tune.labels == ["x", "y", "z"]
 
 
@@ -193,53 +193,53 @@ def test_official_weights_file_needs_an_arch_and_reads_classes_from_the_file(tin
     path = tmp_path / "official.pth"
     torch.save({"meta": {}, "state_dict": convert.to_mmaction(tiny_model.state_dict())}, path)
     with pytest.raises(ConfigError, match="does not say its architecture") as err:
-        pretrained.resolve_model(weights=path)
+        resolve.resolve_model(weights=path)
     assert "--arch swin-t" in err.value.hint
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(tiny_model.config.to_dict()))
-    resolved = pretrained.resolve_model(weights=path, arch=str(config))
+    resolved = resolve.resolve_model(weights=path, arch=str(config))
     assert resolved.labels == ["0", "1", "2", "3", "4"]  # no names anywhere: class indices
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(tiny_model.config.replace(embed_dim=16, head_in_channels=None).to_dict()))
     with pytest.raises(ConfigError, match=r"official\.pth: .*patch_embed\.proj\.weight"):
-        pretrained.resolve_model(weights=path, arch=str(wider))
+        resolve.resolve_model(weights=path, arch=str(wider))
 
 
 def test_arch_name_reads_the_head_size_and_temporal_window_from_the_file(tmp_path):
     # Shapes only matter here, so a swin-b SSv2-shaped state_dict is faked from the meta layout.
-    entry = pretrained.PRETRAINED["swin-b-sthv2"]
-    overrides = pretrained._shape_overrides({"state_dict": convert.to_mmaction(meta_model(entry).state_dict())}, "mmaction")
+    entry = zoo.PRETRAINED["swin-b-sthv2"]
+    overrides = resolve._shape_overrides({"state_dict": convert.to_mmaction(meta_model(entry).state_dict())}, "mmaction")
     assert overrides == {"num_classes": 174, "window_size": (16, 7, 7)}
 
 
 def test_resolve_model_argument_errors(tmp_path):
     with pytest.raises(ConfigError, match="no model given"):
-        pretrained.resolve_model()
+        resolve.resolve_model()
     with pytest.raises(ConfigError, match="model name and a weights file were given"):
-        pretrained.resolve_model(model="swin-t-k400", weights="x.pth")
+        resolve.resolve_model(model="swin-t-k400", weights="x.pth")
     with pytest.raises(ConfigError, match="--arch is only used with --weights"):
-        pretrained.resolve_model(model="swin-t-k400", arch="swin-t")
+        resolve.resolve_model(model="swin-t-k400", arch="swin-t")
     with pytest.raises(ConfigError, match="not a video classifier"):
-        pretrained.resolve_model(model="swin-b-in22k")
+        resolve.resolve_model(model="swin-b-in22k")
     with pytest.raises(ConfigError, match="no such file"):
-        pretrained.resolve_model(weights=tmp_path / "absent.pth", arch="swin-t")
+        resolve.resolve_model(weights=tmp_path / "absent.pth", arch="swin-t")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"junk\.pth: .*(not a|refused)"):
-        pretrained.resolve_model(weights=junk, arch="swin-t")
+        resolve.resolve_model(weights=junk, arch="swin-t")
 
 
 def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tmp_path):
-    entry = pretrained.PretrainedEntry(**{**pretrained.PRETRAINED["swin-t-in1k"].__dict__, "name": "tiny-in1k", "overrides": dict(TINY)})
+    entry = zoo.PretrainedEntry(**{**zoo.PRETRAINED["swin-t-in1k"].__dict__, "name": "tiny-in1k", "overrides": dict(TINY)})
     path = tmp_path / "tiny_2d.pth"
     torch.save({"model": _as_imagenet2d(tiny_model.state_dict())}, path)
-    pretrained.check_checkpoint(path, entry)  # passes: inflates into the tiny 3D backbone
+    cache.check_checkpoint(path, entry)  # passes: inflates into the tiny 3D backbone
     with pytest.raises(ConfigError, match="has no video classifier"):
-        pretrained.resolve_model(weights=path, arch="swin-t")
+        resolve.resolve_model(weights=path, arch="swin-t")
     config, labels = tmp_path / "tiny.json", tmp_path / "three.txt"
     config.write_text(json.dumps(tiny_model.config.to_dict()))
     labels.write_text("x\ny\nz\n")
-    start = pretrained.resolve_model(weights=path, arch=str(config), labels=labels, drop_head=True)
+    start = resolve.resolve_model(weights=path, arch=str(config), labels=labels, drop_head=True)
     assert start.model.config.num_classes == 3
     torch.testing.assert_close(start.model.layers[1].blocks[0].mlp.fc2.weight, tiny_model.layers[1].blocks[0].mlp.fc2.weight)
 
@@ -247,7 +247,7 @@ def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tm
     del bad["layers.1.blocks.0.mlp.fc2.weight"]
     torch.save({"model": bad}, path)
     with pytest.raises(ChecksumError, match="layers.1.blocks.0.mlp.fc2.weight"):
-        pretrained.check_checkpoint(path, entry)
+        cache.check_checkpoint(path, entry)
 
 
 def _as_imagenet2d(state: dict) -> dict:
@@ -271,7 +271,7 @@ def _as_imagenet2d(state: dict) -> dict:
 def test_readme_zoo_section_lists_every_entry_and_variable():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("<!-- section:zoo -->")[1].split("<!-- /section:zoo -->")[0]
-    for name in pretrained.PRETRAINED:
+    for name in zoo.PRETRAINED:
         assert f"`{name}`" in section, name
     for variable in ("VSWIN_HOME", "VSWIN_MIRROR", "VSWIN_OFFLINE", "VSWIN_TIMEOUT", "--from"):
         assert variable in section

@@ -137,21 +137,26 @@ def top_k(probs: torch.Tensor, labels: Sequence[str], k: int = 5, threshold: flo
     )
 
 
-def summarize_video(
-    segment_probs: torch.Tensor,
-    segment_frames: Sequence[int],
-) -> torch.Tensor:
-    """Whole-video probabilities: mean of segment probabilities weighted by their frame counts.
+class RunningMean:
+    """A video's probabilities: the mean of its segments' weighted by their frame counts.
 
-    Args:
-        segment_probs: (S, K) per-segment probabilities.
-        segment_frames: S frame counts (a short last segment counts less).
-
-    Returns:
-        (K,) probabilities summing to 1.
+    Segments are added one at a time, in order, as they stream out (so nothing per segment is kept);
+    the sum is in float64, so the order-dependent rounding stays far below the 6 decimals written.
     """
-    weights = torch.as_tensor(segment_frames, dtype=torch.float32).clamp(min=1)
-    return (segment_probs.float() * weights[:, None]).sum(dim=0) / weights.sum()
+
+    def __init__(self):
+        self.total: torch.Tensor | None = None  # float64 (K,)
+        self.weight = 0
+
+    def add(self, probs: torch.Tensor, num_frames: int) -> None:
+        """Add one segment's (K,) probabilities; a segment counts at least 1 frame."""
+        weighted = probs.double() * max(num_frames, 1)
+        self.total = weighted if self.total is None else self.total + weighted
+        self.weight += max(num_frames, 1)
+
+    def mean(self) -> torch.Tensor:
+        """(K,) float32 probabilities summing to 1."""
+        return (self.total / self.weight).float()
 
 
 def merge_segments(segments: Sequence[SegmentResult]) -> tuple[Event, ...]:

@@ -1,8 +1,12 @@
 """The `vswin` command line: a Typer app whose commands live in `vswin_cli/commands/`.
 
 `_ErrorBoundary.invoke` is the only error boundary: a `VswinError` (or `models.CheckpointError`) is
-printed as `Error: ...` plus a hint on stderr and exits 1; usage errors exit 2 (Typer/Click); anything
-else is a bug and keeps its traceback. `VSWIN_DEBUG=1` re-raises vswin errors with their traceback.
+printed as `Error: ...` plus a hint on stderr and exits 1; usage errors (`UsageError`, and Typer/Click's
+own) exit 2; a file-system error (full disk, read-only, permission) is named with its path and exits 1.
+Anything else is a bug and keeps its traceback. `VSWIN_DEBUG=1` re-raises with the traceback.
+
+Start-up stays fast: the command modules import neither torch nor PyAV at import time (a test checks
+it), so `--help`, `--version` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -18,22 +22,23 @@ from vswin_cli.commands import eval as eval_command
 from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import tag as tag_command
 from vswin_cli.commands import train as train_command
-from vswin_cli.errors import VswinError
+from vswin_cli.errors import UsageError, VswinError
 
 
 class _ErrorBoundary(typer.core.TyperGroup):
     """Turns the library's own errors into `Error: ...` / `Hint: ...` on stderr and exit status 1."""
 
     def invoke(self, ctx):
-        from models import CheckpointError
-
         try:
             return super().invoke(ctx)
-        except (VswinError, CheckpointError) as err:
-            if os.environ.get("VSWIN_DEBUG") == "1":
+        except Exception as err:
+            checkpoint_error = getattr(sys.modules.get("models.checkpoint"), "CheckpointError", ())
+            if os.environ.get("VSWIN_DEBUG") == "1" or not isinstance(err, (VswinError, OSError, checkpoint_error)):
                 raise
+            if isinstance(err, OSError):
+                err = _file_error(err)
             _print_error(err)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(err, UsageError) else 1) from None
 
 
 app = typer.Typer(
@@ -41,7 +46,8 @@ app = typer.Typer(
     cls=_ErrorBoundary,
     help="Tag and classify videos with the Video Swin Transformer (exact to the published checkpoints).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -77,7 +83,7 @@ def main() -> None:
     except SystemExit as exit_:
         dist = sys.modules.get("torch.distributed")  # never imported: no process group (and --help stays fast)
         if dist is not None and dist.is_available() and dist.is_initialized():
-            from vswin_cli.train import exit_distributed
+            from vswin_cli.distributed import exit_distributed
 
             code = exit_.code
             exit_distributed(code if isinstance(code, int) else (0 if code is None else 1))
@@ -89,3 +95,20 @@ def _print_error(err: Exception) -> None:
     hint = getattr(err, "hint", None)
     if hint:
         sys.stderr.write(f"Hint: {hint}\n")
+
+
+def _file_error(err: OSError) -> VswinError:
+    """A file-system error in words: which file, why, and what to do."""
+    import errno
+
+    where = f"{err.filename}: " if err.filename else ""
+    hints = {
+        errno.ENOSPC: "free some space (or write elsewhere); with -o FILE --resume the finished videos are kept",
+        errno.EROFS: "the file system is read-only: write the output somewhere else",
+        errno.EACCES: "no permission: choose another folder, or fix its permissions",
+        errno.EPERM: "no permission: choose another folder, or fix its permissions",
+        errno.ENAMETOOLONG: "choose a shorter file name",
+        errno.EISDIR: "give a file name, not a folder",
+        errno.ENOENT: "check the path",
+    }
+    return VswinError(f"{where}{err.strerror or err}", hints.get(err.errno, "check the path and the disk"))

@@ -1,4 +1,4 @@
-"""Video list files and the torch Datasets that `vswin eval` and `vswin train` read clips from.
+"""Video list files (`vswin eval`, `vswin train`) and the training clips Dataset.
 
 List formats (spec/zoo.md "List files"; mmaction2's `VideoDataset`, Apache-2.0):
 
@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vswin_cli import transforms
 from vswin_cli.decode import open_video
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
-from vswin_cli.video import ClipSpec, clip_indices
+from vswin_cli.protocol import ClipSpec
 
 MAX_REPORTED_PROBLEMS = 20
 
@@ -152,21 +151,6 @@ def _parse_label(field: str, name_to_index: dict[str, int]) -> int | None:
         return name_to_index.get(field)
 
 
-def eval_views(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
-    """The test views of one video from its sampled frames.
-
-    Args:
-        frames: (K*L, H, W, 3) uint8, clip by clip (the indices of `video.clip_indices` flattened).
-        spec: protocol; short side resized to `resize_short`, then 3 crops (ends and middle of the long
-            side) or 1 centre crop of `crop_size`.
-
-    Returns:
-        (num_crops*K, 3, L, S, S) float32, crop-major (view = crop * K + clip).
-    """
-    return transforms.make_views(frames, spec.num_clips, spec.clip_len, spec.num_crops,
-                                 short_side=spec.resize_short, crop=spec.crop_size)
-
-
 def read_frames(path: Path, indices_for) -> np.ndarray:
     """Open a video, choose frame indices from its frame count, and decode them.
 
@@ -185,36 +169,6 @@ def read_frames(path: Path, indices_for) -> np.ndarray:
             raise VideoDecodeError(path, "no frames")
         indices = np.asarray(indices_for(reader.num_frames)).reshape(-1)
         return np.asarray(reader.read(indices))
-
-
-class EvalClips(Dataset):
-    """Test views of each listed video; a video that fails yields its error instead (never dropped).
-
-    Items are dicts: `index` (position in `entries`), `views` ((V, 3, L, S, S) float32 or None), `error`
-    (None or "reason").
-    """
-
-    def __init__(self, entries: list[ListEntry], spec: ClipSpec):
-        self.entries = entries
-        self.spec = spec
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict:
-        entry = self.entries[index]
-        try:
-            frames = read_frames(entry.path, lambda n: clip_indices(n, self.spec))
-            return {"index": index, "views": eval_views(frames, self.spec), "error": None}
-        except VswinError as err:
-            return {"index": index, "views": None, "error": getattr(err, "reason", None) or str(err)}
-        except Exception as err:  # a decoder crash on one file must not end a long evaluation
-            return {"index": index, "views": None, "error": f"{type(err).__name__}: {err}"}
-
-
-def collate_eval(items: list[dict]) -> list[dict]:
-    """Keep eval items as a list: failed videos have no tensor to stack."""
-    return items
 
 
 class TrainClips(Dataset):

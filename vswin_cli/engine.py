@@ -7,8 +7,8 @@ Layout after facebookresearch/mae `engine_finetune.py` (CC BY-NC 4.0; structure 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,14 +18,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from vswin_cli.aggregate import average_views
-from vswin_cli.datasets import ClipSpec, EvalClips, ListEntry, collate_eval
+from vswin_cli.datasets import ListEntry
+from vswin_cli.distributed import current_shard, gather_to_rank0
 from vswin_cli.errors import ConfigError
-from vswin_cli.files import write_text_atomic
+from vswin_cli.inputs import VideoInput
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 from vswin_cli.options import autocast
+from vswin_cli.outputs import Kept, OutputFile, read_jsonl
+from vswin_cli.protocol import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,6 @@ class EpochStats:
     @property
     def clips_per_second(self) -> float:
         return self.num_clips / self.seconds if self.seconds > 0 else float("nan")
-
-
-@dataclass(frozen=True)
-class VideoScores:
-    """Class probabilities of one video (softmax per view, mean over views), or the reason it failed."""
-
-    index: int
-    probs: np.ndarray | None  # (K,) float32
-    error: str | None = None
 
 
 def train_one_epoch(
@@ -130,86 +122,54 @@ def train_one_epoch(
     )
 
 
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    loader,
-    device: torch.device,
-    *,
-    precision: str = "fp32",
-    max_views: int = 8,
-    on_video=None,
-) -> list[VideoScores]:
-    """Score every video of `loader` on this process: softmax per view, mean over views.
+# --- evaluation: the tag engine with one whole-video segment per video --------------------------------------
+
+
+def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSpec, class_names: list[str],
+                  device: torch.device, *, max_views: int = 12, workers: int = 0, precision: str = "fp32",
+                  on_video=None) -> list[tuple[int, np.ndarray | None, str | None]]:
+    """Class probabilities of listed videos with the published test protocol, across ranks.
+
+    Each video is one segment (the whole video) scored by `inference.Tagger`: the same decode, views and
+    softmax-then-mean as `vswin tag`, so tag and eval cannot drift apart.
 
     Args:
-        model: the network (unwrapped or DDP; evaluation runs the plain module).
-        loader: yields lists of `EvalClips` items (dicts with index, views (V, 3, T, H, W) or None, error).
+        model: the classifier (set to eval mode here; the caller sets train mode again).
+        entries: the videos, all ranks alike; this rank scores every world_size-th.
+        spec: the views (sampling, clips, crops, sizes).
+        class_names: the label map.
         device: where the model lives.
+        max_views: views per forward pass.
+        workers: decoding processes.
         precision: autocast precision.
-        max_views: views per forward pass (views of several videos are batched together).
-        on_video: optional callable(VideoScores) called as each video is done (for streaming output).
+        on_video: optional callable(index, probs | None, error | None) as each of this rank's videos is done.
 
     Returns:
-        one `VideoScores` per item, in loader order; failed videos carry their error and no scores.
+        On rank 0, `(index in entries, (K,) float32 probabilities or None, error or None)` for every
+        entry, in order; [] on other ranks.
     """
+    from vswin_cli.inference import TagOptions, Tagger
+
+    shard = current_shard()
+    mine = list(range(shard.rank, len(entries), shard.world_size))
     net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    net.eval()
-    results: list[VideoScores] = []
-    for items in loader:
-        good = [item for item in items if item["views"] is not None]
-        logits_per_video: list[torch.Tensor] = []
-        if good:
-            views = torch.cat([item["views"] for item in good])  # (sum V_i, 3, T, H, W)
-            chunks = []
-            for chunk in views.split(max_views):
-                with autocast(device, precision):
-                    chunks.append(net(chunk.to(device, non_blocking=True)).float().cpu())
-            logits_per_video = list(torch.cat(chunks).split([len(item["views"]) for item in good]))
-        by_index = {item["index"]: logits for item, logits in zip(good, logits_per_video)}
-        for item in items:
-            if item["views"] is None:
-                scores = VideoScores(index=item["index"], probs=None, error=item["error"])
-            else:
-                scores = VideoScores(index=item["index"], probs=average_views(by_index[item["index"]]).numpy())
-            results.append(scores)
-            if on_video is not None:
-                on_video(scores)
-    return results
-
-
-# --- evaluation over a list, across processes --------------------------------------------------------------
-
-
-def gather_to_rank0(items: list) -> list:
-    """All processes' lists concatenated on rank 0 (others get []); the input itself when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return items
-    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(items, gathered, dst=0)
-    return [x for part in gathered for x in part] if gathered is not None else []
-
-
-def eval_loader(entries: list[ListEntry], spec: ClipSpec, batch_size: int, workers: int, rank: int, world_size: int):
-    """A loader over this rank's share of `entries` (every world_size-th video, no padding)."""
-    shard = list(range(rank, len(entries), world_size))
-    dataset = EvalClips([entries[i] for i in shard], spec)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval)
-    return loader, shard
-
-
-def evaluate_entries(model, entries, spec, device, *, batch_size=1, workers=0, precision="fp32", max_views=8, on_video=None):
-    """Score `entries` across all ranks; rank 0 gets every `VideoScores` (index = position in entries)."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
-    loader, shard = eval_loader(entries, spec, batch_size, workers, rank, world_size)
-
-    def to_global(s: VideoScores) -> VideoScores:
-        return dataclasses.replace(s, index=shard[s.index])
-
-    callback = (lambda s: on_video(to_global(s))) if on_video is not None else None
-    local = [to_global(s) for s in evaluate(model, loader, device, precision=precision, max_views=max_views, on_video=callback)]
-    return sorted(gather_to_rank0(local), key=lambda s: s.index)
+    options = TagOptions(window_s=math.inf, batch_size=max_views, workers=workers, device=str(device),
+                         precision=precision, top_k=0)
+    tagger = Tagger(net, class_names, "eval", spec, options)
+    videos = [VideoInput(entries[i].path, str(i)) for i in mine]
+    local = []
+    for video, scores in tagger.scores(videos):
+        index = int(video.key)
+        if scores.failed is not None:
+            item = (index, None, scores.failed.message.removeprefix(f"{video.key}: "))
+        elif not scores.probs:
+            item = (index, None, "no frames")
+        else:
+            item = (index, scores.probs[0].numpy(), None)
+        local.append(item)
+        if on_video is not None:
+            on_video(*item)
+    return sorted(gather_to_rank0(local), key=lambda item: item[0])
 
 
 @dataclass(frozen=True)
@@ -229,31 +189,27 @@ def select_entries(entries: list[ListEntry], limit: int | None, shuffle_seed: in
     return entries[:limit] if limit is not None else entries
 
 
-def prediction_record(entry: ListEntry, scores: VideoScores, class_names: list[str], top_k: int = 5) -> dict:
+def prediction_record(entry: ListEntry, probs: np.ndarray | None, error: str | None, class_names: list[str],
+                      top_k: int = 5) -> dict:
     """One line of the predictions JSONL: the video, its true label, and its top-k classes or its error."""
     record = {"video": entry.rel_path, "line": entry.line, "label": entry.label, "label_name": class_names[entry.label]}
-    if scores.probs is None:
-        record["error"] = scores.error
+    if probs is None:
+        record["error"] = error
         return record
-    best = np.argsort(-scores.probs, kind="stable")[:top_k]
+    best = np.argsort(-probs, kind="stable")[:top_k]
     record["correct"] = bool(best[0] == entry.label)
-    record["top"] = [{"index": int(i), "label": class_names[i], "score": round(float(scores.probs[i]), 6)} for i in best]
+    record["top"] = [{"index": int(i), "label": class_names[i], "score": round(float(probs[i]), 6)} for i in best]
     return record
 
 
-def read_predictions(path: Path) -> dict[str, dict]:
-    """Complete records of an earlier predictions JSONL, by video (a cut-off last line is ignored)."""
-    done = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the line being written when the run was killed
-        if isinstance(record, dict) and "video" in record and ("top" in record or "error" in record):
-            done[record["video"]] = record
-    return done
+def read_predictions(path: Path) -> Kept:
+    """The complete records of an earlier predictions JSONL (a torn last line is dropped), for `--resume`."""
+    kept = Kept([], set())
+    for record in read_jsonl(path):
+        if "video" in record and ("top" in record or "error" in record):
+            kept.lines.append(json.dumps(record) + "\n")
+            kept.done.add(record["video"])
+    return kept
 
 
 def evaluate_list(
@@ -263,7 +219,6 @@ def evaluate_list(
     class_names: list[str],
     device: torch.device,
     *,
-    batch_size: int = 1,
     max_views: int = 12,
     workers: int = 0,
     precision: str = "fp32",
@@ -279,54 +234,49 @@ def evaluate_list(
         spec: views per video (sampling, clips, crops, sizes).
         class_names: the label map (K names).
         device: where the model lives.
-        batch_size: videos decoded and batched together.
         max_views: views per forward pass.
-        workers: decoding processes per rank (torch DataLoader workers).
+        workers: decoding processes per rank.
         precision: autocast precision.
-        predictions: JSONL file of per-video records (appended as videos finish on a single process,
-            written by rank 0 after the gather under torchrun).
+        predictions: JSONL file of per-video records, written through `PATH.part` (one line per video as
+            it finishes on a single process; by rank 0 after the gather under torchrun).
         resume: keep the complete records already in `predictions` and evaluate only the other videos.
         progress: optional callable(done, total) on rank 0.
 
     Returns:
         `EvalReport` on rank 0, None on other ranks. Failed videos are listed, never dropped silently.
     """
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
-    done = read_predictions(predictions) if (resume and predictions is not None) else {}
-    todo = [i for i, e in enumerate(entries) if e.rel_path not in done]
-    stream = None
-    if predictions is not None and rank == 0:
-        predictions.parent.mkdir(parents=True, exist_ok=True)
-        if resume:
-            # Rewrite only the complete records, so a half-written last line cannot corrupt the file.
-            write_text_atomic(predictions, "".join(json.dumps(r) + "\n" for r in done.values()))
-        stream = open(predictions, "a" if resume else "w", encoding="utf-8")
-    counter = {"done": len(entries) - len(todo)}
+    shard = current_shard()
+    out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume, read_done=read_predictions,
+                     lock=shard.rank == 0)
+    records = {json.loads(line)["video"]: json.loads(line) for line in out.kept_lines}
+    todo = [e for e in entries if e.rel_path not in out.done]
+    stream = out.open() if predictions is not None and shard.rank == 0 else None
+    done = len(entries) - len(todo)
 
-    def on_video(scores: VideoScores) -> None:
-        if stream is not None and world_size == 1:
-            stream.write(json.dumps(prediction_record(entries[todo[scores.index]], scores, class_names)) + "\n")
+    def on_video(index, probs, error) -> None:
+        nonlocal done
+        done += 1
+        if stream is not None and shard.world_size == 1:  # stream as videos finish: --resume keeps them
+            stream.write(json.dumps(prediction_record(todo[index], probs, error, class_names)) + "\n")
             stream.flush()
-        counter["done"] += 1
-        if progress is not None and rank == 0:
-            progress(counter["done"], len(entries))
+        if progress is not None and shard.rank == 0:
+            progress(done, len(entries))
 
     try:
-        subset = [entries[i] for i in todo]
-        scored = evaluate_entries(model, subset, spec, device, batch_size=batch_size, workers=workers,
-                                  precision=precision, max_views=max_views, on_video=on_video)
-        if rank != 0:
-            return None
-        records = dict(done)
-        for s in scored:
-            record = prediction_record(subset[s.index], s, class_names)
-            records[record["video"]] = record
-            if stream is not None and world_size > 1:
-                stream.write(json.dumps(record) + "\n")
-    finally:
+        scored = score_entries(model, todo, spec, class_names, device, max_views=max_views, workers=workers,
+                               precision=precision, on_video=on_video)
+    except BaseException:
         if stream is not None:
-            stream.close()
+            out.commit(final=False)  # keep PATH.part for --resume
+        raise
+    if shard.rank != 0:
+        return None
+    for index, probs, error in scored:
+        record = prediction_record(todo[index], probs, error, class_names)
+        records[record["video"]] = record
+        if stream is not None and shard.world_size > 1:
+            stream.write(json.dumps(record) + "\n")
+    out.commit()
     ordered = [records[e.rel_path] for e in entries]
     good = [r for r in ordered if "top" in r]
     ranked = np.array([[t["index"] for t in r["top"]] for r in good], dtype=np.int64).reshape(len(good), -1)

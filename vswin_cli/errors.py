@@ -7,6 +7,7 @@ tree; the CLI boundary treats it the same way.)
 
     VswinError
     ├── ConfigError            bad option values, configs or list files
+    │   └── UsageError         an option value or combination a command cannot take (exit status 2)
     ├── UnknownModelError      a model name that is not in the zoo
     ├── VideoDecodeError       a video that cannot be opened or read (names the file and the reason)
     └── DownloadError          a fetch that failed (HTTP error, timeout, refused connection, full disk)
@@ -66,3 +67,7 @@ class ChecksumError(DownloadError):
 
 class OfflineError(DownloadError):
     """Offline mode is on and the needed file is not in the cache."""
+
+
+class UsageError(ConfigError):
+    """An option value or combination the command cannot take (the CLI exits with status 2)."""

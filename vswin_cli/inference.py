@@ -18,12 +18,8 @@ Where the time goes, and what is done about it:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,20 +29,19 @@ from vswin_cli.aggregate import (
     SegmentResult,
     VideoError,
     VideoResult,
+    RunningMean,
     VideoSummary,
     average_views,
     merge_segments,
-    summarize_video,
     top_k,
 )
 from vswin_cli.decode import open_video
 from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.options import autocast
-from vswin_cli.sampling import plan_segments
-from vswin_cli.transforms import MEAN_RGB, STD_RGB, center_crop_offset, resize_short_side, three_crop_offsets
-from vswin_cli.video import ClipSpec, clip_indices
-from vswin_cli.writers import OutputFile, get_writer, read_results_jsonl
+from vswin_cli.protocol import ClipSpec
+from vswin_cli.sampling import SegmentPlan, plan_segments, plan_views, segment_lengths
+from vswin_cli.transforms import crop_views, normalize_views, resize_short_side
 
 MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
 
@@ -68,6 +63,7 @@ class TagOptions:
         features: add each segment's pooled embedding (weighted mean over its views).
         fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
         backend: video decoding backend for `open_video`.
+        verbose: let the decoders' own log lines through (FFmpeg's, decord's).
         resize_on_device: decode workers send full-size frames and the resize and crops run on the
             device (same integer arithmetic, same pixels); on a GPU this takes the costliest CPU step
             off the decode workers.
@@ -87,53 +83,7 @@ class TagOptions:
     fast_decode: bool = False
     backend: str = "auto"
     resize_on_device: bool = False
-
-
-@dataclass(frozen=True)
-class SegmentPlan:
-    """One segment and its distinct clips.
-
-    Attributes:
-        index, start_frame, end_frame (exclusive), t_start, t_end: the segment (from `plan_segments`).
-        clips: int64 (U, clip_len) absolute frame indices of the U distinct clips.
-        weights: float32 (U,) how many of the protocol's clips each distinct clip stands for.
-    """
-
-    index: int
-    start_frame: int
-    end_frame: int
-    t_start: float
-    t_end: float
-    clips: np.ndarray
-    weights: np.ndarray
-
-
-def plan_views(segment, spec: ClipSpec) -> SegmentPlan:
-    """Frame indices of a segment's clips, identical clips merged into one with a weight.
-
-    Args:
-        segment: a `sampling.Segment` (index, start_frame, end_frame exclusive, t_start, t_end).
-        spec: the views to take.
-
-    Returns:
-        A `SegmentPlan`; indices are relative to the segment and wrap inside it, as the official
-        sampler wraps inside a video, then shifted to absolute frame numbers.
-    """
-    num_frames = segment.end_frame - segment.start_frame
-    clips = np.asarray(clip_indices(num_frames, spec), dtype=np.int64)  # (num_clips, clip_len)
-    unique, counts = np.unique(clips, axis=0, return_counts=True)
-    return SegmentPlan(
-        index=segment.index, start_frame=segment.start_frame, end_frame=segment.end_frame,
-        t_start=float(segment.t_start), t_end=float(segment.t_end),
-        clips=unique + segment.start_frame, weights=counts.astype(np.float32),
-    )
-
-
-def crop_corners(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
-    """(top, left) of each crop: the official ThreeCrop's left, right, middle, or the centre crop alone."""
-    if num_crops == 3:
-        return three_crop_offsets(height, width, size)
-    return [center_crop_offset(height, width, size)]  # equals ThreeCrop's middle crop on these frames
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,23 +129,32 @@ class VideoFailed:
     error: VideoError
 
 
-def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions) -> Iterator:
+def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions,
+                  first_segment: int = 0, share: tuple[int, int] = (0, 1)) -> Iterator:
     """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
 
     Frames are read in chunks of segments (distinct frames, ascending; frames the previous chunk
-    already holds are reused), resized in uint8 so the short side is `spec.crop_size`, and cropped.
+    already holds are reused), resized in uint8 so the short side is `spec.resize_short`, and cropped.
     Any failure becomes a `VideoFailed` naming the file, so one bad file never stops a run.
+
+    Args:
+        first_segment: skip the segments before this one (already scored: `--resume`, a retry).
+        share: (i, n): decode only every n-th chunk of segments from the i-th, so that n decode
+            workers share one long video.
     """
     try:
-        short_side = spec.crop_size if options.fast_decode else None
+        short_side = spec.resize_short if options.fast_decode else None
         with open_video(video.path, backend=options.backend, short_side=short_side) as reader:
-            window_s, stride_s = segment_lengths(reader.fps, reader.duration, spec, options)
+            window_s, stride_s = segment_lengths(options.window_s, options.stride_s, spec.span_frames,
+                                                 reader.fps, reader.duration)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
-            plans = [plan_views(s, spec) for s in segments]
+            plans = [plan_views(s, spec) for s in segments[first_segment:]]
             resize_here = not (options.resize_on_device and not options.fast_decode)
-            size = spec.crop_size if resize_here else None
+            size = spec.resize_short if resize_here else None
             kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
-            for chunk in _chunks(plans, MAX_FRAMES_PER_READ):
+            for number, chunk in enumerate(_chunks(plans, MAX_FRAMES_PER_READ)):
+                if number % share[1] != share[0]:
+                    continue
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
                 frames = _resized_frames(reader, wanted, size, kept_index, kept)  # (F, h, w, 3) uint8
                 kept_index, kept = wanted, frames
@@ -204,30 +163,15 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
                     clips = frames[rows]  # (U, T, h, w, 3)
                     weights = torch.from_numpy(np.tile(plan.weights, spec.num_crops))
                     if resize_here:
-                        yield SegmentViews(video_pos, plan, crop_views(clips, spec), weights)
+                        yield SegmentViews(video_pos, plan, crop_views(clips, spec.crop_size, spec.num_crops), weights)
                     else:
                         yield SegmentViews(video_pos, plan, clips.contiguous(), weights, cropped=False)
-            yield VideoDecoded(video_pos, len(plans), reader.num_frames, float(reader.fps), float(reader.duration))
+            yield VideoDecoded(video_pos, len(segments), reader.num_frames, float(reader.fps), float(reader.duration))
     except Exception as err:  # a bad file must never stop the run
         if os.environ.get("VSWIN_DEBUG") == "1" and not isinstance(err, VswinError):
             raise
         message = str(err) if isinstance(err, VswinError) else f"{video.path}: {type(err).__name__}: {err}"
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
-
-
-def crop_views(clips: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
-    """The crops of resized clips, crop-major as the official FormatShape (view = crop * U + clip).
-
-    Args:
-        clips: uint8 (U, T, h, w, 3) with min(h, w) == spec.crop_size.
-        spec: crop size and number of crops.
-
-    Returns:
-        uint8 (num_crops * U, T, S, S, 3), contiguous.
-    """
-    size = spec.crop_size
-    corners = crop_corners(clips.shape[2], clips.shape[3], size, spec.num_crops)
-    return torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners]).contiguous()
 
 
 def _resized_frames(reader, wanted: np.ndarray, size: int | None, kept_index: np.ndarray,
@@ -255,15 +199,6 @@ def _decode_resized(reader, indices: np.ndarray, size: int | None) -> torch.Tens
     return frames
 
 
-def segment_lengths(fps: float, duration: float, spec: ClipSpec, options: TagOptions) -> tuple[float, float]:
-    """Window and stride in seconds for one video: the options, else the clip span at the video's fps."""
-    window = options.window_s
-    if window is None:
-        window = spec.span_frames / fps if fps > 0 else max(duration, 1.0)
-    stride = options.stride_s if options.stride_s is not None else window
-    return window, stride
-
-
 def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentPlan]]:
     """Consecutive segments grouped so each group needs at most about `max_frames` distinct frames."""
     chunk: list[SegmentPlan] = []
@@ -279,43 +214,88 @@ def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentP
         yield chunk
 
 
-def normalize_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 views to the model's input, in float32 as the official Normalize computes (x - mean) / std.
-
-    Args:
-        frames: uint8 (V, T, S, S, 3) RGB.
-        mean, std: (1, 3, 1, 1, 1) float32 on the same device (`transforms.MEAN_RGB`, `STD_RGB`).
-
-    Returns:
-        float32 (V, 3, T, S, S).
-    """
-    return (frames.permute(0, 4, 1, 2, 3).float() - mean) / std  # (V, T, S, S, 3) -> (V, 3, T, S, S)
-
-
 class _VideoStream(IterableDataset):
-    """Every video's items; each worker process takes every `num_workers`-th video."""
+    """Every video's items. Each worker process takes every `num_workers`-th video; with fewer videos
+    than workers, the workers share each video's segments instead (one long video keeps all busy)."""
 
-    def __init__(self, videos: Sequence[VideoInput], spec: ClipSpec, options: TagOptions):
-        self.videos, self.spec, self.options = list(videos), spec, options
+    def __init__(self, videos: Sequence[VideoInput], positions: Sequence[int], spec: ClipSpec, options: TagOptions,
+                 first_segment: dict[int, int]):
+        self.videos, self.positions, self.spec, self.options = videos, list(positions), spec, options
+        self.first_segment = first_segment
 
     def __iter__(self):
         worker = get_worker_info()
-        start, step = (worker.id, worker.num_workers) if worker else (0, 1)
+        index, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if worker is not None:
             torch.set_num_threads(1)  # many decoders side by side; do not oversubscribe the cores
-        for pos in range(start, len(self.videos), step):
-            yield from segment_views(pos, self.videos[pos], self.spec, self.options)
+        shared = len(self.positions) < count
+        for n, pos in enumerate(self.positions):
+            if shared or n % count == index:
+                yield from segment_views(pos, self.videos[pos], self.spec, self.options,
+                                         self.first_segment.get(pos, 0), (index, count) if shared else (0, 1))
 
 
 @dataclass
-class _VideoState:
-    """What has arrived for one video (main process)."""
+class VideoScores:
+    """One video's scores, the engine's hand-off to `tag` (records) and `eval` (metrics).
+
+    Attributes:
+        probs: segment index -> float32 (K,) class probabilities (softmax per view, weighted mean).
+        features: segment index -> float32 (C,) pooled embedding (with `TagOptions.features`).
+        plans: segment index -> its `SegmentPlan` (frames and times).
+        decoded: the video's frame count, fps and duration, once it is fully read.
+        failed: why the video could not be tagged, or None.
+        emitted: segments already handed on in order (`Tagger.run` streams them, then drops their data).
+    """
 
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
     features: dict[int, torch.Tensor] = field(default_factory=dict)
     plans: dict[int, SegmentPlan] = field(default_factory=dict)
     decoded: VideoDecoded | None = None
     failed: VideoError | None = None
+    emitted: int = 0
+
+    def restart_from(self, first: int) -> int:
+        """The segment to decode from after an interruption: the end of the scored prefix. Segments
+        scored out of order after it (workers sharing a video) are dropped and decoded again."""
+        start = max(first, self.emitted)
+        while start in self.probs:
+            start += 1
+        for index in [i for i in self.probs if i > start]:
+            del self.probs[index], self.plans[index]
+            self.features.pop(index, None)
+        self.decoded = None  # sent again by the new loader
+        return start
+
+    def finished(self) -> bool:
+        if self.failed is not None:
+            return True
+        return self.decoded is not None and self.emitted + len(self.probs) >= self.decoded.num_segments
+
+
+@dataclass(frozen=True)
+class ScoredSegment:
+    """One segment as `Tagger.run` streams it: its record and its probabilities (kept for `--resume`)."""
+
+    result: SegmentResult
+    probs: torch.Tensor  # float32 (K,)
+
+
+@dataclass
+class ResumedVideo:
+    """A video's segments from an interrupted run, to be continued after them (`--resume`).
+
+    Attributes:
+        segments: the first segments' records, in order (0 .. len-1).
+        probs: float32 (K,) probabilities of each of them (the summary needs them).
+    """
+
+    segments: list[SegmentResult]
+    probs: list[torch.Tensor]
+
+
+class _WorkerDied(Exception):
+    """A DataLoader worker process ended without finishing (killed by a signal, or crashed)."""
 
 
 class Tagger:
@@ -338,55 +318,154 @@ class Tagger:
         self._forward = self._forward_with_features if options.features else self.model
         if options.compile:
             self._forward = torch.compile(self._forward)
-        self.mean = torch.tensor(MEAN_RGB, device=self.device).view(1, 3, 1, 1, 1)
-        self.std = torch.tensor(STD_RGB, device=self.device).view(1, 3, 1, 1, 1)
         self.num_views_computed = 0  # views run through the network (identical views count once)
+        self.on_segments: Callable[[int], None] | None = None  # progress: called with segments scored
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
-        """Tag `videos`; results come in input order (a video waits for the ones before it)."""
-        stream = _VideoStream(videos, self.spec, self.options)
+        """Tag `videos`: one `VideoResult` per video (segments, summary, events, or the error), in input order."""
+        for item in self.stream(videos):
+            if isinstance(item, VideoResult):
+                yield item
+
+    def stream(self, videos: Sequence[VideoInput], resumed: dict[int, ResumedVideo] | None = None
+               ) -> Iterator[ScoredSegment | VideoResult]:
+        """Tag `videos`, streaming: each segment's `ScoredSegment` as soon as it and the ones before it
+        are scored, then the video's `VideoResult` (all its segments, summary, events), in input order.
+
+        Args:
+            videos: the inputs, in output order.
+            resumed: position in `videos` -> segments an interrupted run already wrote; those are
+                streamed again first (from memory), and the video is decoded from the next segment on.
+        """
+        resumed = resumed or {}
+        first = {pos: len(r.segments) for pos, r in resumed.items()}
+        done: list[SegmentResult] = []
+        summary = RunningMean()
+        current = -1
+        for pos, state, finished in self._updates(videos, first):
+            if pos != current:  # a new video: start its summary, replay what a resumed run kept
+                current, done, summary = pos, [], RunningMean()
+                for seg, probs in zip(*(resumed[pos].segments, resumed[pos].probs)) if pos in resumed else ():
+                    summary.add(probs, seg.end_frame - seg.start_frame)
+                    done.append(seg)
+                    yield ScoredSegment(seg, probs)
+                state.emitted = len(done)
+            while state.failed is None and state.emitted in state.probs:
+                i = state.emitted
+                seg = self._segment_result(videos[pos].key, i, state)
+                probs = state.probs.pop(i)
+                state.features.pop(i, None)
+                summary.add(probs, state.plans.pop(i).segment.num_frames)
+                done.append(seg)
+                state.emitted += 1
+                yield ScoredSegment(seg, probs)
+            if finished:
+                yield self._result(videos[pos].key, state, done, summary)
+
+    def scores(self, videos: Sequence[VideoInput]) -> Iterator[tuple[VideoInput, VideoScores]]:
+        """Score `videos`: `(video, VideoScores)` with every segment's probabilities, in input order."""
+        for pos, state, finished in self._updates(videos, {}):
+            if finished:
+                yield videos[pos], state
+
+    def _updates(self, videos: Sequence[VideoInput], first: dict[int, int]) -> Iterator[tuple[int, VideoScores, bool]]:
+        """`(position, state, finished)` of the earliest unfinished video whenever something arrived.
+
+        A decode worker that dies (out of memory, a crash inside a decoder) costs only the video it was
+        decoding: that video gets an error record, a new loader starts, the others go on where they were.
+        """
+        states = {pos: VideoScores() for pos in range(len(videos))}
+        deaths: dict[int, int] = {}
+        next_pos = 0
+        while next_pos < len(videos):
+            todo = [pos for pos in range(next_pos, len(videos)) if not states[pos].finished()]
+            starts = {pos: states[pos].restart_from(first.get(pos, 0)) for pos in todo}
+            try:
+                for _ in self._score_stream(videos, todo, starts, states):
+                    while next_pos < len(videos):
+                        finished = states[next_pos].finished()
+                        yield next_pos, states[next_pos], finished
+                        if not finished:
+                            break
+                        del states[next_pos]
+                        next_pos += 1
+            except _WorkerDied as died:
+                self._blame(str(died), videos, states, todo, deaths)
+                continue
+            for pos in range(next_pos, len(videos)):  # the loader ended: whatever is left is final
+                if not states[pos].finished() and states[pos].failed is None:
+                    states[pos].failed = VideoError(videos[pos].key, "InternalError",
+                                                    f"{videos[pos].key}: no result came back from the decoder")
+            while next_pos < len(videos):
+                yield next_pos, states[next_pos], True
+                del states[next_pos]
+                next_pos += 1
+
+    def _score_stream(self, videos, todo: list[int], starts: dict[int, int], states: dict[int, VideoScores]) -> Iterator[None]:
+        """Decode `todo` (from segment `starts[pos]` on) and score; yields after each item that arrived."""
         workers = self.options.workers
+        stream = _VideoStream(videos, todo, self.spec, self.options, starts)
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
         )
-        states = {pos: _VideoState() for pos in range(len(videos))}
         pending: list[SegmentViews] = []
-        next_pos = 0
-        for item in loader:
+        iterator = iter(loader)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
+            except RuntimeError as err:
+                if "DataLoader worker" not in str(err):
+                    raise
+                if pending:
+                    self._score(pending, states)
+                raise _WorkerDied(str(err)) from None
             if isinstance(item, SegmentViews):
                 pending.append(item)
                 if sum(len(p.weights) for p in pending) >= self.options.batch_size:
                     self._score(pending, states)
                     pending = []
-            elif isinstance(item, VideoDecoded):
-                states[item.video_pos].decoded = item
-            else:
-                states[item.video_pos].failed = item.error
-            # A finished video waits for the ones before it; one whose last segments still sit in
-            # `pending` finishes when the batch fills (or at the end), so batches stay full.
-            while next_pos < len(videos) and self._finished(states[next_pos]):
-                yield self._result(videos[next_pos].key, states.pop(next_pos))
-                next_pos += 1
+            elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)
+                state = states[item.video_pos]
+                if isinstance(item, VideoDecoded):
+                    state.decoded = item
+                elif state.failed is None:
+                    state.failed = item.error
+            yield
         if pending:
             self._score(pending, states)
-        while next_pos < len(videos):
-            yield self._result(videos[next_pos].key, states.pop(next_pos))
-            next_pos += 1
+        yield
 
-    @staticmethod
-    def _finished(state: _VideoState) -> bool:
-        if state.failed is not None:
-            return True
-        return state.decoded is not None and len(state.probs) >= state.decoded.num_segments
+    def _blame(self, reason: str, videos, states: dict[int, VideoScores], todo: list[int], deaths: dict[int, int]) -> None:
+        """A decode worker died: fail the video it was decoding, so the run can go on without it.
+
+        The videos being decoded at that moment are the suspects (one per worker). A lone suspect is
+        the cause; of several, each gets one more try and fails on its second death as a suspect.
+        """
+        workers = max(self.options.workers, 1)
+        reading = [pos for pos in todo if states[pos].decoded is None and states[pos].failed is None]
+        if len(todo) >= workers:  # whole videos dealt to workers: each worker's first unread one
+            suspects = {reading_pos for w in range(workers)
+                        for reading_pos in [next((pos for pos in todo[w::workers] if pos in reading), None)]
+                        if reading_pos is not None}
+        else:  # the workers shared every video
+            suspects = set(reading)
+        for pos in suspects:
+            deaths[pos] = deaths.get(pos, 0) + 1
+            if len(suspects) == 1 or deaths[pos] >= 2:
+                states[pos].failed = VideoError(videos[pos].key, "DecoderCrash",
+                    f"{videos[pos].path}: the decoder process was killed (out of memory?) while reading it ({reason})")
+
 
     @torch.inference_mode()
-    def _score(self, pending: list[SegmentViews], states: dict[int, _VideoState]) -> None:
+    def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
         frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
-            x = normalize_views(frames[start:start + self.options.batch_size], self.mean, self.std)
+            x = normalize_views(frames[start:start + self.options.batch_size])
             with autocast(self.device, self.options.precision):
                 out = self._forward(x)
             if self.options.features:
@@ -395,6 +474,8 @@ class Tagger:
             else:
                 logits.append(out.float())
         self.num_views_computed += len(frames)
+        if self.on_segments is not None:
+            self.on_segments(len(pending))
         logits = torch.cat(logits).cpu()
         features = torch.cat(features).cpu() if features else None
         row = 0
@@ -404,11 +485,11 @@ class Tagger:
             state = states.get(p.video_pos)
             if state is None or state.failed is not None:
                 continue
-            state.plans[p.plan.index] = p.plan
-            state.probs[p.plan.index] = average_views(logits[rows], p.weights)
+            state.plans[p.plan.segment.index] = p.plan
+            state.probs[p.plan.segment.index] = average_views(logits[rows], p.weights)
             if features is not None:
                 w = p.weights[:, None]
-                state.features[p.plan.index] = (features[rows] * w).sum(0) / w.sum()
+                state.features[p.plan.segment.index] = (features[rows] * w).sum(0) / w.sum()
 
     def _views_on_device(self, item: SegmentViews) -> torch.Tensor:
         """A segment's views on the device: copied (from pinned memory), resized and cropped if not yet."""
@@ -416,169 +497,35 @@ class Tagger:
         if item.cropped:
             return frames
         num_clips, clip_len = frames.shape[:2]
-        resized = resize_short_side(frames.flatten(0, 1), self.spec.crop_size)  # (U*T, h, w, 3) uint8
-        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec)
+        resized = resize_short_side(frames.flatten(0, 1), self.spec.resize_short)  # (U*T, h, w, 3) uint8
+        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec.crop_size, self.spec.num_crops)
 
     def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
         pooled = self.model.forward_features(x)
         return self.model.head(pooled), pooled
 
-    def _result(self, key: str, state: _VideoState) -> VideoResult:
+    def _segment_result(self, key: str, index: int, state: VideoScores) -> SegmentResult:
+        """The record of one scored segment (top-k labels, times, frames, optional embedding)."""
+        span, opts = state.plans[index].segment, self.options
+        features = state.features.get(index)
+        return SegmentResult(
+            video=key, segment=index, start=round(span.t_start, 3), end=round(span.t_end, 3),
+            start_frame=span.start_frame, end_frame=span.end_frame,
+            top=top_k(state.probs[index], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
+            model=self.model_name,
+            features=tuple(round(v, 6) for v in features.tolist()) if features is not None else None,
+        )
+
+    def _result(self, key: str, state: VideoScores, segments: list[SegmentResult], summary: RunningMean) -> VideoResult:
+        """The whole video: its segments, the frame-weighted summary and the merged events; or its error."""
         if state.failed is not None:
             return VideoResult(video=key, error=state.failed)
-        if state.decoded is None:  # cannot happen unless a worker died; say so rather than drop the video
-            return VideoResult(video=key, error=VideoError(key, "InternalError", f"{key}: no result came back"))
-        opts, order = self.options, sorted(state.probs)
-        segments = tuple(
-            SegmentResult(
-                video=key, segment=i, start=round(state.plans[i].t_start, 3), end=round(state.plans[i].t_end, 3),
-                start_frame=state.plans[i].start_frame, end_frame=state.plans[i].end_frame,
-                top=top_k(state.probs[i], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
-                model=self.model_name,
-                features=tuple(round(v, 6) for v in state.features[i].tolist()) if opts.features else None,
-            )
-            for i in order
-        )
-        frames_per_segment = [state.plans[i].end_frame - state.plans[i].start_frame for i in order]
-        video_probs = summarize_video(torch.stack([state.probs[i] for i in order]), frames_per_segment)
-        info = state.decoded
-        summary = VideoSummary(
+        opts, info = self.options, state.decoded
+        video_summary = VideoSummary(
             video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
-            fps=round(info.fps, 3), top=top_k(video_probs, self.labels, opts.top_k, opts.threshold),
+            fps=round(info.fps, 3), top=top_k(summary.mean(), self.labels, opts.top_k, opts.threshold),
             views=self.spec.num_views, model=self.model_name,
         )
         events = merge_segments(segments) if opts.merge else ()
-        return VideoResult(video=key, segments=segments, summary=summary, events=events)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of the inputs under torchrun: every `world_size`-th video from `rank`."""
-
-    rank: int = 0
-    world_size: int = 1
-
-
-def current_shard() -> Shard:
-    """The shard torchrun assigned (RANK, WORLD_SIZE environment variables); one shard otherwise."""
-    return Shard(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-
-
-@dataclass(frozen=True)
-class TagReport:
-    """What a run did (on this rank)."""
-
-    num_tagged: int
-    num_failed: int
-    num_skipped: int  # already complete in the output being resumed
-    num_segments: int
-    interrupted: bool
-
-
-def run_tag(
-    tagger: Tagger,
-    videos: Sequence[VideoInput],
-    output: str,
-    output_format: str = "jsonl",
-    resume: bool = False,
-    shard: Shard = Shard(),
-    on_result: Callable[[VideoResult], None] | None = None,
-    barrier: Callable[[], None] | None = None,
-) -> TagReport:
-    """Tag `videos` into `output`, skipping those already complete there with `resume`.
-
-    Under torchrun each rank tags its shard into `<output>.shards/rank<r>-of-<w>.jsonl` (resumable on
-    its own); after a barrier rank 0 merges all shards, in input order, into one output.
-
-    Args:
-        tagger: the model runner.
-        videos: inputs, in output order.
-        output: "-" for stdout, else a file path (written atomically).
-        output_format: one of `writers.FORMATS`.
-        resume: continue an interrupted JSON Lines output.
-        shard: this process's rank and the world size.
-        on_result: called after each video is written (progress, logging).
-        barrier: waits for every rank (default: a gloo process group); used only when sharded.
-
-    Returns:
-        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; every video written is complete.
-    """
-    final = OutputFile(output, resume=resume)
-    if shard.world_size == 1:
-        todo = [v for v in videos if v.key not in final.done]
-        report = _tag_into(tagger, todo, final, output_format, on_result)
-        return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
-                         report.interrupted)
-
-    shard_file = _shard_dir(output) / f"rank{shard.rank}-of-{shard.world_size}.jsonl"
-    shard_file.parent.mkdir(parents=True, exist_ok=True)
-    mine = OutputFile(str(shard_file), resume=resume)
-    assigned = list(videos)[shard.rank::shard.world_size]  # shard before filtering: the same split every run
-    todo = [v for v in assigned if v.key not in final.done | mine.done]
-    report = _tag_into(tagger, todo, mine, "jsonl", on_result)
-    skipped = len(assigned) - len(todo)
-    if report.interrupted:
-        return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, True)
-    (barrier or _process_group_barrier)()
-    if shard.rank == 0:
-        merge_shards(videos, sorted(shard_file.parent.glob(f"rank*-of-{shard.world_size}.jsonl")), final,
-                     output_format)
-    return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, False)
-
-
-def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], final: OutputFile,
-                 output_format: str) -> None:
-    """Write the shards' results into `final` in input order (after what it keeps from a resumed run)."""
-    results: dict[str, VideoResult] = {}
-    for path in shard_files:
-        results.update(read_results_jsonl(path))
-    writer = get_writer(output_format, final.open())
-    for video in videos:
-        if video.key in results and video.key not in final.done:
-            writer.write_video(results[video.key])
-    writer.close()
-    final.commit()
-    for path in shard_files:
-        path.unlink()
-    with suppress(OSError):
-        shard_files[0].parent.rmdir()
-
-
-def _tag_into(tagger: Tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
-              on_result: Callable[[VideoResult], None] | None) -> TagReport:
-    writer = get_writer(output_format, out.open())
-    tagged = failed = segments = 0
-    interrupted = False
-    try:
-        for result in tagger.run(videos):
-            writer.write_video(result)  # one write and a flush per video: never half a video
-            tagged += 1
-            failed += result.error is not None
-            segments += len(result.segments)
-            if on_result is not None:
-                on_result(result)
-    except KeyboardInterrupt:
-        interrupted = True
-    writer.close()
-    out.commit()  # also after Ctrl-C: every video in it is complete, and --resume continues from it
-    return TagReport(tagged, failed, 0, segments, interrupted)
-
-
-def _shard_dir(output: str) -> Path:
-    if output != "-":
-        return Path(output + ".shards")
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
-    return Path(tempfile.gettempdir()) / f"vswin-tag-shards-{run_id}"
-
-
-def _process_group_barrier() -> None:
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        # gloo works for CPU and GPU ranks alike; ranks finish their shards at different times
-        dist.init_process_group("gloo", timeout=timedelta(days=2))
-    dist.barrier()
-    if created:
-        dist.destroy_process_group()
+        return VideoResult(video=key, segments=tuple(segments), summary=video_summary, events=events)

@@ -8,6 +8,7 @@ per-class top-1 accuracies over the classes that have at least one video.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,24 @@ def metrics_from_ranked(ranked: np.ndarray, labels: np.ndarray, class_names: lis
         num_failed=num_failed,
         per_class=per_class,
     )
+
+
+def per_class_csv(metrics: Metrics) -> str:
+    """Per-class accuracy as CSV text: index,name,count,correct,accuracy (empty accuracy when count is 0)."""
+    stream = io.StringIO()
+    write_per_class_csv(metrics, stream)
+    return stream.getvalue()
+
+
+def eval_summary(report, model_name: str, dataset, spec, num_listed: int) -> dict:
+    """The `vswin eval` metrics document: model, dataset, protocol, accuracies, and every failed video."""
+    return {
+        "model": model_name, "dataset": str(dataset),
+        "protocol": {"sampling": spec.sampling, "clip_len": spec.clip_len, "frame_interval": spec.frame_interval,
+                     "num_clips": spec.num_clips, "num_crops": spec.num_crops, "crop_size": spec.crop_size},
+        **report.metrics.summary(), "num_videos_listed": num_listed, "num_videos_resumed": report.num_resumed,
+        "failed": [{"video": video, "reason": reason} for video, reason in report.failed],
+    }
 
 
 def write_per_class_csv(metrics: Metrics, stream) -> None:

@@ -1,15 +1,26 @@
-"""Option types shared by several commands."""
+"""Options shared by several commands, each declared once (Typer `Annotated` aliases), and the precision rule.
+
+Importing this module must stay cheap (no torch, no PyAV): `vswin --help` imports every command module.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
 
-import torch
+import typer
 
 from vswin_cli.errors import ConfigError
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FORMATS = ("jsonl", "json", "csv", "tsv")  # `vswin tag --format`; `writers.WRITERS` has one class each
+
+MODEL = "Model"
+VIEWS = "Segments and views"
+OUT = "Output"
+RUN = "Speed and devices"
 
 
 class Precision(str, Enum):
@@ -19,6 +30,26 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+
+
+def default_workers() -> int:
+    """Decoding processes when `--workers` is not given: the CPU cores, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo model name, e.g. swin-b-k600 (see `vswin models`), or a checkpoint file.", rich_help_panel=MODEL)]
+WeightsOpt = Annotated[Optional[Path], typer.Option(help="Local checkpoint instead of --model (vswin train output, official mmaction or torchvision file).", rich_help_panel=MODEL)]
+ArchOpt = Annotated[Optional[str], typer.Option(help="With --weights that are not a vswin checkpoint: swin-t, swin-s, swin-b or a config.json.", rich_help_panel=MODEL)]
+LabelsOpt = Annotated[Optional[str], typer.Option(help="Class-name file (one per line) or a label set name (default: the model's).", rich_help_panel=MODEL)]
+ViewsOpt = Annotated[Optional[str], typer.Option(help="fast (1 clip x 1 centre crop), paper (the model's published protocol: Kinetics 4x3, SSv2 1x3) or CLIPSxCROPS such as 4x3.", rich_help_panel=VIEWS, show_default=False)]
+ClipLenOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per clip (default: the model's, 32).", rich_help_panel=VIEWS)]
+FrameIntervalOpt = Annotated[Optional[int], typer.Option(min=1, help="Frame step inside a clip (default: the model's, 2).", rich_help_panel=VIEWS)]
+CropSizeOpt = Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size (default: the model's: 224 for the released models; a `vswin train` checkpoint stores its own).", rich_help_panel=VIEWS)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr (errors still).", rich_help_panel=OUT)]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More on stderr, including the video decoders' own log lines.", rich_help_panel=OUT)]
+WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Decoding processes (0: decode in the main process). Default: CPU cores, at most 8.", rich_help_panel=RUN)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.", rich_help_panel=RUN)]
+PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)]
 
 
 def resolve_precision(precision: str | Precision, device) -> str:
@@ -37,9 +68,11 @@ def resolve_precision(precision: str | Precision, device) -> str:
     return value
 
 
-def autocast(device: torch.device, precision: str):
-    """The autocast context of a resolved `precision` ("fp32" = none) on `device`."""
-    dtype = AUTOCAST_DTYPES[precision]
+def autocast(device, precision: str):
+    """The autocast context of a resolved `precision` ("fp32" = none) on `device` (a `torch.device`)."""
+    import torch
+
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

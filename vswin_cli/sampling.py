@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vswin_cli.protocol import ClipSpec, get_protocol
+
 
 def kinetics_test_indices(num_frames: int, clip_len: int = 32, frame_interval: int = 2,
                           num_clips: int = 4) -> np.ndarray:
@@ -182,3 +184,63 @@ def _segments(ts: np.ndarray, ranges: list[tuple[int, int]], end: float) -> list
         t_end = float(ts[stop]) if stop < len(ts) else end
         segments.append(Segment(len(segments), first, stop, float(ts[first]), t_end))
     return segments
+
+
+def clip_indices(num_frames: int, protocol: str | ClipSpec) -> np.ndarray:
+    """Sampled frame indices of a video (or a segment) of `num_frames` frames, by the protocol's sampler.
+
+    Returns:
+        int64 (num_clips, clip_len).
+    """
+    spec = get_protocol(protocol)
+    if spec.sampling == "kinetics":
+        return kinetics_test_indices(num_frames, spec.clip_len, spec.frame_interval, spec.num_clips)
+    return uniform_test_indices(num_frames, spec.clip_len)  # "uniform": ClipSpec admits no other
+
+
+def whole_video(timestamps) -> list[Segment]:
+    """The whole video as one segment (the published test protocol: `vswin eval`, `sample_test_views`)."""
+    ts = _check_timestamps(timestamps)
+    return [Segment(0, 0, len(ts), float(ts[0]), video_end_time(ts))]
+
+
+def segment_lengths(window_s: float | None, stride_s: float | None, span_frames: int, fps: float,
+                    duration: float) -> tuple[float, float]:
+    """Window and stride in seconds for one video: the given ones, else the clip span at the video's fps.
+
+    Args:
+        window_s, stride_s: `--window`/`--stride` (None: the default).
+        span_frames: frames one clip spans (`ClipSpec.span_frames`): the default window.
+        fps, duration: the video's.
+    """
+    window = window_s
+    if window is None:
+        window = span_frames / fps if fps > 0 else max(duration, 1.0)
+    return window, stride_s if stride_s is not None else window
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """One segment and its distinct clips.
+
+    Attributes:
+        segment: the segment (from `plan_segments` or `whole_video`).
+        clips: int64 (U, clip_len) absolute frame indices of the U distinct clips.
+        weights: float32 (U,) how many of the protocol's clips each distinct clip stands for.
+    """
+
+    segment: Segment
+    clips: np.ndarray
+    weights: np.ndarray
+
+
+def plan_views(segment: Segment, spec: ClipSpec) -> SegmentPlan:
+    """Frame indices of a segment's clips, identical clips merged into one with a weight.
+
+    Indices are sampled relative to the segment and wrap inside it, as the official sampler wraps
+    inside a video, then shifted to absolute frame numbers. (The Kinetics formula puts all 4 clips of
+    a 64-frame segment at the same start: those are computed once and weighted 4.)
+    """
+    clips = np.asarray(clip_indices(segment.num_frames, spec), dtype=np.int64)  # (num_clips, clip_len)
+    unique, counts = np.unique(clips, axis=0, return_counts=True)
+    return SegmentPlan(segment, segment.to_video(unique), counts.astype(np.float32))

@@ -29,12 +29,15 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from models import save_checkpoint
-from vswin_cli.datasets import ClipSpec, ListEntry, TrainClips, parse_list
-from vswin_cli.engine import VideoScores, evaluate_entries, train_one_epoch
+from vswin_cli.cache import load_labels
+from vswin_cli.datasets import ListEntry, TrainClips, parse_list
+from vswin_cli.distributed import setup_device
+from vswin_cli.engine import score_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
 from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import compute_metrics
 from vswin_cli.options import resolve_precision
+from vswin_cli.protocol import ClipSpec
 from vswin_cli.train_augment import is_direction_sensitive
 
 CHECKPOINT_VERSION = 1
@@ -131,19 +134,6 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, backbon
     ]
 
 
-def read_labels(path: str | Path) -> list[str]:
-    """A label map: one class name per line, line i is class i."""
-    try:
-        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the label map ({err})") from None
-    while names and not names[-1]:
-        names.pop()
-    if not names or any(not n for n in names):
-        raise ConfigError(f"{path}: a label map needs one non-empty class name per line")
-    return names
-
-
 def eval_spec_for_training(cfg: TrainConfig, num_clips: int | None = None, num_crops: int = 3) -> ClipSpec:
     """The test protocol that matches how `cfg` trained (stored in checkpoints for `vswin eval --weights`)."""
     if num_clips is None:
@@ -194,7 +184,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, bo
 
 def _load_start_model(name_or_path: str):
     """(model, its config) for `--model`: a zoo name, or a weights file (a `vswin train` checkpoint...)."""
-    from vswin_cli.pretrained import resolve_model
+    from vswin_cli.resolve import resolve_model
 
     resolved = resolve_model(model=name_or_path)
     return resolved.model, resolved.model.config
@@ -258,41 +248,6 @@ def _csv_value(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-# --- distributed ---------------------------------------------------------------------------------------
-
-
-def setup_device(device: str = "auto") -> tuple[torch.device, int, int]:
-    """(device, rank, world size); under torchrun this also joins the process group."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if world_size > 1 and not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if use_cuda:
-        return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device()), rank, world_size
-    return torch.device("cpu" if device == "auto" else device), rank, world_size
-
-
-def exit_distributed(code: int) -> None:
-    """End a torchrun worker: wait for every rank, leave the process group, flush, `os._exit(code)`.
-
-    A gloo group torn down by the interpreter's own shutdown sometimes aborts the process after all
-    its work is done ("terminate called without an active exception", SIGABRT, seen about once in 20
-    two-rank runs here), which torchrun reports as a failure of the whole job. Leaving the group
-    explicitly and skipping the interpreter's finalisation avoids that. Only called when a process
-    group is active; every command has finished and closed its files by then. If a rank failed
-    instead, torchrun stops the others, so the barrier cannot wait forever.
-    """
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 # --- the loop --------------------------------------------------------------------------------------------
 
 
@@ -324,7 +279,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    class_names = read_labels(cfg.labels) if cfg.labels else None
+    class_names = load_labels(Path(cfg.labels)) if cfg.labels else None
     train_entries = parse_list(cfg.train_list, cfg.data_root, class_names)
     if class_names is None:
         class_names = [str(i) for i in range(max(e.label for e in train_entries) + 1)]
@@ -379,8 +334,8 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
         row = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": stats.lr, "clips_per_second": stats.clips_per_second,
                "seconds": stats.seconds, "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None}
         if val_entries:
-            scores = evaluate_entries(model, val_entries, val_spec(cfg), device, batch_size=cfg.batch_size,
-                                      workers=cfg.workers, precision=precision)
+            scores = score_entries(model, val_entries, val_spec(cfg), class_names, device,
+                                   max_views=cfg.batch_size, workers=cfg.workers, precision=precision)
             if is_main:
                 metrics = scores_to_metrics(scores, val_entries, class_names)
                 row.update(val_top1=metrics.top1, val_top5=metrics.top5, val_mean_class_accuracy=metrics.mean_class_accuracy)
@@ -422,11 +377,11 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     return rows
 
 
-def scores_to_metrics(scores: list[VideoScores], entries: list[ListEntry], class_names: list[str]):
-    """`Metrics` of scored videos; failed ones are counted in `num_failed`."""
-    good = [s for s in scores if s.probs is not None]
-    probs = np.stack([s.probs for s in good]) if good else np.zeros((0, len(class_names)))
-    labels = np.array([entries[s.index].label for s in good], dtype=np.int64)
+def scores_to_metrics(scores: list[tuple], entries: list[ListEntry], class_names: list[str]):
+    """`Metrics` of `engine.score_entries` output; failed videos are counted in `num_failed`."""
+    good = [(index, probs) for index, probs, _error in scores if probs is not None]
+    probs = np.stack([p for _, p in good]) if good else np.zeros((0, len(class_names)))
+    labels = np.array([entries[index].label for index, _ in good], dtype=np.int64)
     return compute_metrics(probs, labels, class_names, num_failed=len(scores) - len(good))
 
 

@@ -147,23 +147,47 @@ def center_crop_offset(height: int, width: int, crop: int = 224) -> tuple[int, i
     return (height - crop) // 2, (width - crop) // 2
 
 
-def three_crop(frames: torch.Tensor, crop: int = 224) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> (3, ..., crop, crop, 3), crops in ThreeCrop order."""
-    height, width = frames.shape[-3:-1]
-    return torch.stack([frames[..., y:y + crop, x:x + crop, :] for y, x in three_crop_offsets(height, width, crop)])
-
-
-def center_crop(frames: torch.Tensor, crop: int = 224) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> (1, ..., crop, crop, 3)."""
-    y, x = center_crop_offset(*frames.shape[-3:-1], crop)
-    return frames[..., y:y + crop, x:x + crop, :].unsqueeze(0)
-
-
 def normalize(frames: torch.Tensor, mean=MEAN_RGB, std=STD_RGB) -> torch.Tensor:
     """uint8 (..., 3) RGB -> float32 (x - mean) / std, channel last (pixel units, as the official code)."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=frames.device)
     std_t = torch.tensor(std, dtype=torch.float32, device=frames.device)
     return (frames.to(torch.float32) - mean_t) / std_t
+
+
+def crop_corners(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
+    """(top, left) of each crop: the official ThreeCrop's left, right, middle, or the centre crop alone."""
+    if num_crops == 3:
+        return three_crop_offsets(height, width, size)
+    if num_crops == 1:
+        return [center_crop_offset(height, width, size)]  # equals ThreeCrop's middle crop on these frames
+    raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+
+
+def crop_views(clips: torch.Tensor, size: int, num_crops: int) -> torch.Tensor:
+    """The crops of resized clips, crop-major as the official FormatShape (view = crop * K + clip).
+
+    Args:
+        clips: uint8 (K, T, h, w, 3), resized (one side equal to `size` for three crops).
+        size: crop side.
+        num_crops: 1 (centre) or 3 (ThreeCrop).
+
+    Returns:
+        uint8 (num_crops * K, T, size, size, 3), contiguous.
+    """
+    corners = crop_corners(clips.shape[2], clips.shape[3], size, num_crops)
+    return torch.cat([clips[:, :, y:y + size, x:x + size] for y, x in corners]).contiguous()
+
+
+def normalize_views(views: torch.Tensor) -> torch.Tensor:
+    """uint8 views to the model's input, float32 (x - mean) / std as the official Normalize, channels first.
+
+    Args:
+        views: uint8 (V, T, S, S, 3) RGB, on any device.
+
+    Returns:
+        float32 (V, 3, T, S, S) on the same device.
+    """
+    return normalize(views).permute(0, 4, 1, 2, 3).contiguous()  # (V, T, S, S, 3) -> (V, 3, T, S, S)
 
 
 def make_views(frames, num_clips: int, clip_len: int, num_crops: int = 3, order=None,
@@ -186,8 +210,6 @@ def make_views(frames, num_clips: int, clip_len: int, num_crops: int = 3, order=
     Returns:
         float32 (num_crops*K, 3, L, crop, crop); view v = crop_index*K + clip.
     """
-    if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
     resized = resize_short_side(frames, short_side)
     if order is not None:
         order = torch.as_tensor(order, dtype=torch.int64, device=resized.device).reshape(-1)
@@ -195,10 +217,4 @@ def make_views(frames, num_clips: int, clip_len: int, num_crops: int = 3, order=
     if resized.shape[0] != num_clips * clip_len:
         raise ValueError(f"expected {num_clips}x{clip_len} frames, got {resized.shape[0]}")
     clips = resized.view(num_clips, clip_len, *resized.shape[1:])  # (K, L, H', W', 3)
-    crops = three_crop(clips, crop) if num_crops == 3 else center_crop(clips, crop)  # (C, K, L, c, c, 3)
-    views = torch.empty((num_crops, num_clips, 3, clip_len, crop, crop), dtype=torch.float32, device=crops.device)
-    views.copy_(crops.permute(0, 1, 5, 2, 3, 4))  # (C, K, 3, L, c, c); uint8 -> float32 in the copy
-    mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=views.device).view(3, 1, 1, 1)
-    std = torch.tensor(STD_RGB, dtype=torch.float32, device=views.device).view(3, 1, 1, 1)
-    views.sub_(mean).div_(std)  # the same float32 (x - mean) / std as `normalize`
-    return views.view(num_crops * num_clips, 3, clip_len, crop, crop)
+    return normalize_views(crop_views(clips, crop, num_crops))

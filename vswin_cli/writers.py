@@ -1,28 +1,20 @@
-"""Result writers (JSON Lines, JSON, CSV, TSV) and the output file they write into.
+"""Result writers: JSON Lines, JSON, CSV, TSV, one small class per format behind one interface.
 
-One small class per format behind one interface, after openai/whisper's `ResultWriter` (MIT):
-`write_video(result)` writes every record of one video at once and flushes, `close()` finishes the
-document. JSON Lines and CSV/TSV stream; JSON collects and writes at `close()`.
-
-`OutputFile` makes `-o PATH` atomic: records go to `PATH.part` and it is renamed to PATH when the
-run ends (also after Ctrl-C, since every video in it is complete). A run killed harder leaves
-`PATH.part`, which `--resume` continues from.
+After openai/whisper's `ResultWriter` (MIT): `write_video(result)` writes every record of one video at
+once and flushes, `close()` finishes the document. JSON Lines and CSV/TSV stream; JSON collects and
+writes at `close()`. Where the stream goes (stdout, an atomic file, resume) is `vswin_cli.outputs`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import TextIO
 
-from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
+from vswin_cli.aggregate import Event, SegmentResult, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-
-FORMATS = ("jsonl", "json", "csv", "tsv")
+from vswin_cli.options import FORMATS
 
 CSV_COLUMNS = (
     "record", "video", "segment", "start", "end", "start_frame", "end_frame",
@@ -69,17 +61,35 @@ def video_records(result: VideoResult) -> list[dict]:
 class ResultWriter:
     """Writes results of one run to a text stream in one format.
 
+    `write_segment` is called for each segment as soon as it is scored (streaming formats write it at
+    once), `write_video` when the video is done: it writes what is not written yet (events and the
+    summary, or the error record; all segments for a writer that got none streamed).
+
     Args:
         stream: where to write (a file opened for text, or stdout).
     """
 
-    extension: str = ""
-
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self._streamed: tuple[str, int] = ("", 0)  # (video, segments already written by write_segment)
+
+    def write_segment(self, segment: SegmentResult) -> None:
+        """Write one segment record now (JSON Lines, CSV, TSV); the JSON document waits for `write_video`."""
+        video, count = self._streamed
+        self._streamed = (segment.video, count + 1 if video == segment.video else 1)
+        self._write_records([segment_record(segment)])
 
     def write_video(self, result: VideoResult) -> None:
-        """Write every record of one video, then flush, so a reader never sees half a video."""
+        """Finish one video: its records not written yet, then flush, so a reader never sees half a video."""
+        video, count = self._streamed
+        skip = count if video == result.video else 0
+        self._streamed = ("", 0)
+        records = video_records(result)
+        if result.error is None:
+            records = records[skip:]  # segments come first in `video_records`
+        self._write_records(records)
+
+    def _write_records(self, records: list[dict]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -90,22 +100,20 @@ class ResultWriter:
 class JsonlWriter(ResultWriter):
     """One JSON object per line: segments, events, a per-video summary, or an error record."""
 
-    extension = "jsonl"
-
-    def write_video(self, result: VideoResult) -> None:
-        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in video_records(result)]
-        self.stream.write("".join(lines))
+    def _write_records(self, records: list[dict]) -> None:
+        self.stream.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self.stream.flush()
 
 
 class JsonWriter(ResultWriter):
     """One JSON document `{"videos": [{video, segments, events, summary} | {video, error}]}`."""
 
-    extension = "json"
-
     def __init__(self, stream: TextIO):
         super().__init__(stream)
         self.videos: list[dict] = []
+
+    def write_segment(self, segment: SegmentResult) -> None:
+        pass  # one document: the whole video is written from `write_video`
 
     def write_video(self, result: VideoResult) -> None:
         records = video_records(result)
@@ -128,7 +136,6 @@ class JsonWriter(ResultWriter):
 class CsvWriter(ResultWriter):
     """One row per segment and rank (plus event, video summary and error rows), with a header."""
 
-    extension = "csv"
     delimiter = ","
 
     def __init__(self, stream: TextIO):
@@ -136,27 +143,25 @@ class CsvWriter(ResultWriter):
         self.csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, delimiter=self.delimiter, lineterminator="\n")
         self.csv.writeheader()
 
-    def write_video(self, result: VideoResult) -> None:
-        rows = []
-        for record in video_records(result):
-            rows.extend(_csv_rows(record))
-        self.csv.writerows(rows)
+    def _write_records(self, records: list[dict]) -> None:
+        self.csv.writerows([row for record in records for row in _csv_rows(record)])
         self.stream.flush()
 
 
 class TsvWriter(CsvWriter):
     """CSV with tabs (quoted only where a field holds a tab, quote or newline)."""
 
-    extension = "tsv"
     delimiter = "\t"
 
 
+WRITERS = dict(zip(FORMATS, (JsonlWriter, JsonWriter, CsvWriter, TsvWriter)))
+
+
 def get_writer(output_format: str, stream: TextIO) -> ResultWriter:
-    """The writer for `output_format` (one of FORMATS) writing into `stream`."""
-    writers = {"jsonl": JsonlWriter, "json": JsonWriter, "csv": CsvWriter, "tsv": TsvWriter}
-    if output_format not in writers:
-        raise ConfigError(f"unknown output format {output_format!r}", hint=f"use one of {', '.join(FORMATS)}")
-    return writers[output_format](stream)
+    """The writer for `output_format` (one of `WRITERS`) writing into `stream`."""
+    if output_format not in WRITERS:
+        raise ConfigError(f"unknown output format {output_format!r}", hint=f"use one of {', '.join(WRITERS)}")
+    return WRITERS[output_format](stream)
 
 
 def _without_record(record: dict) -> dict:
@@ -184,144 +189,3 @@ def _csv_rows(record: dict) -> list[dict]:
     if not record["top"]:  # every score under --threshold: keep one row so the segment is not lost
         return [base]
     return [{**base, "rank": rank, **tag} for rank, tag in enumerate(record["top"], start=1)]
-
-
-def read_completed_jsonl(path: Path) -> tuple[list[str], set[str]]:
-    """Lines of the videos that a JSON Lines output holds completely, for `--resume`.
-
-    A video is complete when its summary record (`record: "video"`, written last) is present. Error
-    records, partial videos and a torn last line (a killed run) are dropped, so those videos run again.
-
-    Args:
-        path: an earlier run's JSON Lines output (or its `.part` file).
-
-    Returns:
-        (lines to keep, in file order, each ending in a newline; keys of the complete videos).
-    """
-    by_video: dict[str, list[str]] = {}
-    complete: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # torn last line of a killed run
-            try:
-                record = json.loads(line)
-                key, kind = record["video"], record["record"]
-            except (ValueError, KeyError, TypeError):
-                raise ConfigError(
-                    f"{path}: cannot resume, a line is not a vswin JSON Lines record: {line[:80]!r}",
-                    hint="resume only from a file that `vswin tag --format jsonl` wrote, or drop --resume",
-                ) from None
-            if kind == "error":
-                continue
-            by_video.setdefault(key, []).append(line)
-            if kind == "video":
-                complete.add(key)
-    kept = [line for key, lines in by_video.items() if key in complete for line in lines]
-    return kept, complete
-
-
-def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
-    """The complete videos (and error records) of a JSON Lines output, as `VideoResult`s by key.
-
-    Used to merge the per-rank outputs of a sharded (torchrun) run into one output.
-
-    Args:
-        path: a JSON Lines file written by `JsonlWriter`.
-
-    Returns:
-        {video key: VideoResult}; videos without their summary record are left out.
-    """
-    records: dict[str, list[dict]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):
-                record = json.loads(line)
-                records.setdefault(record["video"], []).append(record)
-    results = {}
-    for key, items in records.items():
-        errors = [r for r in items if r["record"] == "error"]
-        if errors:
-            error = errors[-1]["error"]
-            results[key] = VideoResult(video=key, error=VideoError(key, error["type"], error["message"]))
-            continue
-        summaries = [r for r in items if r["record"] == "video"]
-        if not summaries:
-            continue
-        results[key] = VideoResult(
-            video=key,
-            segments=tuple(_segment_from_record(r) for r in items if r["record"] == "segment"),
-            events=tuple(Event(**_fields(r)) for r in items if r["record"] == "event"),
-            summary=VideoSummary(**{**_fields(summaries[-1]), "top": _tags(summaries[-1]["top"])}),
-        )
-    return results
-
-
-def _fields(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "record"}
-
-
-def _tags(top: list[dict]) -> tuple[LabelScore, ...]:
-    return tuple(LabelScore(**t) for t in top)
-
-
-def _segment_from_record(record: dict) -> SegmentResult:
-    fields = _fields(record)
-    fields["top"] = _tags(fields["top"])
-    if "features" in fields:
-        fields["features"] = tuple(fields["features"])
-    return SegmentResult(**fields)
-
-
-class OutputFile:
-    """Where results go: stdout (`-`), or PATH written through `PATH.part` and renamed when done.
-
-    Args:
-        path: "-" for stdout, else the output file.
-        resume: continue from an earlier, interrupted run (JSON Lines only): its complete videos are
-            copied into the new output and reported by `done`.
-    """
-
-    def __init__(self, path: str, resume: bool = False):
-        self.to_stdout = path == "-"
-        self.path = None if self.to_stdout else Path(path)
-        self.done: set[str] = set()
-        self._kept_lines: list[str] = []
-        if resume:
-            if self.to_stdout:
-                raise ConfigError("--resume needs an output file", hint="add -o PATH.jsonl")
-            for candidate in (self.part_path, self.path):
-                if candidate.is_file():
-                    self._kept_lines, self.done = read_completed_jsonl(candidate)
-                    break
-        self.stream: TextIO | None = None
-
-    @property
-    def part_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".part")
-
-    def open(self) -> TextIO:
-        """Open the stream to write into: stdout, or `PATH.part` holding the resumed videos' lines."""
-        if self.to_stdout:
-            self.stream = sys.stdout
-            return self.stream
-        if not self.path.parent.is_dir():
-            raise ConfigError(f"{self.path}: the output folder does not exist", hint="create it first")
-        # Build the new .part beside the old one, then swap it in, so a crash here loses nothing.
-        tmp = self.part_path.with_name(self.part_path.name + ".tmp")
-        self.stream = open(tmp, "w", encoding="utf-8", newline="")
-        self.stream.write("".join(self._kept_lines))
-        self.stream.flush()
-        os.replace(tmp, self.part_path)  # the open handle now writes into PATH.part
-        return self.stream
-
-    def commit(self, final: bool = True) -> None:
-        """Close the stream; publish `PATH.part` as PATH (final), or leave it to resume from later."""
-        if self.to_stdout or self.stream is None:
-            return
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        self.stream = None
-        if final:
-            os.replace(self.part_path, self.path)

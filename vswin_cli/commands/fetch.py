@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli import pretrained
+from vswin_cli import cache, zoo
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError
 
 
@@ -53,7 +53,7 @@ def fetch(
 
       vswin fetch --verify
     """  # fmt: skip
-    names = list(pretrained.PRETRAINED) if all_entries else list(names or [])
+    names = list(zoo.PRETRAINED) if all_entries else list(names or [])
     if verify:
         _verify(names)
     elif not names:
@@ -61,14 +61,14 @@ def fetch(
     elif from_path is not None:
         if len(names) != 1:
             raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
-        for path in pretrained.import_file(names[0], from_path):
+        for path in cache.import_file(names[0], from_path):
             typer.echo(path)
     else:
         _fetch_each(names, mirror, offline=True if offline else None, progress=not quiet)
 
 
 def _verify(names: list[str]) -> None:
-    results = pretrained.verify_cache(names or None)
+    results = cache.verify_cache(names or None)
     for result in results:
         typer.echo(f"{'ok' if result.ok else 'FAILED':6} {result.path}" + ("" if result.ok else f": {result.reason}"))
     failed = [r for r in results if not r.ok]
@@ -81,11 +81,11 @@ def _verify(names: list[str]) -> None:
 def _fetch_each(names: list[str], mirror: str | None, offline: bool | None, progress: bool) -> None:
     """Fetch entries one by one, going on past a failed one (one unavailable file should not stop the rest)."""
     for name in names:
-        pretrained.get_entry(name)  # unknown names fail before any download
+        zoo.get_entry(name)  # unknown names fail before any download
     failed = []
     for name in names:
         try:
-            typer.echo(pretrained.fetch(name, mirror=mirror, offline=offline, progress=progress))
+            typer.echo(cache.fetch(name, mirror=mirror, offline=offline, progress=progress))
         except DownloadError as err:
             if len(names) == 1:
                 raise
@@ -107,16 +107,16 @@ def models(
     Cache state: "verified" (in the cache, checked, SHA-256 recorded), "cached" (present, not yet
     checked), "missing". `vswin fetch NAME` downloads an entry; `vswin fetch --verify` re-hashes.
     """
-    rows = [(entry, pretrained.entry_status(entry)) for entry in pretrained.PRETRAINED.values()]
+    rows = [(entry, cache.entry_status(entry)) for entry in zoo.PRETRAINED.values()]
     if as_json:
-        manifest = pretrained.read_manifest()
+        manifest = cache.read_manifest()
         typer.echo(json.dumps([_entry_json(entry, status, manifest) for entry, status in rows], indent=2))
         return
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"vswin model zoo (cache: {pretrained.cache_dir()})", box=box.SIMPLE, pad_edge=False)
+    table = Table(title=f"vswin model zoo (cache: {cache.cache_dir()})", box=box.SIMPLE, pad_edge=False)
     table.add_column("name", no_wrap=True)
     for column in ("arch", "dataset", "classes", "views", "top-1", "cache"):
         table.add_column(column, no_wrap=True)
@@ -131,14 +131,14 @@ def models(
     console.print("* torchvision's own figure (12 clips x 1 crop). ImageNet entries initialise `vswin train`.")
 
 
-def _entry_json(entry: pretrained.PretrainedEntry, status: str, manifest: dict) -> dict:
+def _entry_json(entry: zoo.PretrainedEntry, status: str, manifest: dict) -> dict:
     data = dataclasses.asdict(entry)
-    path = pretrained.checkpoint_path(entry)
-    record = manifest.get(path.relative_to(pretrained.cache_dir()).as_posix(), {})
+    path = cache.checkpoint_path(entry)
+    record = manifest.get(path.relative_to(cache.cache_dir()).as_posix(), {})
     data.update(filename=entry.filename, path=str(path), status=status)
     # recorded_* are what this cache verified; they are the values to pin in PRETRAINED (sha256, size)
     data.update(recorded_sha256=record.get("sha256"), recorded_size=record.get("size"), verified_at=record.get("verified_at"))
     if entry.labels:
-        label_map = pretrained.LABEL_MAPS[entry.labels]
+        label_map = zoo.LABEL_MAPS[entry.labels]
         data.update(labels_url=label_map.url, labels_filename=label_map.filename)
     return data

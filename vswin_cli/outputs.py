@@ -1,0 +1,516 @@
+"""Where results go: stdout or an atomic output file, `--resume` read-back, and merging torchrun shards.
+
+`OutputFile` makes `-o PATH` atomic: records go to `PATH.part` and it is renamed to PATH when the run
+ends (also after Ctrl-C, since every video in it is complete). A run killed harder leaves `PATH.part`,
+which `--resume` continues from. `run_tag` drives a `Tagger` into an output; under torchrun each rank
+writes its own shard file and rank 0 merges them in input order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
+from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
+from vswin_cli.distributed import Shard, barrier as process_group_barrier
+from vswin_cli.errors import ConfigError, UsageError
+from vswin_cli.files import umask, write_text_atomic
+from vswin_cli.inference import ResumedVideo, ScoredSegment
+from vswin_cli.inputs import VideoInput
+from vswin_cli.writers import get_writer
+
+
+NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems
+
+
+def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
+    """`path` + `suffix` in the same folder (dot-prefixed if `hidden`); a hashed short name where that
+    would exceed NAME_MAX."""
+    name = ("." if hidden else "") + path.name + suffix
+    if len(name.encode()) > NAME_MAX:
+        name = f".vswin-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}{suffix}"
+    return path.with_name(name)
+
+
+def check_output(output: str) -> None:
+    """Check `-o` before any work: its folder exists and is writable, and it is not a folder itself.
+
+    Raises:
+        ConfigError: naming the path, the reason and what to do.
+    """
+    if output == "-":
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"-o {output}: is a folder", hint="give a file name inside it, e.g. -o " + str(path / "tags.jsonl"))
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"-o {output}: the folder {folder} does not exist", hint=f"create it first: mkdir -p {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"-o {output}: the folder {folder} is not writable", hint="choose another folder, or fix its permissions")
+    if len(path.name.encode()) > NAME_MAX:
+        raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
+
+
+def write_output(target: str, text: str) -> None:
+    """A small result document to stdout (`-`) or atomically to a file (`files.write_text_atomic`)."""
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    write_text_atomic(target, text)
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The complete records of a JSON Lines file written by a run that may have been killed.
+
+    A torn last line (no newline: the line being written when the run died, possibly cut inside a
+    multi-byte character) is discarded, never parsed. Any other line that is not a JSON object is an error.
+
+    Raises:
+        ConfigError: naming the file and line.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                return  # the torn tail of a killed run
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                record = None
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"{path}: cannot resume: line {number} is not a vswin JSON Lines record: {raw[:80]!r}",
+                    hint="resume only from a file that vswin wrote, or drop --resume",
+                )
+            yield record
+
+
+@dataclass
+class Kept:
+    """What `--resume` keeps of an earlier output.
+
+    Attributes:
+        lines: the lines of the complete videos, in file order, each ending in a newline.
+        done: the keys of those videos.
+        partial: video key -> the records of its first segments (0, 1, ...) where the run stopped
+            inside the video (`--resume` continues after them).
+    """
+
+    lines: list[str]
+    done: set[str]
+    partial: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def read_completed_jsonl(path: Path) -> Kept:
+    """What a JSON Lines output holds of each video, for `--resume`.
+
+    A video is complete when its summary record (`record: "video"`, written last) is present. A video
+    with segment records only was cut inside: its leading segments are kept as `partial`. Error
+    records, and the other records of a failed video, are dropped, so that video runs again; a torn
+    last line (a killed run) is discarded.
+
+    Args:
+        path: an earlier run's JSON Lines output (or its `.part` file).
+    """
+    by_video: dict[str, list[dict]] = {}
+    complete, failed = set(), set()
+    for record in read_jsonl(path):
+        key, kind = record.get("video"), record.get("record")
+        if not isinstance(key, str) or kind not in ("segment", "event", "video", "error"):
+            raise ConfigError(f"{path}: cannot resume, a record is not a vswin tag record: {str(record)[:80]}",
+                              hint="resume only from a file that `vswin tag --format jsonl` wrote, or drop --resume")
+        if kind == "error":
+            failed.add(key)
+            continue
+        by_video.setdefault(key, []).append(record)
+        if kind == "video":
+            complete.add(key)
+    kept = Kept([], set(), {})
+    for key, records in by_video.items():
+        if key in complete:
+            kept.lines.extend(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            kept.done.add(key)
+        elif key not in failed:
+            segments = [r for r in records if r["record"] == "segment"]
+            prefix = [r for i, r in enumerate(segments) if r.get("segment") == i and all(
+                s.get("segment") == j for j, s in enumerate(segments[:i]))]
+            if prefix:
+                kept.partial[key] = prefix
+    return kept
+
+
+class ResumeLog:
+    """Each streamed segment's probabilities, beside a JSON Lines output, so `--resume` can continue a
+    video inside it and still write the same summary (which needs every segment's probabilities).
+
+    One JSON line per segment (`{"video", "segment", "probs": base64 float32}`), written before the
+    segment's record; deleted when the run completes.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stream: TextIO | None = None
+
+    def read(self, partial: dict[str, list[dict]]) -> dict[str, list[torch.Tensor]]:
+        """The probabilities of the `partial` videos' kept segments, cut where one is missing."""
+        found: dict[tuple[str, int], torch.Tensor] = {}
+        if self.path.is_file():
+            for record in read_jsonl(self.path):
+                if record.get("video") in partial:
+                    data = base64.b64decode(record["probs"])
+                    found[(record["video"], record["segment"])] = torch.frombuffer(bytearray(data), dtype=torch.float32)
+        probs = {}
+        for key, records in partial.items():
+            rows = []
+            for record in records:
+                if (key, record["segment"]) not in found:
+                    break
+                rows.append(found[(key, record["segment"])])
+            probs[key] = rows
+        return probs
+
+    def open(self) -> None:
+        self.stream = open(self.path, "w", encoding="utf-8")
+
+    def write(self, video: str, segment: int, probs: torch.Tensor) -> None:
+        data = base64.b64encode(probs.float().contiguous().numpy().tobytes()).decode()
+        self.stream.write(json.dumps({"video": video, "segment": segment, "probs": data}) + "\n")
+        self.stream.flush()
+
+    def close(self, delete: bool) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        if delete:
+            self.path.unlink(missing_ok=True)
+
+
+def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
+    """The complete videos (and error records) of a JSON Lines output, as `VideoResult`s by key.
+
+    Used to merge the per-rank outputs of a sharded (torchrun) run into one output.
+
+    Args:
+        path: a JSON Lines file written by `JsonlWriter`.
+
+    Returns:
+        {video key: VideoResult}; videos without their summary record are left out.
+    """
+    records: dict[str, list[dict]] = {}
+    for record in read_jsonl(path):
+        records.setdefault(record["video"], []).append(record)
+    results = {}
+    for key, items in records.items():
+        errors = [r for r in items if r["record"] == "error"]
+        if errors:
+            error = errors[-1]["error"]
+            results[key] = VideoResult(video=key, error=VideoError(key, error["type"], error["message"]))
+            continue
+        summaries = [r for r in items if r["record"] == "video"]
+        if not summaries:
+            continue
+        results[key] = VideoResult(
+            video=key,
+            segments=tuple(_segment_from_record(r) for r in items if r["record"] == "segment"),
+            events=tuple(Event(**_fields(r)) for r in items if r["record"] == "event"),
+            summary=VideoSummary(**{**_fields(summaries[-1]), "top": _tags(summaries[-1]["top"])}),
+        )
+    return results
+
+
+def _fields(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "record"}
+
+
+def _tags(top: list[dict]) -> tuple[LabelScore, ...]:
+    return tuple(LabelScore(**t) for t in top)
+
+
+def _segment_from_record(record: dict) -> SegmentResult:
+    fields = _fields(record)
+    fields["top"] = _tags(fields["top"])
+    if "features" in fields:
+        fields["features"] = tuple(fields["features"])
+    return SegmentResult(**fields)
+
+
+class OutputFile:
+    """Where results go: stdout (`-`), or PATH written through `PATH.part` and renamed when done.
+
+    Args:
+        path: "-" for stdout, else the output file.
+        resume: continue from an earlier, interrupted run (JSON Lines only): its complete videos are
+            copied into the new output and reported by `done`.
+        read_done: reads an earlier output into a `Kept`: `read_completed_jsonl` for `tag`,
+            `engine.read_predictions` for `eval`.
+        lock: hold the output's lock (a second run on the same output is refused at once).
+    """
+
+    def __init__(self, path: str, resume: bool = False, read_done: Callable[[Path], Kept] | None = None,
+                 lock: bool = True):
+        self.to_stdout = path == "-"
+        self.path = None if self.to_stdout else Path(path)
+        self.kept = Kept([], set(), {})
+        self._lock = None
+        if lock and not self.to_stdout:
+            self._lock = _lock_output(self.path)
+        if resume:
+            if self.to_stdout:
+                raise ConfigError("--resume needs an output file", hint="add -o PATH.jsonl")
+            for candidate in (self.part_path, self.path):
+                if candidate.is_file():
+                    self.kept = (read_done or read_completed_jsonl)(candidate)
+                    break
+        self.stream: TextIO | None = None
+        self.resume_log = ResumeLog(sibling(self.path, ".probs", hidden=True)) if not self.to_stdout else None
+
+    @property
+    def done(self) -> set[str]:
+        """Keys of the videos complete in the output being resumed."""
+        return self.kept.done
+
+    @property
+    def kept_lines(self) -> list[str]:
+        return self.kept.lines
+
+    @property
+    def part_path(self) -> Path:
+        return sibling(self.path, ".part")
+
+    def open(self) -> TextIO:
+        """Open the stream to write into: stdout, or `PATH.part` holding the resumed videos' lines."""
+        if self.to_stdout:
+            self.stream = sys.stdout
+            return self.stream
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"{self.path}: the output folder does not exist", hint="create it first")
+        # Build the new .part beside the old one, then swap it in, so a crash here loses nothing.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".vswin-", suffix=".tmp")  # unique per run
+        os.fchmod(fd, 0o666 & ~umask())
+        self.stream = open(fd, "w", encoding="utf-8", newline="")
+        self.stream.write("".join(self.kept_lines))
+        self.stream.flush()
+        os.replace(tmp, self.part_path)  # the open handle now writes into PATH.part
+        return self.stream
+
+    def commit(self, final: bool = True, order: Sequence[str] | None = None) -> None:
+        """Close the stream; publish `PATH.part` as PATH (final), or leave it to resume from later.
+
+        Args:
+            final: publish PATH; else keep `PATH.part` for `--resume`.
+            order: video keys in input order. A resumed JSON Lines run wrote its kept videos first and
+                the rest after; with `order` the published file lists every video in input order, the
+                same bytes as an uninterrupted run.
+        """
+        if self.to_stdout or self.stream is None:
+            self.release()
+            return
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        self.stream = None
+        if final:
+            if order is not None and self.kept_lines:
+                self._reorder(order)
+            os.replace(self.part_path, self.path)
+        self.release()
+
+    def _reorder(self, order: Sequence[str]) -> None:
+        """Rewrite `PATH.part` with each video's lines at its input position (through a temporary file)."""
+        by_video: dict[str, list[bytes]] = {}
+        with open(self.part_path, "rb") as f:
+            for line in f:
+                by_video.setdefault(json.loads(line)["video"], []).append(line)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".vswin-", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~umask())
+        with open(fd, "wb") as out:
+            for key in dict.fromkeys(order):
+                out.writelines(by_video.pop(key, ()))
+            for lines in by_video.values():  # videos no longer in the inputs stay, after the others
+                out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.part_path)
+
+    def release(self) -> None:
+        """Let another run write this output (the lock file stays: see `download.file_lock`)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _lock_output(path: Path):
+    """An exclusive, non-blocking lock beside `path` holding this process's id; refuses a second run at once."""
+    lock_path = sibling(path, ".lock", hidden=True)
+    try:
+        handle = open(lock_path, "a+")
+    except OSError as err:
+        raise ConfigError(f"-o {path}: cannot create {lock_path.name} beside it ({err.strerror})",
+                          hint="choose a writable folder for the output") from None
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"-o {path}: another vswin run (process {other}) is writing this output",
+                          hint="wait for it to finish, or write to another file") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@dataclass(frozen=True)
+class TagReport:
+    """What a run did (on this rank)."""
+
+    num_tagged: int
+    num_failed: int
+    num_skipped: int  # already complete in the output being resumed
+    num_segments: int
+    interrupted: bool
+
+
+def run_tag(
+    tagger,
+    videos: Sequence[VideoInput],
+    output: str,
+    output_format: str = "jsonl",
+    resume: bool = False,
+    shard: Shard = Shard(),
+    on_result: Callable[[VideoResult], None] | None = None,
+    barrier: Callable[[], None] | None = None,
+) -> TagReport:
+    """Tag `videos` into `output`, skipping those already complete there with `resume`.
+
+    Under torchrun each rank tags its shard into `<output>.shards/rank<r>-of-<w>.jsonl` (resumable on
+    its own); after a barrier rank 0 merges all shards, in input order, into one output.
+
+    Args:
+        tagger: the model runner.
+        videos: inputs, in output order.
+        output: "-" for stdout, else a file path (written atomically).
+        output_format: one of `writers.FORMATS`.
+        resume: continue an interrupted JSON Lines output.
+        shard: this process's rank and the world size.
+        on_result: called after each video is written (progress, logging).
+        barrier: waits for every rank (default: a gloo process group); used only when sharded.
+
+    Returns:
+        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; every video written is complete.
+    """
+    final = OutputFile(output, resume=resume, lock=shard.rank == 0)
+    if shard.world_size == 1:
+        todo = [v for v in videos if v.key not in final.done]
+        report = _tag_into(tagger, todo, final, output_format, on_result, order=[v.key for v in videos])
+        return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
+                         report.interrupted)
+
+    shard_file = _shard_dir(output) / f"rank{shard.rank}-of-{shard.world_size}.jsonl"
+    shard_file.parent.mkdir(parents=True, exist_ok=True)
+    mine = OutputFile(str(shard_file), resume=resume)
+    assigned = list(videos)[shard.rank::shard.world_size]  # shard before filtering: the same split every run
+    todo = [v for v in assigned if v.key not in final.done | mine.done]
+    report = _tag_into(tagger, todo, mine, "jsonl", on_result)
+    skipped = len(assigned) - len(todo)
+    if report.interrupted:
+        return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, True)
+    (barrier or process_group_barrier)()
+    if shard.rank == 0:
+        merge_shards(videos, sorted(shard_file.parent.glob(f"rank*-of-{shard.world_size}.jsonl")), final,
+                     output_format)
+    return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, False)
+
+
+def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], final: OutputFile,
+                 output_format: str) -> None:
+    """Write the shards' results into `final` in input order (after what it keeps from a resumed run)."""
+    results: dict[str, VideoResult] = {}
+    for path in shard_files:
+        results.update(read_results_jsonl(path))
+    writer = get_writer(output_format, final.open())
+    for video in videos:
+        if video.key in results and video.key not in final.done:
+            writer.write_video(results[video.key])
+    writer.close()
+    final.commit()
+    for path in shard_files:
+        path.unlink()
+        sibling(path, ".lock", hidden=True).unlink(missing_ok=True)  # the shard's run is over
+    with suppress(OSError):
+        shard_files[0].parent.rmdir()
+
+
+def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
+              on_result: Callable[[VideoResult], None] | None, order: Sequence[str] | None = None) -> TagReport:
+    """Stream `tagger.run` into `out`: each segment as it is scored, each video's summary when done."""
+    resumed = _resumed_videos(videos, out)
+    log = out.resume_log if output_format == "jsonl" and not out.to_stdout else None
+    writer = get_writer(output_format, out.open())
+    if log is not None:
+        log.open()
+    tagged = failed = segments = 0
+    interrupted = False
+    try:
+        for item in tagger.stream(videos, resumed):
+            if isinstance(item, ScoredSegment):
+                if log is not None:  # before the record: a kept record always has its probabilities
+                    log.write(item.result.video, item.result.segment, item.probs)
+                writer.write_segment(item.result)
+                continue
+            writer.write_video(item)
+            tagged += 1
+            failed += item.error is not None
+            segments += len(item.segments)
+            if on_result is not None:
+                on_result(item)
+    except KeyboardInterrupt:
+        interrupted = True
+    writer.close()
+    # Also after Ctrl-C: the finished videos are in it, and --resume continues the one cut inside.
+    out.commit(order=order)
+    if log is not None:
+        log.close(delete=not interrupted)
+    return TagReport(tagged, failed, 0, segments, interrupted)
+
+
+def _resumed_videos(videos: Sequence[VideoInput], out: OutputFile) -> dict[int, ResumedVideo]:
+    """The videos an interrupted run stopped inside, with their kept segments and probabilities."""
+    if not out.kept.partial:
+        return {}
+    probs = out.resume_log.read(out.kept.partial)
+    resumed = {}
+    for pos, video in enumerate(videos):
+        rows = probs.get(video.key, [])
+        if rows:
+            records = out.kept.partial[video.key][:len(rows)]
+            resumed[pos] = ResumedVideo([_segment_from_record(r) for r in records], rows)
+    return resumed
+
+
+def _shard_dir(output: str) -> Path:
+    if output != "-":
+        return Path(output + ".shards")
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
+    return Path(tempfile.gettempdir()) / f"vswin-tag-shards-{run_id}"
