@@ -4,6 +4,11 @@ plain reference attention path and (when it imports) torchvision's swin3d, in on
     python bench/bench_model.py                       # CPU: batch 1, fp32+bf16, swin-t/s/b/b-16
     python bench/bench_model.py --archs swin-t --dtypes bf16 --repeats 5
     PYTHONPATH=/tmp/tvsite python bench/bench_model.py --device cuda   # batch 1 and 16, TFLOP/s
+    python bench/bench_model.py --device cuda --impls ours,torchvision,compiled,flex --json out.json
+
+Implementations: ours (SDPA with the cached bias+mask), reference (explicit formula), torchvision
+(its eager swin3d), compiled (ours through torch.compile), flex (ours with every window attention
+through models/flex.py, the compiled FlexAttention kernel; CUDA only).
 
 A view is 3 x T x S x S (default 3x32x224x224). On CUDA the table also gives the achieved TFLOP/s
 (2 x multiply-adds of one 32x224x224 view, from spec/model.md) and its share of a measured bf16 matmul
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import platform
 import statistics
 import sys
@@ -33,6 +39,8 @@ ARCHS = {
     "swin-s": ("swin-s", {}),
     "swin-b": ("swin-b", {}),
     "swin-b-16": ("swin-b", {"window_size": (16, 7, 7)}),
+    # For smoke runs only (bench/device_check.sh --dry): the tests' tiny config; no TFLOP/s.
+    "tiny": ("swin-t", {"embed_dim": 16, "depths": (1, 1), "num_heads": (1, 1), "window_size": (2, 3, 3)}),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -81,6 +89,25 @@ def build(impl: str, arch: str, tv_module):
     )
 
 
+def _use_flex_attention(model) -> None:
+    """Route every window attention of `model` (this instance only) through models/flex.py."""
+    from models import flex
+    from models.swin3d import WindowAttention3D
+
+    for module in model.modules():
+        if isinstance(module, WindowAttention3D):
+            module.forward = types.MethodType(
+                lambda self, x, shift_mask, shift_key=None: flex.window_attention_forward(self, x, shift_mask), module)
+
+
+def prepare(impl: str, arch: str, tv_module, device: str, dtype):
+    """A model of `impl` in eval mode on the device, compiled for "compiled"."""
+    model = build("ours" if impl in ("compiled", "flex") else impl, arch, tv_module).eval().to(device=device, dtype=dtype)
+    if impl == "flex":
+        _use_flex_attention(model)
+    return torch.compile(model) if impl == "compiled" else model
+
+
 def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:
     """Seconds per forward of the whole batch (median or min over runs), per model. Runs interleave
     (one forward of each model per round) so that load from other processes hits every one alike."""
@@ -117,7 +144,8 @@ def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default="swin-t,swin-s,swin-b,swin-b-16", help="comma list of " + ",".join(ARCHS))
-    parser.add_argument("--impls", default="ours,reference,torchvision", help="comma list: ours,reference,torchvision")
+    parser.add_argument("--impls", default="ours,reference,torchvision",
+                        help="comma list: ours,reference,torchvision,compiled,flex")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list: fp32,bf16")
     parser.add_argument("--batch-sizes", default=None, help="comma list (default: 1 on CPU, 1,16 on CUDA)")
     parser.add_argument("--frames", type=int, default=32, help="frames per view (default 32)")
@@ -129,6 +157,7 @@ def main(argv=None) -> None:
                         help="summary of the timed runs (min is steadier on a shared, loaded machine)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", default=None, help="also write every row (and the run's details) to this JSON file")
     args = parser.parse_args(argv)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -152,8 +181,18 @@ def main(argv=None) -> None:
     where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
     print(f"# view 3x{args.frames}x{args.size}x{args.size}, {args.stat} of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
+    if "flex" in impls:
+        from models import flex
+
+        if not flex.FLEX_AVAILABLE:
+            impls.remove("flex")
+            print("# flex: this PyTorch has no flex_attention; skipped")
     if peak:
         print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+              "device": device, "device_name": where, "frames": args.frames, "size": args.size,
+              "repeats": repeats, "warmup": args.warmup, "stat": args.stat, "torchvision": tv_note,
+              "bf16_matmul_peak_tflops": peak, "rows": []}
     print()
     print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference |" + (" TFLOP/s | % peak |" if device == "cuda" else ""))
     print("|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
@@ -162,21 +201,39 @@ def main(argv=None) -> None:
             dtype = DTYPES[dtype_name]
             for batch in batch_sizes:
                 x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
-                models = {impl: build(impl, arch, tv_module).eval().to(device=device, dtype=dtype) for impl in impls}
-                seconds = time_models(models, x, repeats, args.warmup, device, args.stat)
-                speed = {impl: batch / seconds[impl] for impl in impls}
-                del models
+                models = {}
                 for impl in impls:
+                    try:
+                        models[impl] = prepare(impl, arch, tv_module, device, dtype)
+                        if impl in ("compiled", "flex"):  # compile now; a failure drops only this impl
+                            with torch.inference_mode():
+                                models[impl](x)
+                    except Exception as err:  # noqa: BLE001 - reported, the other impls still run
+                        models.pop(impl, None)
+                        note = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+                        report.setdefault("errors", []).append({"arch": arch, "dtype": dtype_name, "batch": batch,
+                                                                "impl": impl, "error": note})
+                        print(f"# {impl} failed ({arch}, {dtype_name}, batch {batch}): {note}", flush=True)
+                seconds = time_models(models, x, repeats, args.warmup, device, args.stat)
+                speed = {impl: batch / seconds[impl] for impl in models}
+                del models
+                for impl in speed:
+                    record = {"arch": arch, "dtype": dtype_name, "batch": batch, "impl": impl,
+                              "seconds_per_batch": seconds[impl], "views_per_s": speed[impl]}
                     row = f"| {arch} | {dtype_name} | {batch} | {impl} | {speed[impl]:.3g} | "
                     row += f"{speed[impl] / speed['torchvision']:.2f}x | " if "torchvision" in speed else "- | "
                     row += f"{speed[impl] / speed['reference']:.2f}x |" if "reference" in speed else "- |"
                     if device == "cuda":
-                        if standard_view:
+                        if standard_view and arch in GMACS_PER_VIEW:
                             tflops = 2 * GMACS_PER_VIEW[arch] * speed[impl] / 1e3
+                            record.update(tflops=tflops, share_of_peak=tflops / peak)
                             row += f" {tflops:.1f} | {100 * tflops / peak:.0f}% |"
                         else:
                             row += " - | - |"
                     print(row, flush=True)
+                    report["rows"].append(record)
+                if args.json:  # after every configuration, so a time-out keeps what was measured
+                    Path(args.json).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

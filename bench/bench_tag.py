@@ -5,8 +5,14 @@ folder of generated videos. Model only = the same model on the same number of vi
 input, already in memory. The ratio (end-to-end views/s over model-only views/s) says how well
 decoding keeps the device fed: 1.0 means the model never waits.
 
+Where the time goes, each measured alone in the same run: decode (the same worker processes and
+DataLoader as `vswin tag`, no model: the views/s and clip frames/s the CPU can deliver), transfer
+(pinned host memory to the device, plus the device-side resize and crops on CUDA, per view) and the
+model (model-only above). The slowest of the three bounds the end-to-end rate.
+
     python bench/bench_tag.py --arch tiny --views fast --workers 2
-    python bench/bench_tag.py --arch swin-t --views paper --device cuda --workers 8 --batch-size 16
+    python bench/bench_tag.py --arch swin-b --views paper --device cuda --workers all --batch-size 16 \
+        --size 720x1280 --json tag.json
 
 Weights are random (no download); speed does not depend on them.
 """
@@ -14,11 +20,13 @@ Weights are random (no download); speed does not depend on them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import av
@@ -28,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
+from vswin_cli.inference import SegmentViews, TagOptions, Tagger, _VideoStream  # noqa: E402
 from vswin_cli.transforms import normalize_views  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
@@ -37,25 +45,82 @@ TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3),
 
 
 def make_videos(folder: Path, count: int, seconds: float, fps: int, height: int, width: int) -> Path:
-    """`count` H.264 videos of moving noise (cached: made once per parameter set)."""
+    """`count` H.264 videos (libx264, veryfast, CRF 23) of a moving blocky pattern, made in parallel and
+    cached (made once per parameter set).
+
+    Blocks of 16x16 pixels panning sideways, 4% of them recoloured every frame: a few Mbit/s at 720p,
+    like camera footage (per-pixel noise would need tens of Mbit/s and make decoding look slower than
+    it is; pure panning a tenth of that). The JSON reports the bitrate so the decode figure can be judged.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (height, width * 2, 3), dtype=np.uint8)
-    for i in range(count):
-        path = folder / f"video_{i:03d}.mp4"
-        if path.exists():
-            continue
-        tmp = path.with_suffix(".tmp.mp4")
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for t in range(int(seconds * fps)):
-                shift = (t * 4 + i) % width
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift:shift + width]), format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
+    missing = [folder / f"video_{i:03d}.mp4" for i in range(count)]
+    missing = [(p, i, seconds, fps, height, width) for i, p in enumerate(missing) if not p.exists()]
+    if len(missing) > 1:
+        with ProcessPoolExecutor(min(len(missing), os.cpu_count() or 1)) as pool:
+            list(pool.map(_make_video, missing))
+    elif missing:
+        _make_video(missing[0])
     return folder
+
+
+def _make_video(job) -> None:
+    path, seed, seconds, fps, height, width = job
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (-(-height // 16), -(-2 * width // 16), 3), dtype=np.uint8)
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1  # one process per video
+        for t in range(int(seconds * fps)):
+            changed = rng.random(cells.shape[:2]) < 0.04
+            cells[changed] = rng.integers(0, 256, (int(changed.sum()), 3), dtype=np.uint8)
+            base = np.repeat(np.repeat(cells, 16, axis=0), 16, axis=1)[:height, : 2 * width]  # (H, 2W, 3)
+            shift = (t * 4 + seed) % width
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift:shift + width]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def bitrate_mbps(videos, seconds: float) -> float:
+    """Mean bitrate of the generated files (Mbit/s)."""
+    return sum(Path(v.path).stat().st_size for v in videos) * 8 / 1e6 / (seconds * len(videos))
+
+
+def decode_only(videos, spec: ClipSpec, options: TagOptions, keep: int = 4) -> dict:
+    """One pass of the decode workers alone (same stream and DataLoader settings as `Tagger.run`).
+
+    Returns:
+        seconds, views and clip frames delivered, and the first `keep` items (for `transfer_only`).
+    """
+    loader = torch.utils.data.DataLoader(
+        _VideoStream(videos, range(len(videos)), spec, options, {}), batch_size=None, num_workers=options.workers,
+        pin_memory=options.device.startswith("cuda"), prefetch_factor=4 if options.workers else None)
+    views = frames = 0
+    kept = []
+    start = time.perf_counter()
+    for item in loader:
+        if isinstance(item, SegmentViews):
+            views += len(item.weights)
+            # distinct clip frames: (U, T, ...) uncropped, or (crops * U, T, ...) cropped
+            frames += item.frames.shape[0] * item.frames.shape[1] // (1 if not item.cropped else spec.num_crops)
+            if len(kept) < keep:
+                kept.append(item)
+    return {"seconds": time.perf_counter() - start, "views": views, "clip_frames": frames, "items": kept}
+
+
+def transfer_only(tagger: Tagger, items: list) -> tuple[float, int]:
+    """(seconds, views) to bring `items` onto the device as `vswin tag` does (copy, resize, crops)."""
+    if not items:
+        return 0.0, 0
+    tagger._views_on_device(items[0])  # warm-up: kernels, allocator
+    sync = torch.cuda.synchronize if tagger.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    views = sum(len(tagger._views_on_device(item)) for item in items)
+    sync()
+    return time.perf_counter() - start, views
 
 
 def build_model(arch: str) -> VideoSwin:
@@ -105,7 +170,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--size", default="240x320", help="HxW of the generated videos")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="2", help="decode processes, or 'all' (every CPU core)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default=None, help="fp32/bf16/fp16 (default bf16 on CUDA, fp32 on CPU)")
@@ -113,16 +178,23 @@ def main() -> None:
                         help="where frames are resized (auto: the device on CUDA, as `vswin tag` does)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", default=None, help="where the generated videos are cached")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--crop-size", type=int, default=224, help="short-side resize and crop (default 224)")
+    parser.add_argument("--make-only", action="store_true", help="only generate (cache) the videos, then exit")
     args = parser.parse_args()
+    args.workers = (os.cpu_count() or 1) if args.workers == "all" else int(args.workers)
 
     height, width = (int(v) for v in args.size.split("x"))
     folder = Path(args.folder or Path(tempfile.gettempdir()) /
                   f"vswin-bench-{args.videos}x{args.seconds:g}s-{args.fps}fps-{height}x{width}")
     make_videos(folder, args.videos, args.seconds, args.fps, height, width)
+    if args.make_only:
+        print(f"videos in {folder}")
+        return
     videos = find_videos([str(folder)])
     precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     paper = args.views == "paper"
-    spec = ClipSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1)
+    spec = ClipSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1, crop_size=args.crop_size)
     on_device = args.resize_on == "device" or (args.resize_on == "auto" and args.device.startswith("cuda"))
     options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision,
                          resize_on_device=on_device)
@@ -135,6 +207,9 @@ def main() -> None:
         e2e_times.append(seconds)
         model_times.append(model_only(model, num_views, spec, options))
     e2e, only = statistics.median(e2e_times), statistics.median(model_times)
+    decoded = decode_only(videos, spec, options)
+    tagger = Tagger(model, [str(i) for i in range(400)], "bench", spec, options)
+    transfer_s, transfer_views = transfer_only(tagger, decoded.pop("items"))
     print(f"vswin tag benchmark: arch={args.arch} views={args.views} ({spec.num_views}/segment) device={args.device} "
           f"precision={precision} workers={args.workers} batch={args.batch_size} "
           f"resize={'device' if on_device else 'workers'} torch={torch.__version__} "
@@ -145,6 +220,27 @@ def main() -> None:
     print(f"{'end to end':<14}{e2e:>10.2f}{num_views / e2e:>10.1f}{video_seconds / e2e:>11.1f}")
     print(f"{'model only':<14}{only:>10.2f}{num_views / only:>10.1f}{video_seconds / only:>11.1f}")
     print(f"ratio end-to-end / model-only: {only / e2e:.2f}")
+    decode_vps = decoded["views"] / decoded["seconds"]
+    transfer_vps = transfer_views / transfer_s if transfer_s else float("inf")
+    print(f"where the time goes (each alone): decode {decode_vps:.1f} views/s "
+          f"({decoded['clip_frames'] / decoded['seconds']:.0f} clip frames/s from {args.workers} workers), "
+          f"transfer{'+resize' if on_device else ''} {transfer_vps:.1f} views/s, model {num_views / only:.1f} views/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+            "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "arch": args.arch, "views": args.views, "views_per_segment": spec.num_views, "precision": precision,
+            "crop_size": args.crop_size, "workers": args.workers, "batch_size": args.batch_size, "resize": "device" if on_device else "workers",
+            "cpus": os.cpu_count(), "videos": len(videos), "video_seconds_each": args.seconds, "size": [height, width],
+            "fps": args.fps, "bitrate_mbps": bitrate_mbps(videos, args.seconds), "repeats": args.repeats,
+            "views_per_pass": num_views,
+            "end_to_end": {"seconds": e2e, "views_per_s": num_views / e2e, "video_s_per_s": video_seconds / e2e},
+            "model_only": {"seconds": only, "views_per_s": num_views / only, "video_s_per_s": video_seconds / only},
+            "ratio_end_to_end_over_model_only": only / e2e,
+            "decode_only": {"seconds": decoded["seconds"], "views_per_s": decode_vps,
+                            "clip_frames_per_s": decoded["clip_frames"] / decoded["seconds"]},
+            "transfer_only": {"seconds": transfer_s, "views": transfer_views, "views_per_s": transfer_vps},
+        }, indent=1))
 
 
 if __name__ == "__main__":
