@@ -12,7 +12,7 @@ Apache-2.0; `../shared/spec/pipeline.md`).
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -159,7 +159,6 @@ class Tagger:
         if options.compile:
             self._forward = torch.compile(self._forward)
         self.num_views_computed = 0  # views run through the network (identical views count once)
-        self.on_segments: Callable[[int], None] | None = None  # progress: called with segments scored
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
         """Tag `videos`: one `VideoResult` per video (segments, summary, events, or the error), in input order."""
@@ -319,8 +318,6 @@ class Tagger:
             else:
                 logits.append(out.float())
         self.num_views_computed += len(frames)
-        if self.on_segments is not None:
-            self.on_segments(len(pending))
         logits = torch.cat(logits).cpu()
         features = torch.cat(features).cpu() if features else None
         row = 0

@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: no advisory locks
     fcntl = None
 
-from vswin_cli.aggregate import VideoResult
+from vswin_cli.aggregate import SegmentResult, VideoResult
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.files import umask, write_text_atomic
@@ -233,6 +233,7 @@ def run_tag(
     shard: Shard = Shard(),
     on_result: Callable[[VideoResult], None] | None = None,
     barrier: Callable[[], None] | None = None,
+    on_segment: Callable[[SegmentResult], None] | None = None,
 ) -> TagReport:
     """Tag `videos` into `output`, skipping those already complete there with `resume`.
 
@@ -247,6 +248,7 @@ def run_tag(
         resume: continue an interrupted JSON Lines output.
         shard: this process's rank and the world size.
         on_result: called after each video is written (progress, logging).
+        on_segment: called after each segment is written (progress in video time).
         barrier: waits for every rank (default: a gloo process group); used only when sharded.
 
     Returns:
@@ -255,7 +257,7 @@ def run_tag(
     final = OutputFile(output, resume=resume, lock=shard.rank == 0)
     if shard.world_size == 1:
         todo = [v for v in videos if v.key not in final.done]
-        report = _tag_into(tagger, todo, final, output_format, on_result, order=[v.key for v in videos])
+        report = _tag_into(tagger, todo, final, output_format, on_result, on_segment, order=[v.key for v in videos])
         return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
                          report.interrupted)
 
@@ -264,7 +266,7 @@ def run_tag(
     mine = OutputFile(str(shard_file), resume=resume)
     assigned = shard.take(videos)  # shard before filtering: the same split every run
     todo = [v for v in assigned if v.key not in final.done | mine.done]
-    report = _tag_into(tagger, todo, mine, "jsonl", on_result)
+    report = _tag_into(tagger, todo, mine, "jsonl", on_result, on_segment)
     skipped = len(assigned) - len(todo)
     if report.interrupted:
         return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, True)
@@ -295,7 +297,8 @@ def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], fina
 
 
 def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
-              on_result: Callable[[VideoResult], None] | None, order: Sequence[str] | None = None) -> TagReport:
+              on_result: Callable[[VideoResult], None] | None, on_segment: Callable[[SegmentResult], None] | None,
+              order: Sequence[str] | None = None) -> TagReport:
     """Stream `tagger.run` into `out`: each segment as it is scored, each video's summary when done."""
     resumed = _resumed_videos(videos, out)
     log = out.resume_log if output_format == "jsonl" and not out.to_stdout else None
@@ -310,6 +313,8 @@ def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_form
                 if log is not None:  # before the record: a kept record always has its probabilities
                     log.write(item.result.video, item.result.segment, item.probs)
                 writer.write_segment(item.result)
+                if on_segment is not None:
+                    on_segment(item.result)
                 continue
             writer.write_video(item)
             tagged += 1

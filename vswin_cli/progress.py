@@ -15,7 +15,7 @@ PLAIN_EVERY_S = 10.0
 
 
 class TagProgress:
-    """Counts videos and segments of a `vswin tag` run; one warning line per failed video.
+    """Counts videos, segments and video time of a `vswin tag` run; one warning line per failed video.
 
     Args:
         num_videos: videos this process tags.
@@ -25,6 +25,7 @@ class TagProgress:
     def __init__(self, num_videos: int, quiet: bool):
         self.quiet, self.num_videos = quiet, num_videos
         self.videos = self.segments = 0
+        self.video_seconds = 0.0
         self.start = self.last_plain = time.monotonic()
         self.console = Console(stderr=True, soft_wrap=True)
         self.live = not quiet and sys.stderr.isatty()
@@ -40,9 +41,10 @@ class TagProgress:
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
 
-    def on_segments(self, count: int) -> None:
-        """`count` more segments were scored."""
-        self.segments += count
+    def on_segment(self, segment) -> None:
+        """A segment is written (a `SegmentResult`): it advances the video time done."""
+        self.segments += 1
+        self.video_seconds += max(segment.end - segment.start, 0.0)
         self._update()
 
     def on_result(self, result) -> None:
@@ -54,7 +56,7 @@ class TagProgress:
 
     def _update(self, advance: int = 0) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = f"{self.segments / elapsed:.2f} segments/s"
+        rate = f"{self.video_seconds:.0f} s of video, {self.video_seconds / elapsed:.2f} video-s/s"
         if self.live:
             self.bar.update(self.task, advance=advance, segments=self.segments, rate=rate)
         elif not self.quiet and time.monotonic() - self.last_plain >= PLAIN_EVERY_S:

@@ -87,8 +87,8 @@ def tag(
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
-        tagger.on_segments = progress.on_segments
-        report = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result)
+        report = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
+                         on_segment=progress.on_segment)
     if not quiet:
         done = f", {report.num_skipped} already done" if report.num_skipped else ""
         left_out = f", {len(skipped)} path(s) skipped while scanning (see the warnings)" if skipped else ""
