@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import SegmentViews, TagOptions, Tagger, _VideoStream  # noqa: E402
+from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
+from vswin_cli.segments import SegmentViews, VideoStream  # noqa: E402
 from vswin_cli.transforms import normalize_views  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
@@ -95,7 +96,7 @@ def decode_only(videos, spec: ClipSpec, options: TagOptions, keep: int = 4) -> d
         seconds, views and clip frames delivered, and the first `keep` items (for `transfer_only`).
     """
     loader = torch.utils.data.DataLoader(
-        _VideoStream(videos, range(len(videos)), spec, options, {}), batch_size=None, num_workers=options.workers,
+        VideoStream(videos, range(len(videos)), spec, options, {}), batch_size=None, num_workers=options.workers,
         pin_memory=options.device.startswith("cuda"), prefetch_factor=4 if options.workers else None)
     views = frames = 0
     kept = []

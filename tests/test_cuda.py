@@ -26,7 +26,8 @@ from models import VideoSwin, flex, load_checkpoint, swin3d
 from models.convert import to_mmaction
 from tests.conftest import REPO, shared_path
 from vswin_cli.decode import open_video
-from vswin_cli.inference import SegmentViews, Tagger
+from vswin_cli.inference import Tagger
+from vswin_cli.segments import SegmentViews
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.transforms import crop_views, resize_short_side
 
