@@ -268,7 +268,9 @@ class Tagger:
                 raise _WorkerDied(str(err)) from None
             if isinstance(item, SegmentViews):
                 pending.append(item)
-                if sum(len(p.weights) for p in pending) >= self.options.batch_size:
+                # The first segment goes through at once (the model would idle while a whole batch is
+                # decoded, and a short video would get no decode/model overlap); then full batches.
+                if not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.options.batch_size:
                     self._score(pending, states)
                     pending = []
             elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)
