@@ -112,7 +112,7 @@ def test_sharded_run_merges_to_the_same_output(tmp_path):
 
 
 def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_path, monkeypatch):
-    import vswin_cli.inference as inference
+    import vswin_cli.segments as inference
 
     make_video(tmp_path / "v.mp4", 200)
     videos = find_videos([str(tmp_path / "v.mp4")])
