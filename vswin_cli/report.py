@@ -1,0 +1,455 @@
+"""A self-contained HTML report of a `vswin tag` run: per video, a timeline of segments coloured by top label.
+
+`write_report(results, out_html)` reads the results file one video at a time (`vswin_cli.results`) and
+writes the HTML as it goes, so memory stays flat however many videos the run holds; only the label
+counts (one entry per label) are kept until the end. The page needs no network: CSS, JavaScript and
+keyframe thumbnails are inline. Every video is in the HTML (readable without JavaScript); the script
+shows one page of them at a time and filters by label and minimum score, so a report of thousands of
+videos opens as fast as one page.
+
+Per video: the summary (top labels, duration, frames, model) or the error record; a timeline whose bars
+are the segments (colour = top label, opacity = its score; overlapping segments go on extra lanes);
+hovering a bar shows its labels, scores and keyframe; a contact sheet of one keyframe per segment
+(decoded once, downscaled, one small JPEG data URI per video); and, when the video file can be found
+from the report's folder, an HTML5 `<video>` that seeks to a segment when its bar is clicked.
+
+The layout takes after MMAction2's long-video demo (sliding-window labels over a long video, Apache-2.0)
+turned into a page; no code is copied from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import html
+import io
+import json
+import os
+import urllib.parse
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from vswin_cli.errors import ConfigError
+from vswin_cli.results import Segment, TaggedVideo, read_results
+
+THUMB_HEIGHT = 54  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT
+THUMB_WIDTH = 96
+SHEET_COLUMNS = 10  # keyframes per contact-sheet row (JPEG sides are limited to 65,535 px)
+LANE_HEIGHT = 18  # px per timeline lane
+_READ_CHUNK = 32  # keyframes decoded per read, so a long video never holds all of them at full size
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What `write_report` wrote: counts, for the command's closing line."""
+
+    path: Path
+    num_videos: int
+    num_segments: int
+    num_errors: int
+    num_linked: int  # videos whose file the report can play
+    num_labels: int
+
+
+def write_report(
+    results_path: str | os.PathLike,
+    out_html: str | os.PathLike,
+    video_root: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    thumbnails: bool = True,
+    page_size: int = 25,
+    on_video: Callable[[TaggedVideo], None] | None = None,
+) -> ReportSummary:
+    """Build one self-contained HTML report from a `vswin tag` results file, streaming.
+
+    Args:
+        results_path: JSON Lines, JSON, CSV or TSV written by `vswin tag`.
+        out_html: the report to write (atomically, through `out_html.part`).
+        video_root: the folder the results' video keys are relative to (the folder given to `vswin tag`).
+            None tries each key as a path from the working directory, then from the results file's folder.
+            Found videos get a player and thumbnails; links are relative to the report's folder.
+        title: page title (default: the results file name).
+        thumbnails: decode one keyframe per segment into a contact sheet (needs the video file).
+        page_size: videos shown per page in the browser.
+        on_video: called after each video is written (progress).
+
+    Returns:
+        a `ReportSummary`.
+
+    Raises:
+        ConfigError: unreadable or malformed results (naming the line), or an unwritable output.
+    """
+    results_path, out_html = Path(results_path), Path(out_html)
+    if page_size < 1:
+        raise ConfigError(f"page size must be at least 1, got {page_size}")
+    if not out_html.parent.is_dir():
+        raise ConfigError(f"{out_html}: the output folder does not exist", hint="create it first")
+    roots = [Path(video_root)] if video_root is not None else [Path("."), results_path.parent]
+    part = out_html.with_name(out_html.name + ".part")
+    counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
+    totals = dict(videos=0, segments=0, errors=0, linked=0)
+    try:
+        out = open(part, "w", encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
+    try:
+        with out:
+            out.write(_head(title or results_path.name, results_path.name))
+            for video in read_results(results_path):
+                path = _locate(video.key, roots)
+                out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails))
+                _count(video, counts)
+                totals["videos"] += 1
+                totals["segments"] += len(video.segments)
+                totals["errors"] += video.error is not None
+                totals["linked"] += path is not None and video.error is None
+                if on_video is not None:
+                    on_video(video)
+            out.write(_tail(counts, totals, page_size))
+        os.replace(part, out_html)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return ReportSummary(out_html, totals["videos"], totals["segments"], totals["errors"], totals["linked"],
+                         len(counts))
+
+
+def _locate(key: str, roots: Iterable[Path]) -> Path | None:
+    for root in roots:
+        candidate = root / key
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _count(video: TaggedVideo, counts: dict[str, list[int]]) -> None:
+    if video.summary and video.summary.get("top"):
+        counts.setdefault(video.summary["top"][0].label, [0, 0, 0])[0] += 1
+    for seg in video.segments:
+        for rank, tag in enumerate(seg.top):
+            entry = counts.setdefault(tag.label, [0, 0, 0])
+            entry[2] += 1
+            if rank == 0:
+                entry[1] += 1
+
+
+def label_colour(label: str) -> str:
+    """A stable colour per label (hue from a CRC of the name), as `#rrggbb`."""
+    hue = (zlib.crc32(label.encode("utf-8")) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hls_to_rgb(hue, 0.5, 0.65)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def _attr(value: str) -> str:
+    """Escape for a single-quoted attribute (JSON's double quotes stay readable and short)."""
+    return value.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;")
+
+
+def _lanes(segments: list[Segment]) -> list[int]:
+    """A lane per segment so that overlapping segments (stride < window) never hide each other."""
+    lane_ends: list[float] = []
+    lanes = []
+    for seg in segments:
+        for lane, end in enumerate(lane_ends):
+            if end <= seg.start + 1e-6:
+                break
+        else:
+            lane = len(lane_ends)
+            lane_ends.append(0.0)
+        lane_ends[lane] = seg.end
+        lanes.append(lane)
+    return lanes
+
+
+def _percent(score: float) -> str:
+    return f"{100 * score:.1f}%"
+
+
+def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool) -> str:
+    esc = html.escape
+    best: dict[str, float] = {}
+    for seg in video.segments:
+        for tag in seg.top:
+            best[tag.label] = max(best.get(tag.label, 0.0), tag.score)
+    summary = video.summary or {}
+    for tag in summary.get("top", ()):
+        best[tag.label] = max(best.get(tag.label, 0.0), tag.score)
+    head_tags = " ".join(
+        f"<span class='tag' style='--c:{label_colour(t.label)}'>{esc(t.label)} {_percent(t.score)}</span>"
+        for t in summary.get("top", ())[:3])
+    parts = [
+        f"<article class='video' id='v{number}' data-tags='{_attr(json.dumps(best, ensure_ascii=False))}'"
+        f"{' data-error=1' if video.error else ''}>",
+        f"<h2><span class='key'>{esc(video.key)}</span> {head_tags}</h2>",
+    ]
+    if video.error is not None:
+        parts.append(f"<p class='error'><b>{esc(video.error['type'])}</b>: {esc(video.error['message'])}</p>")
+    facts = []
+    if video.duration:
+        facts.append(f"{video.duration:.2f} s")
+    if summary.get("num_frames"):
+        facts.append(f"{summary['num_frames']} frames")
+    if summary.get("fps"):
+        facts.append(f"{float(summary['fps']):g} fps")
+    if video.segments:
+        facts.append(f"{len(video.segments)} segments")
+    if summary.get("model"):
+        facts.append(f"model {esc(Path(str(summary['model'])).name)}")
+    if facts:
+        parts.append(f"<p class='meta'>{' · '.join(facts)}</p>")
+    if video.segments:
+        parts.append(_timeline(video.segments, video.duration))
+    if path is not None and video.error is None:
+        if thumbnails and video.segments:
+            parts.append(_sheet(path, video.segments))
+        link = urllib.parse.quote(Path(os.path.relpath(path.resolve(), report_dir.resolve())).as_posix())
+        parts.append(f"<video controls preload='none' src='{_attr(link)}'></video>")
+    elif video.error is None and video.segments:
+        parts.append("<p class='note'>video file not found from the report's folder (use --videos DIR)</p>")
+    parts.append("</article>\n")
+    return "".join(parts)
+
+
+def _timeline(segments: list[Segment], duration: float) -> str:
+    duration = max(duration, max(s.end for s in segments), 1e-6)
+    lanes = _lanes(segments)
+    bars = []
+    for seg, lane in zip(segments, lanes):
+        left = 100 * seg.start / duration
+        width = max(100 * (seg.end - seg.start) / duration, 0.15)
+        top = [[t.label, round(t.score, 4)] for t in seg.top]
+        style = f"left:{left:.3f}%;width:{width:.3f}%;top:{lane * LANE_HEIGHT}px"
+        if seg.top:
+            style += f";background:{label_colour(seg.top[0].label)};opacity:{0.35 + 0.65 * seg.top[0].score:.2f}"
+        bars.append(
+            f"<button class='seg' style='{style}' data-t='{seg.start:g} {seg.end:g} {seg.start_frame} {seg.end_frame}'"
+            f" data-top='{_attr(json.dumps(top, ensure_ascii=False))}'></button>")
+    height = (max(lanes) + 1) * LANE_HEIGHT
+    return (f"<div class='timeline' style='height:{height}px'>{''.join(bars)}</div>"
+            f"<div class='axis'><span>0 s</span><span>{duration:.2f} s</span></div>")
+
+
+def _sheet(path: Path, segments: list[Segment]) -> str:
+    """One keyframe (the middle frame) per segment, downscaled, tiled into one JPEG data URI."""
+    try:
+        uri, cell_w, cell_h, cols = contact_sheet(path, segments)
+    except Exception:  # a video that decodes badly still gets its timeline, just no thumbnails
+        return ""
+    rows = -(-len(segments) // cols)
+    return (f"<img class='sheet' alt='keyframes' loading='lazy' width='{cell_w * cols}' height='{cell_h * rows}'"
+            f" data-cols='{cols}' data-w='{cell_w}' data-h='{cell_h}' data-src='{uri}'>")
+
+
+def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str, int, int, int]:
+    """Decode each segment's middle frame once, downscale it, and tile them into one JPEG.
+
+    Args:
+        path: the video file.
+        segments: the segments, in order; cell i shows segment i.
+
+    Returns:
+        (data URI of the JPEG, cell width, cell height, cells per row).
+    """
+    from PIL import Image
+
+    from vswin_cli.decode import open_video
+
+    with open_video(path, backend="pyav") as reader:
+        last = reader.num_frames - 1
+        scale = min(THUMB_WIDTH / reader.width, THUMB_HEIGHT / reader.height)
+        cell_w, cell_h = max(1, round(reader.width * scale)), max(1, round(reader.height * scale))
+        cols = min(SHEET_COLUMNS, len(segments))
+        sheet = Image.new("RGB", (cell_w * cols, cell_h * -(-len(segments) // cols)))
+        middles = [min(max((s.start_frame + s.end_frame - 1) // 2, 0), last) for s in segments]
+        for first in range(0, len(middles), _READ_CHUNK):
+            frames = reader.read(middles[first:first + _READ_CHUNK])  # (T, H, W, 3) uint8
+            for offset, frame in enumerate(frames):
+                i = first + offset
+                cell = Image.fromarray(frame).resize((cell_w, cell_h), Image.BILINEAR, reducing_gap=2.0)
+                sheet.paste(cell, ((i % cols) * cell_w, (i // cols) * cell_h))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=70, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), cell_w, cell_h, cols
+
+
+def _head(title: str, source: str) -> str:
+    esc = html.escape
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="vswin report">
+<title>{esc(title)}</title>
+<style>{_CSS}</style>
+<noscript><style>.video{{display:block}}</style></noscript>
+</head><body>
+<header><h1>{esc(title)}</h1><p class="src">results: {esc(source)}</p>
+<form id="filters" onsubmit="return false">
+<label>label <input id="f-label" list="label-names" placeholder="any" size="18"></label>
+<label>min score <input id="f-score" type="number" min="0" max="1" step="0.05" value="0"></label>
+<label>show <select id="f-status"><option value="all">all videos</option><option value="ok">tagged</option>
+<option value="error">errors</option></select></label>
+<span class="pager"><button type="button" id="prev">&#9664;</button> <span id="page">page 1</span>
+<button type="button" id="next">&#9654;</button></span> <span id="count"></span>
+</form><datalist id="label-names"></datalist><div id="label-slot"></div></header>
+<main id="videos">
+"""
+
+
+def _tail(counts: dict[str, list[int]], totals: dict[str, int], page_size: int) -> str:
+    esc = html.escape
+    rows = sorted(counts.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+    body = "".join(
+        f"<tr><td><span class='swatch' style='background:{label_colour(label)}'></span>{esc(label)}</td>"
+        f"<td>{v}</td><td>{s}</td><td>{k}</td></tr>" for label, (v, s, k) in rows)
+    meta = json.dumps({"page_size": page_size, **totals})
+    return f"""</main>
+<section id="labels"><details{' open' if len(rows) <= 12 else ''}><summary>Label counts: {len(rows)} labels, {totals['videos']} videos
+({totals['errors']} errors), {totals['segments']} segments</summary>
+<table><thead><tr><th>label</th><th>videos (top-1)</th><th>segments (top-1)</th><th>segments (top-k)</th></tr>
+</thead><tbody>{body}</tbody></table></details></section>
+<div id="tip" hidden></div>
+<script id="vswin-meta" type="application/json">{meta}</script>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f6f6f4}
+header{background:#fff;border-bottom:1px solid #ddd;padding:.5em 1em;z-index:2}
+h1{font-size:1.2em;margin:0}.src{margin:0;color:#777;font-size:.85em}
+form{position:sticky;top:0;background:#fff;z-index:2;display:flex;gap:1em;flex-wrap:wrap;align-items:center;margin:.4em 0}
+#label-slot details{max-height:30vh;overflow:auto}
+main{padding:.5em 1em}
+.video{display:none;background:#fff;border:1px solid #ddd;border-radius:6px;margin:.6em 0;padding:.6em .8em}
+.video.on{display:block}
+.video h2{font-size:1em;margin:0 0 .2em;display:flex;gap:.5em;flex-wrap:wrap;align-items:baseline}
+.key{font-family:ui-monospace,monospace;word-break:break-all}
+.tag{border-left:.8em solid var(--c);padding-left:.3em;font-weight:normal;font-size:.9em}
+.meta,.note{margin:0;color:#666;font-size:.85em}.error{color:#a00;margin:.2em 0}
+.timeline{position:relative;background:#eee;border-radius:3px;margin:.4em 0 0}
+.seg{position:absolute;height:16px;border:0;border-right:1px solid #fff;padding:0;margin:0;cursor:pointer;
+background:#bbb;min-width:2px}
+.seg:hover,.seg.sel{outline:2px solid #000;z-index:1}.seg.dim{opacity:.12!important}
+.axis{display:flex;justify-content:space-between;color:#888;font-size:.75em}
+.sheet{display:block;margin:.3em 0;max-width:100%;height:auto;cursor:pointer;image-rendering:auto}
+video{display:block;max-width:480px;max-height:270px;margin-top:.3em;background:#000}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.1em .6em;text-align:right}
+td:first-child,th:first-child{text-align:left}tbody tr:nth-child(odd){background:#f2f2f2}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:middle}
+#tip{position:fixed;z-index:9;background:#fff;border:1px solid #999;padding:.3em .5em;font-size:.85em;
+pointer-events:none;box-shadow:0 2px 6px #0003;white-space:nowrap}
+#tip .thumb{background-repeat:no-repeat;margin-top:.2em}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  var meta = JSON.parse(document.getElementById("vswin-meta").textContent);
+  var all = Array.prototype.slice.call(document.getElementsByClassName("video"));
+  var slot = document.getElementById("label-slot"), labels = document.getElementById("labels");
+  slot.appendChild(labels.firstElementChild);  // the label table is written last (counts known at the end)
+  var names = document.getElementById("label-names");
+  slot.querySelectorAll("tbody td:first-child").forEach(function (td) {
+    var o = document.createElement("option"); o.value = td.textContent; names.appendChild(o);
+  });
+  var fLabel = document.getElementById("f-label"), fScore = document.getElementById("f-score");
+  var fStatus = document.getElementById("f-status"), tip = document.getElementById("tip");
+  var page = 0, matches = all, shown = [];
+  function tagsOf(a) { if (!a._tags) a._tags = JSON.parse(a.dataset.tags); return a._tags; }
+  function want() { return {label: fLabel.value.trim(), min: parseFloat(fScore.value) || 0, status: fStatus.value}; }
+  function matchVideo(a, f) {
+    var err = a.hasAttribute("data-error");
+    if ((f.status === "ok" && err) || (f.status === "error" && !err)) return false;
+    if (!f.label && f.min <= 0) return true;
+    var tags = tagsOf(a);
+    if (f.label) return (tags[f.label] || -1) >= f.min;
+    for (var k in tags) if (tags[k] >= f.min) return true;
+    return false;
+  }
+  function dimSegments(a, f) {
+    var active = f.label || f.min > 0;
+    a.querySelectorAll(".seg").forEach(function (b) {
+      var on = true;
+      if (active) {
+        var top = JSON.parse(b.dataset.top);
+        on = top.some(function (t) { return (!f.label || t[0] === f.label) && t[1] >= f.min; });
+      }
+      b.classList.toggle("dim", !on);
+    });
+  }
+  function render() {
+    var f = want(), pages = Math.max(1, Math.ceil(matches.length / meta.page_size));
+    page = Math.min(Math.max(page, 0), pages - 1);
+    shown.forEach(function (a) { a.classList.remove("on"); });
+    shown = matches.slice(page * meta.page_size, (page + 1) * meta.page_size);
+    shown.forEach(function (a) {
+      a.classList.add("on"); dimSegments(a, f);
+      var img = a.querySelector("img.sheet");
+      if (img && !img.src) img.src = img.dataset.src;
+    });
+    document.getElementById("page").textContent = "page " + (page + 1) + " of " + pages;
+    document.getElementById("count").textContent = matches.length + " of " + all.length + " videos";
+  }
+  function refilter() {
+    var f = want();
+    matches = all.filter(function (a) { return matchVideo(a, f); });
+    page = 0; render();
+  }
+  [fLabel, fScore, fStatus].forEach(function (el) { el.addEventListener("input", refilter); });
+  document.getElementById("prev").onclick = function () { page--; render(); window.scrollTo(0, 0); };
+  document.getElementById("next").onclick = function () { page++; render(); window.scrollTo(0, 0); };
+  function seek(a, t) {
+    var v = a.querySelector("video");
+    if (!v) return;
+    if (v.readyState >= 1) { v.currentTime = t; return; }
+    v.preload = "auto";
+    v.addEventListener("loadedmetadata", function () { v.currentTime = t; }, {once: true});
+    v.load();
+  }
+  function segParts(b) { return b.dataset.t.split(" ").map(Number); }
+  document.getElementById("videos").addEventListener("click", function (e) {
+    var a = e.target.closest(".video");
+    if (!a) return;
+    var bars = a.querySelectorAll(".seg"), b = e.target.closest(".seg");
+    if (!b && e.target.classList.contains("sheet")) {
+      var img = e.target, r = img.getBoundingClientRect(), k = img.naturalWidth / r.width;
+      var col = Math.floor((e.clientX - r.left) * k / img.dataset.w), row = Math.floor((e.clientY - r.top) * k / img.dataset.h);
+      b = bars[row * Number(img.dataset.cols) + col];
+    }
+    if (!b) return;
+    a.querySelectorAll(".seg.sel").forEach(function (s) { s.classList.remove("sel"); });
+    b.classList.add("sel");
+    seek(a, segParts(b)[0]);
+  });
+  document.getElementById("videos").addEventListener("mouseover", function (e) {
+    var b = e.target.closest(".seg");
+    if (!b) { tip.hidden = true; return; }
+    var t = segParts(b), top = JSON.parse(b.dataset.top), a = b.closest(".video");
+    var lines = top.map(function (x) { return x[0] + " " + (100 * x[1]).toFixed(1) + "%"; });
+    tip.textContent = "";
+    var head = document.createElement("b");
+    head.textContent = t[0].toFixed(2) + "\u2013" + t[1].toFixed(2) + " s (frames " + t[2] + "\u2013" + (t[3] - 1) + ")";
+    tip.appendChild(head);
+    lines.forEach(function (l) { var d = document.createElement("div"); d.textContent = l; tip.appendChild(d); });
+    var img = a.querySelector("img.sheet");
+    if (img) {
+      var i = Array.prototype.indexOf.call(a.querySelectorAll(".seg"), b), cols = Number(img.dataset.cols);
+      var w = Number(img.dataset.w), h = Number(img.dataset.h), d = document.createElement("div");
+      d.className = "thumb"; d.style.width = w + "px"; d.style.height = h + "px";
+      d.style.backgroundImage = "url(" + img.dataset.src + ")";
+      d.style.backgroundPosition = (-(i % cols) * w) + "px " + (-Math.floor(i / cols) * h) + "px";
+      tip.appendChild(d);
+    }
+    var r = b.getBoundingClientRect();
+    tip.style.left = Math.min(r.left, window.innerWidth - 220) + "px"; tip.style.top = (r.bottom + 4) + "px";
+    tip.hidden = false;
+  });
+  render();
+  window.vswinReport = {ready: true, pages: function () { return Math.ceil(matches.length / meta.page_size); },
+                        setPage: function (p) { page = p; render(); }};
+})();
+"""
