@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from vswin_cli.errors import ConfigError
-from vswin_cli.results import Segment, TaggedVideo, read_results
+from vswin_cli.results import Segment, TaggedVideo, read_results, video_roots
 
 THUMB_HEIGHT = 54  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT
 THUMB_WIDTH = 96
@@ -87,7 +87,7 @@ def write_report(
         raise ConfigError(f"page size must be at least 1, got {page_size}")
     if not out_html.parent.is_dir():
         raise ConfigError(f"{out_html}: the output folder does not exist", hint="create it first")
-    roots = [Path(video_root)] if video_root is not None else [Path("."), results_path.parent]
+    roots = video_roots(results_path, video_root)
     part = out_html.with_name(out_html.name + ".part")
     counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
     totals = dict(videos=0, segments=0, errors=0, linked=0)

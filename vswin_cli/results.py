@@ -74,6 +74,15 @@ class TaggedVideo:
         return max((s.end for s in self.segments), default=0.0)
 
 
+def video_roots(results_path: str | os.PathLike, video_root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders a results file's video keys are looked up in: `video_root` if given, else the working
+    directory and then the results file's folder (once if they are the same)."""
+    if video_root is not None:
+        return [Path(video_root)]
+    roots = [Path("."), Path(results_path).parent]
+    return roots[:1] if roots[0].resolve() == roots[1].resolve() else roots
+
+
 def read_results(path: str | os.PathLike) -> Iterator[TaggedVideo]:
     """Stream the videos of a `vswin tag` results file, in file order.
 
