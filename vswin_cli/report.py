@@ -336,7 +336,7 @@ background:#bbb;min-width:2px}
 .seg:hover,.seg.sel{outline:2px solid #000;z-index:1}.seg.dim{opacity:.12!important}
 .axis{display:flex;justify-content:space-between;color:#888;font-size:.75em}
 .sheet{display:block;margin:.3em 0;max-width:100%;height:auto;cursor:pointer;image-rendering:auto}
-video{display:block;max-width:480px;max-height:270px;margin-top:.3em;background:#000}
+video{display:block;width:320px;max-width:100%;max-height:270px;margin-top:.3em;background:#000}
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.1em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}tbody tr:nth-child(odd){background:#f2f2f2}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:middle}
