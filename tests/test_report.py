@@ -84,6 +84,11 @@ def parse(path: Path) -> Page:
     return page
 
 
+def meta(page: Page) -> dict:
+    """The page's own JSON: page size, totals and the label names that bars refer to by number."""
+    return json.loads(next(s for s in page.scripts if s.startswith("{")))
+
+
 def assert_offline(page: Page) -> None:
     """Nothing in the page reaches the network: no external scripts, styles, images or fonts."""
     for tag, attrs in page.tags:
@@ -143,6 +148,7 @@ def test_report_has_one_entry_per_video_with_its_segments(run, tmp_path):
     page = parse(out)
     assert_offline(page)
     keys = list(dict.fromkeys(r["video"] for r in records))
+    names = meta(page)["labels"]
     assert len(page.articles) == len(keys) == summary.num_videos == 4
     assert summary.num_errors == 1 and summary.num_linked == 3
     for article, key in zip(page.articles, keys):
@@ -153,7 +159,9 @@ def test_report_has_one_entry_per_video_with_its_segments(run, tmp_path):
             start, end, first, stop = bar["data-t"].split()
             assert (float(start), float(end), int(first), int(stop)) == \
                 (seg["start"], seg["end"], seg["start_frame"], seg["end_frame"])
-            assert json.loads(bar["data-top"])[0][0] == seg["top"][0]["label"]
+            assert [(names[i], p) for i, p in json.loads(bar["data-top"])] == \
+                [(t["label"], round(t["score"], 4)) for t in seg["top"]]
+            assert f"c{names.index(seg['top'][0]['label'])}" in bar["class"].split()  # coloured by top label
         if key == "broken.mp4":
             assert "data-error" in article["attrs"] and not article["videos"] and not article["segs"]
             assert "VideoDecodeError" in "".join(article["text"])

@@ -114,7 +114,9 @@ def test_timelines_seek_filters_and_screenshot(browser, report, tmp_path):
         timeout=15000)
     assert article.locator(".seg.sel").count() == 1
     article.locator(".seg").nth(1).hover()
-    assert page.locator("#tip").is_visible() and "%" in page.locator("#tip").inner_text()
+    tip = page.locator("#tip").inner_text()
+    first = segments["v0.mp4"][1]["top"][0]
+    assert page.locator("#tip").is_visible() and f"{first['label']} {100 * first['score']:.1f}%" in tip
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot))
 

@@ -90,6 +90,7 @@ def write_report(
     roots = video_roots(results_path, video_root)
     part = out_html.with_name(out_html.name + ".part")
     counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
+    labels: dict[str, int] = {}  # label -> number in the page (first seen first); the page stores numbers
     totals = dict(videos=0, segments=0, errors=0, linked=0)
     try:
         out = open(part, "w", encoding="utf-8")
@@ -100,7 +101,7 @@ def write_report(
             out.write(_head(title or results_path.name, results_path.name))
             for video in read_results(results_path):
                 path = _locate(video.key, roots)
-                out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails))
+                out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels))
                 _count(video, counts)
                 totals["videos"] += 1
                 totals["segments"] += len(video.segments)
@@ -108,7 +109,7 @@ def write_report(
                 totals["linked"] += path is not None and video.error is None
                 if on_video is not None:
                     on_video(video)
-            out.write(_tail(counts, totals, page_size))
+            out.write(_tail(counts, labels, totals, page_size))
         os.replace(part, out_html)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -168,15 +169,14 @@ def _percent(score: float) -> str:
     return f"{100 * score:.1f}%"
 
 
-def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool) -> str:
+def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
+             labels: dict[str, int]) -> str:
     esc = html.escape
-    best: dict[str, float] = {}
-    for seg in video.segments:
-        for tag in seg.top:
-            best[tag.label] = max(best.get(tag.label, 0.0), tag.score)
     summary = video.summary or {}
-    for tag in summary.get("top", ()):
-        best[tag.label] = max(best.get(tag.label, 0.0), tag.score)
+    best: dict[int, float] = {}  # label number -> best score in the video (what the filters test)
+    for tag in [t for seg in video.segments for t in seg.top] + list(summary.get("top", ())):
+        i = labels.setdefault(tag.label, len(labels))
+        best[i] = max(best.get(i, 0.0), tag.score)
     head_tags = " ".join(
         f"<span class='tag' style='--c:{label_colour(t.label)}'>{esc(t.label)} {_percent(t.score)}</span>"
         for t in summary.get("top", ())[:3])
@@ -201,7 +201,7 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     if facts:
         parts.append(f"<p class='meta'>{' · '.join(facts)}</p>")
     if video.segments:
-        parts.append(_timeline(video.segments, video.duration))
+        parts.append(_timeline(video.segments, video.duration, labels))
     if path is not None and video.error is None:
         if thumbnails and video.segments:
             parts.append(_sheet(path, video.segments))
@@ -213,19 +213,23 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     return "".join(parts)
 
 
-def _timeline(segments: list[Segment], duration: float) -> str:
+def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) -> str:
+    """The bars: `data-t` = "start end start_frame end_frame", `data-top` = [[label number, score], ...];
+    colour class `cN` = label N (rules written at the end, once per label), opacity = top score."""
     duration = max(duration, max(s.end for s in segments), 1e-6)
     lanes = _lanes(segments)
     bars = []
     for seg, lane in zip(segments, lanes):
         left = 100 * seg.start / duration
         width = max(100 * (seg.end - seg.start) / duration, 0.15)
-        top = [[t.label, round(t.score, 4)] for t in seg.top]
+        top = [[labels[t.label], round(t.score, 4)] for t in seg.top]
         style = f"left:{left:.3f}%;width:{width:.3f}%;top:{lane * LANE_HEIGHT}px"
+        colour = ""
         if seg.top:
-            style += f";background:{label_colour(seg.top[0].label)};opacity:{0.35 + 0.65 * seg.top[0].score:.2f}"
+            style += f";opacity:{0.35 + 0.65 * seg.top[0].score:.2f}"
+            colour = f" c{labels[seg.top[0].label]}"
         bars.append(
-            f"<button class='seg' style='{style}' data-t='{seg.start:g} {seg.end:g} {seg.start_frame} {seg.end_frame}'"
+            f"<button class='seg{colour}' style='{style}' data-t='{seg.start:g} {seg.end:g} {seg.start_frame} {seg.end_frame}'"
             f" data-top='{_attr(json.dumps(top, ensure_ascii=False))}'></button>")
     height = (max(lanes) + 1) * LANE_HEIGHT
     return (f"<div class='timeline' style='height:{height}px'>{''.join(bars)}</div>"
@@ -298,18 +302,21 @@ def _head(title: str, source: str) -> str:
 """
 
 
-def _tail(counts: dict[str, list[int]], totals: dict[str, int], page_size: int) -> str:
+def _tail(counts: dict[str, list[int]], labels: dict[str, int], totals: dict[str, int], page_size: int) -> str:
     esc = html.escape
     rows = sorted(counts.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
     body = "".join(
         f"<tr><td><span class='swatch' style='background:{label_colour(label)}'></span>{esc(label)}</td>"
         f"<td>{v}</td><td>{s}</td><td>{k}</td></tr>" for label, (v, s, k) in rows)
-    meta = json.dumps({"page_size": page_size, **totals})
+    meta = json.dumps({"page_size": page_size, **totals, "labels": list(labels)}, ensure_ascii=False)
+    meta = meta.replace("</", "<\\/")  # a label cannot end the <script> element
+    colours = "".join(f".c{i}{{background:{label_colour(label)}}}" for label, i in labels.items())
     return f"""</main>
 <section id="labels"><details{' open' if len(rows) <= 12 else ''}><summary>Label counts: {len(rows)} labels, {totals['videos']} videos
 ({totals['errors']} errors), {totals['segments']} segments</summary>
 <table><thead><tr><th>label</th><th>videos (top-1)</th><th>segments (top-1)</th><th>segments (top-k)</th></tr>
 </thead><tbody>{body}</tbody></table></details></section>
+<style>{colours}</style>
 <div id="tip" hidden></div>
 <script id="vswin-meta" type="application/json">{meta}</script>
 <script>{_JS}</script>
@@ -360,23 +367,27 @@ _JS = r"""
   var fStatus = document.getElementById("f-status"), tip = document.getElementById("tip");
   var page = 0, matches = all, shown = [];
   function tagsOf(a) { if (!a._tags) a._tags = JSON.parse(a.dataset.tags); return a._tags; }
-  function want() { return {label: fLabel.value.trim(), min: parseFloat(fScore.value) || 0, status: fStatus.value}; }
+  function labelNumber(name) { var i = meta.labels.indexOf(name); return i < 0 ? -2 : i; }
+  function want() {
+    var name = fLabel.value.trim();
+    return {label: name ? labelNumber(name) : -1, min: parseFloat(fScore.value) || 0, status: fStatus.value};
+  }
   function matchVideo(a, f) {
     var err = a.hasAttribute("data-error");
     if ((f.status === "ok" && err) || (f.status === "error" && !err)) return false;
-    if (!f.label && f.min <= 0) return true;
+    if (f.label === -1 && f.min <= 0) return true;
     var tags = tagsOf(a);
-    if (f.label) return (tags[f.label] || -1) >= f.min;
+    if (f.label !== -1) return f.label in tags && tags[f.label] >= f.min;
     for (var k in tags) if (tags[k] >= f.min) return true;
     return false;
   }
   function dimSegments(a, f) {
-    var active = f.label || f.min > 0;
+    var active = f.label !== -1 || f.min > 0;
     a.querySelectorAll(".seg").forEach(function (b) {
       var on = true;
       if (active) {
         var top = JSON.parse(b.dataset.top);
-        on = top.some(function (t) { return (!f.label || t[0] === f.label) && t[1] >= f.min; });
+        on = top.some(function (t) { return (f.label === -1 || t[0] === f.label) && t[1] >= f.min; });
       }
       b.classList.toggle("dim", !on);
     });
@@ -429,7 +440,7 @@ _JS = r"""
     var b = e.target.closest(".seg");
     if (!b) { tip.hidden = true; return; }
     var t = segParts(b), top = JSON.parse(b.dataset.top), a = b.closest(".video");
-    var lines = top.map(function (x) { return x[0] + " " + (100 * x[1]).toFixed(1) + "%"; });
+    var lines = top.map(function (x) { return meta.labels[x[0]] + " " + (100 * x[1]).toFixed(1) + "%"; });
     tip.textContent = "";
     var head = document.createElement("b");
     head.textContent = t[0].toFixed(2) + "\u2013" + t[1].toFixed(2) + " s (frames " + t[2] + "\u2013" + (t[3] - 1) + ")";
@@ -449,7 +460,7 @@ _JS = r"""
     tip.hidden = false;
   });
   render();
-  window.vswinReport = {ready: true, pages: function () { return Math.ceil(matches.length / meta.page_size); },
+  window.vswinReport = {ready: true, readyAt: performance.now(), pages: function () { return Math.ceil(matches.length / meta.page_size); },
                         setPage: function (p) { page = p; render(); }};
 })();
 """
