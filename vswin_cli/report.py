@@ -149,6 +149,10 @@ def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;")
 
 
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _lanes(segments: list[Segment]) -> list[int]:
     """A lane per segment so that overlapping segments (stride < window) never hide each other."""
     lane_ends: list[float] = []
@@ -181,7 +185,7 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
         f"<span class='tag' style='--c:{label_colour(t.label)}'>{esc(t.label)} {_percent(t.score)}</span>"
         for t in summary.get("top", ())[:3])
     parts = [
-        f"<article class='video' id='v{number}' data-tags='{_attr(json.dumps({k: round(v, 4) for k, v in best.items()}, separators=(",", ":")))}'"
+        f"<article class='video' id='v{number}' data-tags='{_attr(_json({k: round(v, 4) for k, v in best.items()}))}'"
         f"{' data-error=1' if video.error else ''}>",
         f"<h2><span class='key'>{esc(video.key)}</span> {head_tags}</h2>",
     ]
@@ -230,7 +234,7 @@ def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) 
             colour = f" c{labels[seg.top[0].label]}"
         bars.append(
             f"<button class='seg{colour}' style='{style}' data-t='{seg.start:g} {seg.end:g} {seg.start_frame} {seg.end_frame}'"
-            f" data-top='{json.dumps(top, separators=(",", ":"))}'></button>")
+            f" data-top='{_json(top)}'></button>")
     height = (max(lanes) + 1) * LANE_HEIGHT
     return (f"<div class='timeline' style='height:{height}px'>{''.join(bars)}</div>"
             f"<div class='axis'><span>0 s</span><span>{duration:.2f} s</span></div>")
