@@ -270,7 +270,7 @@ def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str
         scale = min(THUMB_WIDTH / reader.width, THUMB_HEIGHT / reader.height)
         cell_w, cell_h = max(1, round(reader.width * scale)), max(1, round(reader.height * scale))
         cols = min(SHEET_COLUMNS, len(segments))
-        sheet = Image.new("RGB", (cell_w * cols, cell_h * -(-len(segments) // cols)))
+        sheet = Image.new("RGB", (cell_w * cols, cell_h * -(-len(segments) // cols)), (255, 255, 255))
         middles = [min(max((s.start_frame + s.end_frame - 1) // 2, 0), last) for s in segments]
         for first in range(0, len(middles), _READ_CHUNK):
             frames = reader.read(middles[first:first + _READ_CHUNK])  # (T, H, W, 3) uint8
