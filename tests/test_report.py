@@ -246,6 +246,33 @@ def test_memory_does_not_grow_with_the_number_of_videos(tmp_path):
     assert len(parse(tmp_path / "400.html").articles) == 400
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv"])
+def test_hand_written_results_round_trip_through_every_writer(tmp_path, fmt):
+    """Events, features, a segment with no tag left (--threshold) and a hostile name read back exactly."""
+    from vswin_cli.aggregate import Event
+
+    name = 'dir/a "b", c\td\né.mp4'
+    top = (LabelScore("x", 0, 0.75), LabelScore("y, z", 1, 0.25))
+    segs = (SegmentResult(name, 0, 0.0, 2.0, 0, 50, top, 1, "m", features=(0.5, 1.5) if fmt.startswith("j") else None),
+            SegmentResult(name, 1, 2.0, 4.0, 50, 100, (), 1, "m"))
+    video = VideoResult(name, segs, VideoSummary(name, 2, 4.0, 100, 25.0, top, 1, "m"),
+                        events=(Event(name, "x", 0, 0.75, 0.0, 2.0, 0, 50, 0, 0, "m"),))
+    path = tmp_path / f"tags.{fmt}"
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        writer = get_writer(fmt, stream)
+        writer.write_video(video)
+        writer.write_video(VideoResult("bad.mp4", error=VideoError("bad.mp4", "VideoDecodeError", "bad, really")))
+        writer.close()
+    first, second = read_results(path)
+    assert first.key == name and first.error is None and first.duration == 4.0
+    assert [(s.start_frame, s.end_frame, [(t.label, t.score) for t in s.top]) for s in first.segments] == \
+        [(0, 50, [("x", 0.75), ("y, z", 0.25)]), (50, 100, [])]
+    assert [(t.label, t.score) for t in first.summary["top"]] == [("x", 0.75), ("y, z", 0.25)]
+    assert second.key == "bad.mp4" and second.error == {"type": "VideoDecodeError", "message": "bad, really"}
+    write_report(path, tmp_path / "r.html")
+    assert len(parse(tmp_path / "r.html").articles) == 2
+
+
 @pytest.mark.parametrize("content,line", [
     ('{"record": "segment", "video": "a"}\n', 1),  # a segment without its fields
     ('{"record": "video", "video": "a", "top": []}\nnot json\n', 2),

@@ -205,6 +205,7 @@ def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
                 log.warning("%s: %s", source, audio)
         streams = [vin] + ([ain] if aout is not None else [])
         count, last_pts = 0, None
+        step = max(1, round(1 / (float(rate) * float(vin.time_base)))) if vin.time_base else 1  # one frame, in pts
         for packet in inp.demux(*streams):
             if packet.stream is ain:
                 if packet.dts is not None:
@@ -216,7 +217,7 @@ def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
             except av.FFmpegError:  # a damaged packet: skip it, as `vswin tag` conceals it
                 continue
             for frame in frames:
-                pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
+                pts = frame.pts if frame.pts is not None else (-step if last_pts is None else last_pts) + step
                 number = pts_to_frame.get(pts, count)
                 if last_pts is not None and pts <= last_pts:
                     pts = last_pts + 1  # the encoder needs strictly increasing timestamps
