@@ -173,7 +173,7 @@ def test_report_has_one_entry_per_video_with_its_segments(run, tmp_path):
         (sheet,) = article["sheets"]
         image = Image.open(io.BytesIO(base64.b64decode(sheet["data-src"].split(",", 1)[1])))
         cols, w, h = int(sheet["data-cols"]), int(sheet["data-w"]), int(sheet["data-h"])
-        assert image.size == (cols * w, -(-len(segments) // cols) * h) and (w, h) == (72, 54)  # 96x72 fitted into 96x54
+        assert image.size == (cols * w, -(-len(segments) // cols) * h) and (w, h) == (48, 36)  # 96x72 fitted into 64x36
         assert image.convert("L").getextrema()[1] > 50  # real pixels, not a black image
 
 

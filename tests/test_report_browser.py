@@ -97,6 +97,7 @@ def test_timelines_seek_filters_and_screenshot(browser, report, tmp_path):
             key: a.querySelector('.key').textContent,
             bars: Array.from(a.querySelectorAll('.seg')).map(b => {
                 const r = b.getBoundingClientRect(); return {t: b.dataset.t, w: r.width, h: r.height}; })}))""")
+        assert len(shown) == 3  # one page, also after the early script showed the first page during parsing
         for video in shown:
             seen[video["key"]] = video["bars"]
     assert list(seen) == keys

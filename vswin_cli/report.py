@@ -34,8 +34,9 @@ from typing import Callable, Iterable
 from vswin_cli.errors import ConfigError
 from vswin_cli.results import Segment, TaggedVideo, read_results, video_roots
 
-THUMB_HEIGHT = 54  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT
-THUMB_WIDTH = 96
+THUMB_HEIGHT = 36  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT (about 0.6 KB each)
+THUMB_WIDTH = 64
+THUMB_QUALITY = 60  # JPEG quality: the page's size is mostly thumbnails, and its size is its load time
 SHEET_COLUMNS = 10  # keyframes per contact-sheet row (JPEG sides are limited to 65,535 px)
 LANE_HEIGHT = 18  # px per timeline lane
 _READ_CHUNK = 32  # keyframes decoded per read, so a long video never holds all of them at full size
@@ -102,6 +103,8 @@ def write_report(
             for video in read_results(results_path):
                 path = _locate(video.key, roots)
                 out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels))
+                if totals["videos"] == page_size - 1:
+                    out.write(_FIRST_PAGE)  # show the first page while the browser still parses the rest
                 _count(video, counts)
                 totals["videos"] += 1
                 totals["segments"] += len(video.segments)
@@ -279,7 +282,7 @@ def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str
                 cell = Image.fromarray(frame).resize((cell_w, cell_h), Image.BILINEAR, reducing_gap=2.0)
                 sheet.paste(cell, ((i % cols) * cell_w, (i // cols) * cell_h))
     buffer = io.BytesIO()
-    sheet.save(buffer, format="JPEG", quality=70, optimize=True)
+    sheet.save(buffer, format="JPEG", quality=THUMB_QUALITY, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), cell_w, cell_h, cols
 
 
@@ -353,7 +356,13 @@ td:first-child,th:first-child{text-align:left}tbody tr:nth-child(odd){background
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:middle}
 #tip{position:fixed;z-index:9;background:#fff;border:1px solid #999;padding:.3em .5em;font-size:.85em;
 pointer-events:none;box-shadow:0 2px 6px #0003;white-space:nowrap}
-#tip .thumb{background-repeat:no-repeat;margin-top:.2em}
+#tip .thumb{background-repeat:no-repeat;margin-top:.2em;zoom:2}
+"""
+
+# Runs as soon as the first page's articles are parsed: a large report shows them at once.
+_FIRST_PAGE = """<script>document.querySelectorAll("article.video").forEach(function (a) {
+a.classList.add("on"); var i = a.querySelector("img.sheet"); if (i) i.src = i.dataset.src; });
+performance.mark("vswin-first-page");</script>
 """
 
 _JS = r"""
@@ -369,7 +378,8 @@ _JS = r"""
   });
   var fLabel = document.getElementById("f-label"), fScore = document.getElementById("f-score");
   var fStatus = document.getElementById("f-status"), tip = document.getElementById("tip");
-  var page = 0, matches = all, shown = [];
+  var page = 0, matches = all;
+  var shown = all.filter(function (a) { return a.classList.contains("on"); });  // shown by _FIRST_PAGE
   function tagsOf(a) { if (!a._tags) a._tags = JSON.parse(a.dataset.tags); return a._tags; }
   function labelNumber(name) { var i = meta.labels.indexOf(name); return i < 0 ? -2 : i; }
   function want() {
@@ -464,7 +474,9 @@ _JS = r"""
     tip.hidden = false;
   });
   render();
-  window.vswinReport = {ready: true, readyAt: performance.now(), pages: function () { return Math.ceil(matches.length / meta.page_size); },
+  var first = performance.getEntriesByName("vswin-first-page");
+  window.vswinReport = {ready: true, readyAt: performance.now(), firstPageAt: first.length ? first[0].startTime : null,
+                        pages: function () { return Math.ceil(matches.length / meta.page_size); },
                         setPage: function (p) { page = p; render(); }};
 })();
 """
