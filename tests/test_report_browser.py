@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from report_helpers import make_video, tag, tiny_model_args
-from vswin_cli.report import write_report
+from vswin_cli.report import label_colour, write_report
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -96,7 +96,8 @@ def test_timelines_seek_filters_and_screenshot(browser, report, tmp_path):
         shown = page.evaluate("""() => Array.from(document.querySelectorAll('.video.on')).map(a => ({
             key: a.querySelector('.key').textContent,
             bars: Array.from(a.querySelectorAll('.seg')).map(b => {
-                const r = b.getBoundingClientRect(); return {t: b.dataset.t, w: r.width, h: r.height}; })}))""")
+                const r = b.getBoundingClientRect();
+                return {t: b.dataset.t, w: r.width, h: r.height, bg: getComputedStyle(b).backgroundColor}; })}))""")
         assert len(shown) == 3  # one page, also after the early script showed the first page during parsing
         for video in shown:
             seen[video["key"]] = video["bars"]
@@ -104,6 +105,8 @@ def test_timelines_seek_filters_and_screenshot(browser, report, tmp_path):
     for key, bars in seen.items():
         assert [b["t"].split()[:2] for b in bars] == [[f"{s['start']:g}", f"{s['end']:g}"] for s in segments[key]]
         assert all(b["w"] > 1 and b["h"] > 1 for b in bars)
+        colours = [label_colour(s["top"][0]["label"]) for s in segments[key]]  # coloured by top label
+        assert [b["bg"] for b in bars] == [f"rgb({int(c[1:3], 16)}, {int(c[3:5], 16)}, {int(c[5:7], 16)})" for c in colours]
 
     # clicking a segment seeks the player to its start
     page.evaluate("vswinReport.setPage(0)")

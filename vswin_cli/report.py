@@ -99,7 +99,7 @@ def write_report(
         raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
     try:
         with out:
-            out.write(_head(title or results_path.name, results_path.name))
+            out.write(_head(title or results_path.name, results_path.name, page_size))
             for video in read_results(results_path):
                 path = _locate(video.key, roots)
                 out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels))
@@ -181,15 +181,20 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     esc = html.escape
     summary = video.summary or {}
     best: dict[int, float] = {}  # label number -> best score in the video (what the filters test)
+    new = []  # labels first seen here: declared (name, colour) on this article, so a page needs no lookahead
     for tag in [t for seg in video.segments for t in seg.top] + list(summary.get("top", ())):
-        i = labels.setdefault(tag.label, len(labels))
+        if tag.label not in labels:
+            labels[tag.label] = len(labels)
+            new.append([tag.label, label_colour(tag.label)])
+        i = labels[tag.label]
         best[i] = max(best.get(i, 0.0), tag.score)
+    declared = f" data-labels='{_attr(json.dumps(new, ensure_ascii=False))}'" if new else ""
     head_tags = " ".join(
         f"<span class='tag' style='--c:{label_colour(t.label)}'>{esc(t.label)} {_percent(t.score)}</span>"
         for t in summary.get("top", ())[:3])
     parts = [
         f"<article class='video' id='v{number}' data-tags='{_attr(_json({k: round(v, 4) for k, v in best.items()}))}'"
-        f"{' data-error=1' if video.error else ''}>",
+        f"{' data-error=1' if video.error else ''}{declared}>",
         f"<h2><span class='key'>{esc(video.key)}</span> {head_tags}</h2>",
     ]
     if video.error is not None:
@@ -286,7 +291,7 @@ def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), cell_w, cell_h, cols
 
 
-def _head(title: str, source: str) -> str:
+def _head(title: str, source: str, page_size: int) -> str:
     esc = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -295,6 +300,7 @@ def _head(title: str, source: str) -> str:
 <title>{esc(title)}</title>
 <style>{_CSS}</style>
 <noscript><style>.video{{display:block}}</style></noscript>
+<script>{_JS}</script>
 </head><body>
 <header><h1>{esc(title)}</h1><p class="src">results: {esc(source)}</p>
 <form id="filters" onsubmit="return false">
@@ -305,7 +311,7 @@ def _head(title: str, source: str) -> str:
 <span class="pager"><button type="button" id="prev">&#9664;</button> <span id="page">page 1</span>
 <button type="button" id="next">&#9654;</button></span> <span id="count"></span>
 </form><datalist id="label-names"></datalist><div id="label-slot"></div></header>
-<main id="videos">
+<main id="videos" data-page-size="{page_size}">
 """
 
 
@@ -326,7 +332,6 @@ def _tail(counts: dict[str, list[int]], labels: dict[str, int], totals: dict[str
 <style>{colours}</style>
 <div id="tip" hidden></div>
 <script id="vswin-meta" type="application/json">{meta}</script>
-<script>{_JS}</script>
 </body></html>
 """
 
@@ -359,32 +364,36 @@ pointer-events:none;box-shadow:0 2px 6px #0003;white-space:nowrap}
 #tip .thumb{background-repeat:no-repeat;margin-top:.2em;zoom:2}
 """
 
-# Runs as soon as the first page's articles are parsed: a large report shows them at once.
-_FIRST_PAGE = """<script>document.querySelectorAll("article.video").forEach(function (a) {
-a.classList.add("on"); var i = a.querySelector("img.sheet"); if (i) i.src = i.dataset.src; });
-performance.mark("vswin-first-page");</script>
+# Written after the first page's articles: a large report shows (and plays) them while the rest still parses.
+_FIRST_PAGE = """<script>vswinReport.firstPage()</script>
 """
 
+# In <head>: everything works on the articles parsed so far (a live collection), and again on all of them
+# at DOMContentLoaded (label table, datalist, final page count). Labels are numbered in the page; each
+# article declares the labels it is the first to use (data-labels: [[name, colour], ...]).
 _JS = r"""
 (function () {
   "use strict";
-  var meta = JSON.parse(document.getElementById("vswin-meta").textContent);
-  var all = Array.prototype.slice.call(document.getElementsByClassName("video"));
-  var slot = document.getElementById("label-slot"), labels = document.getElementById("labels");
-  slot.appendChild(labels.firstElementChild);  // the label table is written last (counts known at the end)
-  var names = document.getElementById("label-names");
-  slot.querySelectorAll("tbody td:first-child").forEach(function (td) {
-    var o = document.createElement("option"); o.value = td.textContent; names.appendChild(o);
-  });
-  var fLabel = document.getElementById("f-label"), fScore = document.getElementById("f-score");
-  var fStatus = document.getElementById("f-status"), tip = document.getElementById("tip");
-  var page = 0, matches = all;
-  var shown = all.filter(function (a) { return a.classList.contains("on"); });  // shown by _FIRST_PAGE
+  var all = document.getElementsByClassName("video");  // live: grows while the page parses
+  var names = [], scanned = 0, colours = null, done = false;
+  var page = 0, matches = null, shown = [];
+  function $(id) { return document.getElementById(id); }
+  function pageSize() { return Number($("videos").dataset.pageSize) || 25; }
+  function scanLabels() {
+    for (; scanned < all.length; scanned++) {
+      var a = all[scanned], declared = a.dataset.labels ? JSON.parse(a.dataset.labels) : [];
+      declared.forEach(function (d) {
+        if (!colours) { var st = document.createElement("style"); document.head.appendChild(st); colours = st.sheet; }
+        colours.insertRule(".c" + names.length + "{background:" + d[1] + "}", colours.cssRules.length);
+        names.push(d[0]);
+      });
+    }
+  }
   function tagsOf(a) { if (!a._tags) a._tags = JSON.parse(a.dataset.tags); return a._tags; }
-  function labelNumber(name) { var i = meta.labels.indexOf(name); return i < 0 ? -2 : i; }
   function want() {
-    var name = fLabel.value.trim();
-    return {label: name ? labelNumber(name) : -1, min: parseFloat(fScore.value) || 0, status: fStatus.value};
+    var name = $("f-label").value.trim(), i = -1;
+    if (name) { scanLabels(); i = names.indexOf(name); if (i < 0) i = -2; }
+    return {label: i, min: parseFloat($("f-score").value) || 0, status: $("f-status").value};
   }
   function matchVideo(a, f) {
     var err = a.hasAttribute("data-error");
@@ -406,27 +415,27 @@ _JS = r"""
       b.classList.toggle("dim", !on);
     });
   }
+  function current() { return matches || Array.prototype.slice.call(all); }
   function render() {
-    var f = want(), pages = Math.max(1, Math.ceil(matches.length / meta.page_size));
+    scanLabels();
+    var f = want(), list = current(), size = pageSize(), pages = Math.max(1, Math.ceil(list.length / size));
     page = Math.min(Math.max(page, 0), pages - 1);
     shown.forEach(function (a) { a.classList.remove("on"); });
-    shown = matches.slice(page * meta.page_size, (page + 1) * meta.page_size);
+    shown = list.slice(page * size, (page + 1) * size);
     shown.forEach(function (a) {
       a.classList.add("on"); dimSegments(a, f);
       var img = a.querySelector("img.sheet");
       if (img && !img.src) img.src = img.dataset.src;
     });
-    document.getElementById("page").textContent = "page " + (page + 1) + " of " + pages;
-    document.getElementById("count").textContent = matches.length + " of " + all.length + " videos";
+    $("page").textContent = "page " + (page + 1) + " of " + pages + (done ? "" : "+");
+    $("count").textContent = list.length + " of " + all.length + (done ? "" : "+") + " videos";
   }
   function refilter() {
     var f = want();
-    matches = all.filter(function (a) { return matchVideo(a, f); });
+    matches = (f.label === -1 && f.min <= 0 && f.status === "all") ? null
+      : Array.prototype.filter.call(all, function (a) { return matchVideo(a, f); });
     page = 0; render();
   }
-  [fLabel, fScore, fStatus].forEach(function (el) { el.addEventListener("input", refilter); });
-  document.getElementById("prev").onclick = function () { page--; render(); window.scrollTo(0, 0); };
-  document.getElementById("next").onclick = function () { page++; render(); window.scrollTo(0, 0); };
   function seek(a, t) {
     var v = a.querySelector("video");
     if (!v) return;
@@ -436,8 +445,14 @@ _JS = r"""
     v.load();
   }
   function segParts(b) { return b.dataset.t.split(" ").map(Number); }
-  document.getElementById("videos").addEventListener("click", function (e) {
-    var a = e.target.closest(".video");
+  document.addEventListener("input", function (e) {
+    if (e.target.closest && e.target.closest("#filters")) refilter();
+  });
+  document.addEventListener("click", function (e) {
+    if (e.target.id === "prev" || e.target.id === "next") {
+      page += e.target.id === "next" ? 1 : -1; render(); window.scrollTo(0, 0); return;
+    }
+    var a = e.target.closest && e.target.closest(".video");
     if (!a) return;
     var bars = a.querySelectorAll(".seg"), b = e.target.closest(".seg");
     if (!b && e.target.classList.contains("sheet")) {
@@ -450,16 +465,20 @@ _JS = r"""
     b.classList.add("sel");
     seek(a, segParts(b)[0]);
   });
-  document.getElementById("videos").addEventListener("mouseover", function (e) {
-    var b = e.target.closest(".seg");
+  document.addEventListener("mouseover", function (e) {
+    var tip = $("tip"), b = e.target.closest && e.target.closest(".seg");
+    if (!tip) return;
     if (!b) { tip.hidden = true; return; }
+    scanLabels();
     var t = segParts(b), top = JSON.parse(b.dataset.top), a = b.closest(".video");
-    var lines = top.map(function (x) { return meta.labels[x[0]] + " " + (100 * x[1]).toFixed(1) + "%"; });
     tip.textContent = "";
     var head = document.createElement("b");
     head.textContent = t[0].toFixed(2) + "\u2013" + t[1].toFixed(2) + " s (frames " + t[2] + "\u2013" + (t[3] - 1) + ")";
     tip.appendChild(head);
-    lines.forEach(function (l) { var d = document.createElement("div"); d.textContent = l; tip.appendChild(d); });
+    top.forEach(function (x) {
+      var d = document.createElement("div"); d.textContent = names[x[0]] + " " + (100 * x[1]).toFixed(1) + "%";
+      tip.appendChild(d);
+    });
     var img = a.querySelector("img.sheet");
     if (img) {
       var i = Array.prototype.indexOf.call(a.querySelectorAll(".seg"), b), cols = Number(img.dataset.cols);
@@ -473,10 +492,23 @@ _JS = r"""
     tip.style.left = Math.min(r.left, window.innerWidth - 220) + "px"; tip.style.top = (r.bottom + 4) + "px";
     tip.hidden = false;
   });
-  render();
-  var first = performance.getEntriesByName("vswin-first-page");
-  window.vswinReport = {ready: true, readyAt: performance.now(), firstPageAt: first.length ? first[0].startTime : null,
-                        pages: function () { return Math.ceil(matches.length / meta.page_size); },
-                        setPage: function (p) { page = p; render(); }};
+  document.addEventListener("DOMContentLoaded", function () {
+    done = true;
+    var slot = $("label-slot"), table = $("labels").firstElementChild, list = $("label-names");
+    slot.appendChild(table);  // written last: the counts are known only at the end
+    slot.querySelectorAll("tbody td:first-child").forEach(function (td) {
+      var o = document.createElement("option"); o.value = td.textContent; list.appendChild(o);
+    });
+    if (matches) refilter(); else render();
+    window.vswinReport.ready = true;
+    window.vswinReport.readyAt = performance.now();
+  });
+  window.vswinReport = {
+    ready: false, readyAt: null, firstPageAt: null,
+    firstPage: function () { render(); this.firstPageAt = performance.now(); },
+    pages: function () { return Math.max(1, Math.ceil(current().length / pageSize())); },
+    setPage: function (p) { page = p; render(); },
+    labels: function () { scanLabels(); return names.slice(); }
+  };
 })();
 """
