@@ -34,6 +34,8 @@ log = logging.getLogger("vswin.annotate")
 
 # Audio codecs the MP4 muxer takes as they are; others are dropped with a warning (no transcoding).
 MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
+_REORDER = 16  # frames held back to restore presentation order before a missing one is concealed
+_DECODER_CODEC = {"mp3float": "mp3", "aac_fixed": "aac", "ac3_fixed": "ac3", "libopus": "opus"}  # PyAV names decoders
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class AnnotatedVideo:
     Attributes:
         key: the video's key in the results.
         output: the MP4 written.
-        num_frames: frames written (every decodable frame of the input).
+        num_frames: frames written: one per frame of the input as `vswin tag` numbers them (a frame that
+            does not decode is replaced by the nearest one that does, as `vswin tag` conceals it).
         width, height: frame size (display orientation, as the input plays).
         box: (x0, y0, x1, y1) pixel bounds of the label area, the union over segments (None: no labels).
         audio: "copied", "none", or why it was dropped.
@@ -198,14 +201,41 @@ def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
         ain = inp.streams.audio[0] if inp.streams.audio else None
         aout, audio = None, "none"
         if ain is not None:
-            if ain.codec_context.name in MP4_AUDIO:
+            if _DECODER_CODEC.get(ain.codec_context.name, ain.codec_context.name) in MP4_AUDIO:
                 aout, audio = out.add_stream_from_template(ain), "copied"
             else:
                 audio = f"dropped ({ain.codec_context.name} audio cannot go in MP4 without transcoding)"
                 log.warning("%s: %s", source, audio)
         streams = [vin] + ([ain] if aout is not None else [])
-        count, last_pts = 0, None
         step = max(1, round(1 / (float(rate) * float(vin.time_base)))) if vin.time_base else 1  # one frame, in pts
+        state = {"count": 0, "last_pts": None, "next": 0}
+
+        def emit(raw: np.ndarray, number: int, pts: int) -> None:
+            rgb = raw.copy()  # raw stays clean: a concealed neighbour may reuse it
+            overlays.draw(rgb, number)
+            if state["last_pts"] is not None and pts <= state["last_pts"]:
+                pts = state["last_pts"] + 1  # the encoder needs strictly increasing timestamps
+            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            new.pts, new.time_base = pts, vin.time_base
+            out.mux(vout.encode(new))
+            state["count"], state["last_pts"] = state["count"] + 1, pts
+
+        # Decoders may return frames out of presentation order (packed B-frames in AVI): a small buffer puts
+        # them back in `vswin tag`'s order; an index that never arrives is filled with its nearest frame.
+        pending: dict[int, np.ndarray] = {}
+        last_raw = None
+
+        def flush(upto: int) -> None:
+            nonlocal last_raw
+            while state["next"] < upto:
+                j = state["next"]
+                if j in pending:
+                    last_raw = pending.pop(j)
+                elif last_raw is None:  # missing first frames: the first one that decoded
+                    last_raw = pending[min(pending)]
+                emit(last_raw, j, int(index.pts[j]) if j < len(index.pts) else state["last_pts"] + step)
+                state["next"] = j + 1
+
         for packet in inp.demux(*streams):
             if packet.stream is ain:
                 if packet.dts is not None:
@@ -214,22 +244,26 @@ def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
                 continue
             try:
                 frames = packet.decode()
-            except av.FFmpegError:  # a damaged packet: skip it, as `vswin tag` conceals it
+            except av.FFmpegError:  # a damaged packet: its frame is concealed, as `vswin tag` does
                 continue
             for frame in frames:
-                pts = frame.pts if frame.pts is not None else (-step if last_pts is None else last_pts) + step
-                number = pts_to_frame.get(pts, count)
-                if last_pts is not None and pts <= last_pts:
-                    pts = last_pts + 1  # the encoder needs strictly increasing timestamps
-                rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8 as coded
-                if k:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, k))  # (H, W) in display orientation
-                overlays.draw(rgb, number)
-                new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                new.pts, new.time_base = pts, vin.time_base
-                out.mux(vout.encode(new))
-                count, last_pts = count + 1, pts
+                number = pts_to_frame.get(frame.pts) if frame.pts is not None else None
+                if number is None:  # a timestamp the index does not know: take the next free place
+                    number = max([state["next"] - 1, *pending]) + 1
+                if number < state["next"] or number in pending:
+                    continue  # a second frame for one place (broken timestamps): keep the first
+                raw = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8 as coded
+                pending[number] = np.ascontiguousarray(np.rot90(raw, k)) if k else raw  # display orientation
+                while state["next"] in pending:
+                    flush(state["next"] + 1)
+                if len(pending) > _REORDER:  # an index is missing for good: conceal up to the earliest waiting
+                    flush(min(pending))
+        if pending:
+            flush(max(pending) + 1)
+        if last_raw is not None:
+            flush(len(index.pts))  # a damaged end: repeat the last frame
         out.mux(vout.encode())
+    count = state["count"]
     if count == 0:
         raise VideoDecodeError(source, "no frame could be decoded")
     return count, width, height, overlays.box, audio
