@@ -116,6 +116,7 @@ def test_current_segment_is_the_latest_started_and_patches_follow_the_labels():
     assert overlays.box == (0, 0, cols[-1] + 1, rows[-1] + 1) and cols[0] == rows[0] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rotated_90.mp4", "odd_33x17.mkv", "vfr.mp4", "test.avi", "corrupt_mid_mdat.mp4"])
 def test_shared_videos_keep_display_size_and_frame_count(tmp_path, name):
     source = shared_path("videos", name)

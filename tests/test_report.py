@@ -232,6 +232,7 @@ def _synthetic(path: Path, num_videos: int, num_segments: int = 30) -> None:
         writer.close()
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_videos(tmp_path):
     peaks = []
     for n in (40, 400):
