@@ -44,10 +44,9 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 900, "height": 760})
+            page = browser.new_page(viewport={"width": 900, "height": 820})
             page.goto(html.as_uri())
             page.wait_for_function("window.vswinReport && window.vswinReport.ready")
-            page.locator("details").first.evaluate("d => d.open = false")
             article = page.locator(".video.on", has=page.locator(".key", has_text="bikes.mp4"))
             article.locator(".seg").nth(4).click()
             page.evaluate("window.scrollTo(0, 0)")

@@ -142,8 +142,10 @@ def _count(video: TaggedVideo, counts: dict[str, list[int]]) -> None:
 
 def label_colour(label: str) -> str:
     """A stable colour per label (hue from a CRC of the name), as `#rrggbb`."""
-    hue = (zlib.crc32(label.encode("utf-8")) * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hls_to_rgb(hue, 0.5, 0.65)
+    crc = zlib.crc32(label.encode("utf-8"))
+    hue = (crc * 0.618033988749895) % 1.0
+    lightness = (0.4, 0.55, 0.7)[(crc >> 16) % 3]  # labels of near hues still differ in lightness, often
+    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.7)
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
