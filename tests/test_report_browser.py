@@ -105,7 +105,7 @@ def test_timelines_seek_filters_and_screenshot(browser, report, tmp_path):
     for key, bars in seen.items():
         assert [b["t"].split()[:2] for b in bars] == [[f"{s['start']:g}", f"{s['end']:g}"] for s in segments[key]]
         assert all(b["w"] > 1 and b["h"] > 1 for b in bars)
-        colours = [label_colour(s["top"][0]["label"]) for s in segments[key]]  # coloured by top label
+        colours = [label_colour(s["top"][0]["label"], s["top"][0]["index"]) for s in segments[key]]  # coloured by top label
         assert [b["bg"] for b in bars] == [f"rgb({int(c[1:3], 16)}, {int(c[3:5], 16)}, {int(c[5:7], 16)})" for c in colours]
 
     # clicking a segment seeks the player to its start

@@ -321,7 +321,7 @@ class _Overlays:
         for row, (line, tag) in enumerate(zip(lines, seg.top)):
             y = pad + row * line_h
             draw.rectangle((pad, y + (line_h - gap - swatch) // 2, pad + swatch - 1,
-                            y + (line_h - gap + swatch) // 2 - 1), fill=label_colour(tag.label))
+                            y + (line_h - gap + swatch) // 2 - 1), fill=label_colour(tag.label, tag.index))
             draw.text((pad * 2 + swatch, y), line, font=self.font, fill=(255, 255, 255, 255))
         rgba = np.asarray(patch, dtype=np.uint16)  # (h, w, 4)
         box = (0, 0, w, h)

@@ -92,6 +92,7 @@ def write_report(
     part = out_html.with_name(out_html.name + ".part")
     counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
     labels: dict[str, int] = {}  # label -> number in the page (first seen first); the page stores numbers
+    colours: dict[str, str] = {}  # label -> colour (from its class index, as `vswin annotate` draws it)
     totals = dict(videos=0, segments=0, errors=0, linked=0)
     try:
         out = open(part, "w", encoding="utf-8")
@@ -102,7 +103,7 @@ def write_report(
             out.write(_head(title or results_path.name, results_path.name, page_size))
             for video in read_results(results_path):
                 path = _locate(video.key, roots)
-                out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels))
+                out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels, colours))
                 if totals["videos"] == page_size - 1:
                     out.write(_FIRST_PAGE)  # show the first page while the browser still parses the rest
                 _count(video, counts)
@@ -112,7 +113,7 @@ def write_report(
                 totals["linked"] += path is not None and video.error is None
                 if on_video is not None:
                     on_video(video)
-            out.write(_tail(counts, labels, totals, page_size))
+            out.write(_tail(counts, labels, colours, totals, page_size))
         os.replace(part, out_html)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -140,12 +141,17 @@ def _count(video: TaggedVideo, counts: dict[str, list[int]]) -> None:
                 entry[1] += 1
 
 
-def label_colour(label: str) -> str:
-    """A stable colour per label (hue from a CRC of the name), as `#rrggbb`."""
-    crc = zlib.crc32(label.encode("utf-8"))
-    hue = (crc * 0.618033988749895) % 1.0
-    lightness = (0.4, 0.55, 0.7)[(crc >> 16) % 3]  # labels of near hues still differ in lightness, often
-    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.7)
+def label_colour(label: str, index: int | None = None) -> str:
+    """A stable colour per class, as `#rrggbb`.
+
+    The hue steps by the golden angle over the class index (so classes of one model never share a colour
+    among their first dozens), with three lightness levels; a CRC of the name stands in for the index
+    when the results do not carry it.
+    """
+    number = index if index is not None else zlib.crc32(label.encode("utf-8"))
+    hue = (number * 0.618033988749895) % 1.0
+    lightness = (0.45, 0.6, 0.35)[(number // 7) % 3]
+    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.75)
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
@@ -179,7 +185,7 @@ def _percent(score: float) -> str:
 
 
 def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
-             labels: dict[str, int]) -> str:
+             labels: dict[str, int], colours: dict[str, str]) -> str:
     esc = html.escape
     summary = video.summary or {}
     best: dict[int, float] = {}  # label number -> best score in the video (what the filters test)
@@ -187,12 +193,13 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     for tag in [t for seg in video.segments for t in seg.top] + list(summary.get("top", ())):
         if tag.label not in labels:
             labels[tag.label] = len(labels)
-            new.append([tag.label, label_colour(tag.label)])
+            colours[tag.label] = label_colour(tag.label, tag.index)
+            new.append([tag.label, colours[tag.label]])
         i = labels[tag.label]
         best[i] = max(best.get(i, 0.0), tag.score)
     declared = f" data-labels='{_attr(json.dumps(new, ensure_ascii=False))}'" if new else ""
     head_tags = " ".join(
-        f"<span class='tag' style='--c:{label_colour(t.label)}'>{esc(t.label)} {_percent(t.score)}</span>"
+        f"<span class='tag' style='--c:{colours[t.label]}'>{esc(t.label)} {_percent(t.score)}</span>"
         for t in summary.get("top", ())[:3])
     parts = [
         f"<article class='video' id='v{number}' data-tags='{_attr(_json({k: round(v, 4) for k, v in best.items()}))}'"
@@ -317,21 +324,22 @@ def _head(title: str, source: str, page_size: int) -> str:
 """
 
 
-def _tail(counts: dict[str, list[int]], labels: dict[str, int], totals: dict[str, int], page_size: int) -> str:
+def _tail(counts: dict[str, list[int]], labels: dict[str, int], colours: dict[str, str], totals: dict[str, int],
+          page_size: int) -> str:
     esc = html.escape
     rows = sorted(counts.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
     body = "".join(
-        f"<tr><td><span class='swatch' style='background:{label_colour(label)}'></span>{esc(label)}</td>"
+        f"<tr><td><span class='swatch' style='background:{colours[label]}'></span>{esc(label)}</td>"
         f"<td>{v}</td><td>{s}</td><td>{k}</td></tr>" for label, (v, s, k) in rows)
     meta = json.dumps({"page_size": page_size, **totals, "labels": list(labels)}, ensure_ascii=False)
     meta = meta.replace("</", "<\\/")  # a label cannot end the <script> element
-    colours = "".join(f".c{i}{{background:{label_colour(label)}}}" for label, i in labels.items())
+    rules = "".join(f".c{i}{{background:{colours[label]}}}" for label, i in labels.items())
     return f"""</main>
 <section id="labels"><details{' open' if len(rows) <= 12 else ''}><summary>Label counts: {len(rows)} labels, {totals['videos']} videos
 ({totals['errors']} errors), {totals['segments']} segments</summary>
 <table><thead><tr><th>label</th><th>videos (top-1)</th><th>segments (top-1)</th><th>segments (top-k)</th></tr>
 </thead><tbody>{body}</tbody></table></details></section>
-<style>{colours}</style>
+<style>{rules}</style>
 <div id="tip" hidden></div>
 <script id="vswin-meta" type="application/json">{meta}</script>
 </body></html>

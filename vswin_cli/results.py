@@ -30,10 +30,11 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Tag:
-    """One label of a segment or video, best first."""
+    """One label of a segment or video, best first; `index` is the class number in the model (None if unknown)."""
 
     label: str
     score: float
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _add_record(video: TaggedVideo, kind: str, record: dict, path: Path, number:
             video.segments.append(_segment(record))
         elif kind == "video":
             video.summary = {k: v for k, v in record.items() if k not in ("record", "video")}
-            video.summary["top"] = [Tag(t["label"], float(t["score"])) for t in record["top"]]
+            video.summary["top"] = [_tag(t) for t in record["top"]]
         elif kind == "error":
             video.error = {"type": str(record["error"]["type"]), "message": str(record["error"]["message"])}
         elif kind != "event":  # events are derived from the segments; the report draws those
@@ -185,8 +186,13 @@ def _segment(record: dict) -> Segment:
     return Segment(
         segment=int(record["segment"]), start=float(record["start"]), end=float(record["end"]),
         start_frame=int(record["start_frame"]), end_frame=int(record["end_frame"]),
-        top=tuple(Tag(t["label"], float(t["score"])) for t in record["top"]),
+        top=tuple(_tag(t) for t in record["top"]),
     )
+
+
+def _tag(t: dict) -> Tag:
+    index = t.get("index")
+    return Tag(t["label"], float(t["score"]), int(index) if index is not None else None)
 
 
 def _read_json(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
@@ -256,7 +262,8 @@ def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator
                 yield current
             current = TaggedVideo(key=key, line=number)
         try:
-            tag = [Tag(row[col["label"]], float(row[col["score"]]))] if row[col["label"]] else []
+            index = int(row[col["index"]]) if row[col["index"]] else None
+            tag = [Tag(row[col["label"]], float(row[col["score"]]), index)] if row[col["label"]] else []
             if kind == "segment":
                 index = int(row[col["segment"]])
                 if open_segment is None or open_segment["segment"] != index:
