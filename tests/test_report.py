@@ -247,6 +247,17 @@ def test_memory_does_not_grow_with_the_number_of_videos(tmp_path):
     assert len(parse(tmp_path / "400.html").articles) == 400
 
 
+def test_reader_knows_the_writers_csv_columns_without_importing_torch():
+    import subprocess
+    import sys
+
+    from vswin_cli import results, writers
+
+    assert results.CSV_COLUMNS == writers.CSV_COLUMNS
+    code = "import sys, vswin_cli.report, vswin_cli.results; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv"])
 def test_hand_written_results_round_trip_through_every_writer(tmp_path, fmt):
     """Events, features, a segment with no tag left (--threshold) and a hostile name read back exactly."""
