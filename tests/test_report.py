@@ -28,7 +28,12 @@ from vswin_cli.app import app
 from vswin_cli.errors import ConfigError
 from vswin_cli.report import write_report
 from vswin_cli.results import read_results
-from vswin_cli.writers import get_writer, read_results_jsonl
+from vswin_cli.writers import get_writer
+
+try:  # JSON Lines read-back moved from writers to resume in the redesign (issue 10)
+    from vswin_cli.resume import read_results_jsonl
+except ImportError:
+    from vswin_cli.writers import read_results_jsonl
 
 VOID = {"meta", "img", "br", "input", "hr", "link", "source", "wbr"}
 
