@@ -20,6 +20,7 @@ import typer.core
 from vswin_cli import __version__
 from vswin_cli.commands import eval as eval_command
 from vswin_cli.commands import fetch as fetch_command
+from vswin_cli.commands import report as report_command
 from vswin_cli.commands import tag as tag_command
 from vswin_cli.commands import train as train_command
 from vswin_cli.errors import UsageError, VswinError
@@ -74,6 +75,8 @@ app.command("eval")(eval_command.eval)
 app.command("train")(train_command.train)
 app.command("fetch")(fetch_command.fetch)
 app.command("models")(fetch_command.models)
+app.command("report")(report_command.report)
+app.command("annotate")(report_command.annotate)
 
 
 def main() -> None:
