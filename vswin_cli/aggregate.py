@@ -11,90 +11,11 @@ The records defined here are the seam between inference and the writers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One tag: class name, class index and probability."""
-
-    label: str
-    index: int
-    score: float
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """Tags of one time segment of a video.
-
-    `end_frame` is exclusive; `views` is the number of views the protocol asked for (identical views
-    are computed once but still counted). `features` is the pooled embedding, present with --features.
-    """
-
-    video: str
-    segment: int
-    start: float
-    end: float
-    start_frame: int
-    end_frame: int
-    top: tuple[LabelScore, ...]
-    views: int
-    model: str
-    features: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class VideoSummary:
-    """Tags of a whole video: the mean of its segments' probabilities weighted by their frame counts."""
-
-    video: str
-    num_segments: int
-    duration: float
-    num_frames: int
-    fps: float
-    top: tuple[LabelScore, ...]
-    views: int
-    model: str
-
-
-@dataclass(frozen=True)
-class Event:
-    """Consecutive segments of one video that share the same top label (`--merge`)."""
-
-    video: str
-    label: str
-    index: int
-    score: float  # mean top-label score over the merged segments
-    start: float
-    end: float
-    start_frame: int
-    end_frame: int
-    first_segment: int
-    last_segment: int
-    model: str
-
-
-@dataclass(frozen=True)
-class VideoError:
-    """A video that could not be tagged: `type` is the error class name, `message` says why."""
-
-    video: str
-    type: str
-    message: str
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    """Everything written for one video: its segments and summary, or its error."""
-
-    video: str
-    segments: tuple[SegmentResult, ...] = ()
-    summary: VideoSummary | None = None
-    events: tuple[Event, ...] = ()
-    error: VideoError | None = None
+from vswin_cli.records import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary  # noqa: F401
 
 
 def average_views(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,8 +15,6 @@ import typer
 
 from vswin_cli.errors import ConfigError
 
-FORMATS = ("jsonl", "json", "csv", "tsv")  # `vswin tag --format`; `writers.WRITERS` has one class each
-
 MODEL = "Model"
 VIEWS = "Segments and views"
 OUT = "Output"

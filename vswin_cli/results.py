@@ -22,13 +22,8 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.writers import CSV_COLUMNS
 
-# The columns `vswin_cli.writers.CsvWriter` writes (a copy: importing writers loads torch through aggregate,
-# seconds that reading a CSV file does not need; tests/test_report.py checks the two are equal).
-CSV_COLUMNS = (
-    "record", "video", "segment", "start", "end", "start_frame", "end_frame",
-    "rank", "label", "index", "score", "views", "model", "error_type", "error_message",
-)
 _HINT = "give a file that `vswin tag` wrote (--format jsonl, json, csv or tsv)"
 _CHUNK = 1 << 16
 

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import torch
 
-from vswin_cli.aggregate import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
+from vswin_cli.records import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
 
 

@@ -12,9 +12,8 @@ import json
 from dataclasses import asdict
 from typing import TextIO
 
-from vswin_cli.aggregate import Event, SegmentResult, VideoResult, VideoSummary
+from vswin_cli.records import Event, SegmentResult, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-from vswin_cli.options import FORMATS
 
 CSV_COLUMNS = (
     "record", "video", "segment", "start", "end", "start_frame", "end_frame",
@@ -154,6 +153,7 @@ class TsvWriter(CsvWriter):
     delimiter = "\t"
 
 
+FORMATS = ("jsonl", "json", "csv", "tsv")
 WRITERS = dict(zip(FORMATS, (JsonlWriter, JsonWriter, CsvWriter, TsvWriter)))
 
 

@@ -12,8 +12,9 @@ import typer
 
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.inputs import find_videos, read_path_list
+from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
-    FORMATS, OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
+    OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
     PrecisionOpt, Precision, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers,
     resolve_precision,
 )
@@ -42,6 +43,8 @@ def tag(
     output_format: Annotated[Optional[Format], typer.Option("--format", "-f", help="Output format (default: from the -o extension, else jsonl).", rich_help_panel=OUT, show_default=False)] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Output file (written atomically), or - for stdout.", rich_help_panel=OUT)] = "-",
     resume: Annotated[bool, typer.Option("--resume", help="Skip videos already complete in the JSON Lines file -o (after an interrupted run).", rich_help_panel=OUT)] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write an HTML report of the run (as `vswin report -o FILE`; needs -o).", rich_help_panel=OUT, show_default=False)] = None,
+    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Also write each video again with its labels drawn on, into this folder (as `vswin annotate`; needs -o).", rich_help_panel=OUT, show_default=False)] = None,
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Views per forward pass (across segments and videos).", rich_help_panel=RUN)] = 8,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
@@ -70,6 +73,8 @@ def tag(
 
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features, window, stride, views, crops)
+    if (report or annotate) and output == "-":
+        raise UsageError("--report and --annotate read the results back from the output file", hint="add -o FILE")
     skipped = []
     videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=lambda path, why: skipped.append(path)
                          or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
@@ -87,18 +92,38 @@ def tag(
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
-        report = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
-                         on_segment=progress.on_segment)
+        run = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
+                      on_segment=progress.on_segment)
     if not quiet:
-        done = f", {report.num_skipped} already done" if report.num_skipped else ""
+        done = f", {run.num_skipped} already done" if run.num_skipped else ""
         left_out = f", {len(skipped)} path(s) skipped while scanning (see the warnings)" if skipped else ""
-        sys.stderr.write(f"tagged {report.num_tagged - report.num_failed} video(s), {report.num_segments} segment(s);"
-                         f" {report.num_failed} failed{done}{left_out}\n")
-    if report.interrupted:
+        sys.stderr.write(f"tagged {run.num_tagged - run.num_failed} video(s), {run.num_segments} segment(s);"
+                         f" {run.num_failed} failed{done}{left_out}\n")
+    if run.interrupted:
         again = "rerun with --resume -o FILE to continue" if fmt == "jsonl" and output != "-" else "rerun to tag them all"
         sys.stderr.write(f"interrupted: the finished videos are kept; {again}\n")
         raise typer.Exit(130)
-    raise typer.Exit(1 if report.num_failed else 0)
+    failed = _after_run(output, report, annotate, inputs, quiet)
+    raise typer.Exit(1 if run.num_failed or failed else 0)
+
+
+def _after_run(output: str, report: Path | None, annotate: Path | None, inputs, quiet: bool) -> bool:
+    """`--report` and `--annotate`: read the results back from `output`; True if a video could not be drawn."""
+    root = inputs[0] if inputs and len(inputs) == 1 and Path(inputs[0]).is_dir() else None  # keys are relative to it
+    if report is not None:
+        from vswin_cli.report import write_report
+
+        summary = write_report(output, report, video_root=root)
+        if not quiet:
+            sys.stderr.write(f"report: {summary.path} ({summary.num_videos} videos)\n")
+    if annotate is None:
+        return False
+    from vswin_cli.annotate import annotate_videos
+
+    drawn = annotate_videos(output, annotate, video_root=root)
+    for key, reason in drawn.failures:
+        sys.stderr.write(f"annotate failed: {key}: {reason}\n")
+    return bool(drawn.failures)
 
 
 def _output_format(output: str, given) -> str:
