@@ -101,9 +101,10 @@ def test_decord_failure_while_reading_falls_back_to_pyav(videos, monkeypatch):
     if not HAVE_DECORD:
         pytest.skip("decord is not installed (CI installs it)")
 
-    def broken(self, wanted):
+    def broken(self, wanted, store):
         raise RuntimeError("DECORDError: simulated")
 
+    monkeypatch.setattr(decode, "_auto_uses_decord", lambda index: True)
     monkeypatch.setattr(decode._DecordSource, "read_sorted", broken)
     with open_video(videos["cfr"]) as reader:
         assert reader.backend == "decord"
