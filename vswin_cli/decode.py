@@ -68,6 +68,9 @@ MAX_FRAME_PIXELS = 8192 * 8192
 # sizes reads to it). 64 frames of 398x224 are 17 MB; the budget leaves room for HD `resize_short=None`.
 DECODE_MEMORY_BUDGET = 256 * 2**20
 DECORD_BATCH_BYTES = 64 * 2**20  # full-size frames decord decodes per call
+# Seek only when that skips more than this many frames: a seek flushes the decoder (and its frame
+# threads), which costs more than decoding a few frames; reading every 2nd frame never seeks.
+SEEK_MIN_SKIP = 24
 PYAV_THREAD_TYPE = "SLICE"  # FFmpeg threading for PyAV decoding (see bench/bench_decode.py)
 
 
@@ -295,7 +298,7 @@ class _PyAVSource:
             target = int(wanted[position])
             keyframe = self._keyframe_before(target)
             just_seeked = False
-            if not sequential and (last is None or keyframe > last + 1 or last >= target):
+            if not sequential and (last is None or keyframe > last + SEEK_MIN_SKIP or last >= target):
                 self._seek(keyframe)
                 just_seeked, anchor = True, keyframe
             overshot = False
@@ -313,8 +316,8 @@ class _PyAVSource:
                     position += 1
                 if position == len(wanted):
                     break
-                if not sequential and self._keyframe_before(int(wanted[position])) > index + 1:
-                    break  # seeking is cheaper than decoding up to the next wanted frame
+                if not sequential and self._keyframe_before(int(wanted[position])) > index + SEEK_MIN_SKIP:
+                    break  # seeking is cheaper than decoding up to the next wanted frame (same test as above)
             else:
                 break  # end of stream: whatever is still wanted did not decode
             if overshot:
