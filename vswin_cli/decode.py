@@ -10,7 +10,8 @@ FFmpeg's "best" video stream, counted from the container index, and rotated by t
   whose first timestamp is not zero. Damaged frames that FFmpeg cannot decode are replaced by the
   nearest decoded frame and listed in `VideoReader.concealed_frames`.
 - `decord`: the official decoder (the `decord2` fork here), used when asked for (`backend="decord"`),
-  or by `"auto"` where `_auto_uses_decord` says so (today never: PyAV is faster and lighter, see below).
+  or by `"auto"` only for short 10-bit files when decord 0.x (the authors' build) is installed
+  (`_auto_uses_decord`: PyAV is faster and lighter, see below).
   Files with one of decord's known problems (MPEG-TS start offsets, a container index that disagrees
   with the packets, containers without a frame count, AV1 on decord 0.x, malformed arrays for some
   widths) go to PyAV under "auto". Any decord failure while reading under "auto" falls back to PyAV.
@@ -20,7 +21,7 @@ bytes, text, truncated index, audio only, ...) raises one `VideoDecodeError` bef
 
 Reading and memory:
 
-    reader = open_video(path)                       # backend "auto": PyAV (see below)
+    reader = open_video(path)                       # backend "auto": PyAV, see below
     frames = reader.read(indices)                   # uint8 (T, H, W, 3), full size, as before
     small = reader.read(indices, resize_short=224)  # uint8 (T, h, w, 3), min(h, w) == 224
 
@@ -34,7 +35,7 @@ of n frames returns, `reader.max_frames_for(budget_bytes, resize_short)` how man
 Nothing the reader keeps grows with what was read: per frame it holds 17 bytes of index (pts, key
 flag, timestamp), and no decoded frame survives a `read`. `auto` reads with PyAV: on 360p-1080p
 H.264 it is faster and lighter than decord, and decord's memory and CPU per frame grow with the
-file's length (bench/bench_decode.py, docs/benchmarks.md). decord is used when asked for
+file's length (bench/bench_decode.py, docs/benchmarks.md); the one exception is above. decord is used when asked for
 (`backend="decord"`); its native log is captured around each call, and its "Failed to skip frames"
 warning (frames that may not be the ones asked for, seen on long files) is treated as a decode
 failure: the reader switches to PyAV, or raises when decord was asked for explicitly.
@@ -72,6 +73,7 @@ DECORD_BATCH_BYTES = 64 * 2**20  # full-size frames decord decodes per call
 # threads), which costs more than decoding a few frames; reading every 2nd frame never seeks.
 SEEK_MIN_SKIP = 24
 PYAV_THREAD_TYPE = "SLICE"  # FFmpeg threading for PyAV decoding (see bench/bench_decode.py)
+DECORD_AUTO_MAX_FRAMES = 3000  # "auto" never gives decord a longer file (2 min at 25 fps)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class StreamIndex:
         raw_height, raw_width: coded frame size before rotation.
         rotation: display rotation in counter-clockwise degrees, one of 0, 90, 180, 270.
         fps: average frame rate of the stream.
+        pix_fmt: FFmpeg pixel format of the decoded frames, e.g. "yuv420p", "yuv420p10le".
     """
 
     stream_index: int
@@ -102,6 +105,7 @@ class StreamIndex:
     raw_width: int
     rotation: int
     fps: float
+    pix_fmt: str = ""
 
 
 def _fail(path, reason: str, hint: str | None = None) -> VideoDecodeError:
@@ -197,6 +201,7 @@ def _index_stream(path: Path, container) -> StreamIndex:
         raw_width=first.width,
         rotation=int(first.rotation or 0) % 360,
         fps=fps,
+        pix_fmt=first.format.name if first.format is not None else "",
     )
 
 
@@ -456,18 +461,17 @@ def set_decoder_logging(verbose: bool) -> None:
     (`VSWIN_DECODER_LOG`), so decode worker processes started afterwards follow it.
 
     Args:
-        verbose: True shows FFmpeg's warnings and errors and decord's messages; False hides them.
+        verbose: True shows FFmpeg's warnings and errors (PyAV's through Python logging, loggers
+            "libav.*"; decord's on stderr) and decord's own messages; False hides them.
     """
     global _logging_applied
     os.environ[_VERBOSE_ENV] = "1" if verbose else "0"
-    # PyAV's own Python-side logging stays off (its default); this sets what FFmpeg prints itself.
-    av.logging.set_libav_level(av.logging.WARNING if verbose else _AV_LOG_QUIET)
+    # PyAV swallows FFmpeg's log by default (level None); at WARNING it sends FFmpeg's lines to Python's
+    # logging (loggers "libav.<codec>"), which the CLI shows at -v.
+    av.logging.set_level(av.logging.WARNING if verbose else None)
     if "decord" in sys.modules:
         _apply_decord_logging(sys.modules["decord"])
     _logging_applied = verbose
-
-
-_AV_LOG_QUIET = -8  # FFmpeg's AV_LOG_QUIET (PyAV has no constant for it)
 
 
 def _decoder_logging_verbose() -> bool:
@@ -504,14 +508,24 @@ def _decord_problem(index: StreamIndex) -> str | None:
 
 
 def _auto_uses_decord(index: StreamIndex) -> bool:
-    """Whether backend "auto" reads this file with decord.
+    """Whether backend "auto" reads this file with decord (PyAV otherwise).
 
-    No: measured on 360p/720p/1080p H.264 and on long files (docs/benchmarks.md, decode section),
-    PyAV delivers more frames per CPU second with less memory, its cost per frame does not grow with
-    the file's length, and both give the same pixels on 8-bit video (the golden pipeline tests). decord
-    stays available as `backend="decord"`. Kept as a function so the choice is one place to change.
+    PyAV, except in one case. Measured on 360p/720p/1080p H.264 and on long files (docs/benchmarks.md,
+    decode section), PyAV delivers more frames per CPU second with less memory, its cost per frame does
+    not grow with the file's length, and on 8-bit video both give the official pixels (the golden
+    pipeline tests). decord 0.x (the authors' build) converts 10-bit video to 8 bits exactly as the
+    published pipeline did, where FFmpeg differs by a few grey levels, so short high-bit-depth files
+    go to decord 0.x when it is installed; long ones never do (decord mis-seeks on long files).
     """
-    return False
+    version = decord_version()
+    if version is None or not version.startswith("0."):
+        return False
+    return _high_bit_depth(index.pix_fmt) and len(index.pts) <= DECORD_AUTO_MAX_FRAMES
+
+
+def _high_bit_depth(pix_fmt: str) -> bool:
+    """More than 8 bits per component, from FFmpeg's pixel format name (yuv420p10le, p010le, gray12, ...)."""
+    return any(tag in pix_fmt for tag in ("p9", "p10", "p12", "p14", "p16", "p010", "p016", "gray1"))
 
 
 class VideoReader:
