@@ -2,6 +2,7 @@
 
     python bench/bench_decode.py                 # table: 360p/720p/1080p 10 s and a long 360p file
     python bench/bench_decode.py --large         # peak RSS, 4096x4096 frames: decode all then resize vs as decoded
+    python bench/bench_decode.py --resize        # exact resize: torch ops vs numpy vs OpenCV (when installed)
     python bench/bench_decode.py --views         # the 12 Kinetics views of 10 s videos (decode + resize + crops)
     python bench/bench_decode.py --shared        # decord check over ../shared/videos (opens, counts, golden)
 
@@ -213,6 +214,37 @@ def large(size: int, num_frames: int) -> None:
             print(f"| {label} | {peak:.0f} | {wall:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
+def resize_speed(runs: int) -> None:
+    """CPU ms per frame of the exact resize to short side 224: torch ops, numpy, OpenCV (when installed)."""
+    import torch
+
+    from vswin_cli import transforms
+
+    torch.set_num_threads(1)
+    print(header())
+    print("| source | torch ops ms | numpy ms | OpenCV ms | load |")
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for height, width in [(360, 640), (720, 1280), (1080, 1920)]:
+        frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        out_h, out_w = transforms.resized_size(height, width, 224)
+        out = np.empty((out_h, out_w, 3), np.uint8)
+        paths = {"torch": lambda: transforms._resize_torch(torch.from_numpy(frame[None]), out_h, out_w),
+                 "numpy": lambda: transforms._resize_frame_numpy(frame, out)}
+        if transforms._check_cv2():
+            paths["opencv"] = lambda: transforms._cv2_resize(frame, out)
+        times = {name: [] for name in paths}
+        for _ in range(runs):
+            for name, call in paths.items():
+                cpu = time.process_time()
+                for _ in range(5):
+                    call()
+                times[name].append((time.process_time() - cpu) / 5 * 1000)
+        cells = [f"{statistics.median(times[n]):.2f}" if n in times else "not installed"
+                 for n in ("torch", "numpy", "opencv")]
+        print(f"| {width}x{height} | {' | '.join(cells)} | {os.getloadavg()[0]:.1f} |", flush=True)
+
+
 def views(runs: int) -> None:
     """The 12 Kinetics views of 10 s videos, decode + resize + crops + normalise (the old table)."""
     import torch
@@ -286,6 +318,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, nargs="?", const=4096, help="peak RSS for SIZE x SIZE frames")
     parser.add_argument("--large-frames", type=int, default=16)
     parser.add_argument("--views", action="store_true", help="the 12 Kinetics views of 10 s videos")
+    parser.add_argument("--resize", action="store_true", help="exact resize speed: torch ops, numpy, OpenCV")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per row for --views (median)")
     parser.add_argument("--shared", action="store_true", help="check every file of ../shared/videos instead")
     parser.add_argument("--backend", default="decord", help="backend for --shared (decord, pyav, auto)")
@@ -299,6 +332,8 @@ def main() -> None:
         large(args.large, args.large_frames)
     elif args.views:
         views(args.runs)
+    elif args.resize:
+        resize_speed(max(args.runs, 7))
     else:
         speed(args.long_seconds, args.thread_types.split(","))
 
