@@ -41,6 +41,7 @@ from vswin_cli.decode import decord_version, open_video  # noqa: E402
 from vswin_cli.errors import VideoDecodeError  # noqa: E402
 
 CHUNK = 256  # distinct frames per read in the `tag` pattern (as vswin tag reads)
+ALL_CHUNK = int(os.environ.get("BENCH_ALL_CHUNK", "256"))  # frames per read in the `all` pattern
 
 
 def make_video(path: Path, width: int, height: int, seconds: int = 10, fps: int = 30) -> Path:
@@ -110,8 +111,8 @@ def run_one(reader_kind: str, pattern: str, path: str, thread_type: str) -> dict
         with open_video(path, backend=reader_kind) as reader:
             assert reader.backend == reader_kind
             if pattern == "all":
-                for i in range(0, reader.num_frames, CHUNK):
-                    delivered += len(reader.read(np.arange(i, min(i + CHUNK, reader.num_frames))))
+                for i in range(0, reader.num_frames, ALL_CHUNK):
+                    delivered += len(reader.read(np.arange(i, min(i + ALL_CHUNK, reader.num_frames))))
             else:
                 for chunk in _tag_chunks(reader.num_frames):
                     delivered += len(reader.read(chunk, resize_short=224))
@@ -144,7 +145,7 @@ def header() -> str:
             f"decord {decord_version()}")
 
 
-def speed(long_seconds: int, thread_types: list[str]) -> None:
+def speed(long_seconds: int, thread_types: list[str], patterns: list[str]) -> None:
     print(header())
     print("| video | pattern | reader | frames | frames/s | CPU s | CPU ms/frame | peak RSS MiB | load |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -153,10 +154,11 @@ def speed(long_seconds: int, thread_types: list[str]) -> None:
         videos = []
         for width, height in [(640, 360), (1280, 720), (1920, 1080)]:
             videos.append((f"{height}p 10 s", make_video(Path(tmp) / f"v{height}.mp4", width, height), ["all", "tag"]))
-        unit = make_video(Path(tmp) / "unit.mp4", 640, 360, seconds=10)
-        videos.append((f"360p {long_seconds} s", repeat_video(unit, Path(tmp) / "long.mp4", long_seconds), ["tag"]))
-        for name, path, patterns in videos:
-            for pattern in patterns:
+        if long_seconds > 0:
+            unit = make_video(Path(tmp) / "unit.mp4", 640, 360, seconds=10)
+            videos.append((f"360p {long_seconds} s", repeat_video(unit, Path(tmp) / "long.mp4", long_seconds), ["tag"]))
+        for name, path, video_patterns in videos:
+            for pattern in [p for p in video_patterns if p in patterns]:
                 for reader in readers:
                     for thread_type in (thread_types if reader != "decord" else ["-"]):
                         r = measure(reader, pattern, path, thread_type if thread_type != "-" else "SLICE")
@@ -313,8 +315,10 @@ def shared_check(backend: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--long-seconds", type=int, default=300, help="length of the long 360p file")
+    parser.add_argument("--long-seconds", type=int, default=300, help="length of the long 360p file (0: none)")
     parser.add_argument("--thread-types", default="SLICE", help="PyAV thread types to compare, e.g. SLICE,AUTO")
+    parser.add_argument("--patterns", default="all,tag", help="access patterns to run (all, tag); "
+                        "BENCH_ALL_CHUNK sets the frames per read of `all` (default 256)")
     parser.add_argument("--large", type=int, nargs="?", const=4096, help="peak RSS for SIZE x SIZE frames")
     parser.add_argument("--large-frames", type=int, default=16)
     parser.add_argument("--views", action="store_true", help="the 12 Kinetics views of 10 s videos")
@@ -335,7 +339,7 @@ def main() -> None:
     elif args.resize:
         resize_speed(max(args.runs, 7))
     else:
-        speed(args.long_seconds, args.thread_types.split(","))
+        speed(args.long_seconds, args.thread_types.split(","), args.patterns.split(","))
 
 
 if __name__ == "__main__":

@@ -25,14 +25,14 @@ from vswin_cli.errors import VideoDecodeError
 HAVE_DECORD = decode.decord_version() is not None
 UNIT = 1000  # frames per repeated unit: frame i shows id i % UNIT
 
-# The decode path as `vswin tag` drives it: windows of 32 frames 2 apart spread over the whole file,
+# The decode path as `vswin tag` drives it: 24 windows of 32 frames 2 apart spread over the whole file,
 # each frame resized as decoded (short side 224). Prints the peak RSS in MiB.
 MEMORY_SCRIPT = r"""
 import json, resource, sys
 import numpy as np
 from vswin_cli.decode import open_video
 with open_video(sys.argv[1], backend=sys.argv[2]) as reader:
-    for start in np.linspace(0, reader.num_frames - 64, 40).astype(int):
+    for start in np.linspace(0, reader.num_frames - 64, 24).astype(int):
         frames = reader.read(np.arange(start, start + 64, 2), resize_short=224)
         assert frames.shape == (32, 224, 299, 3)
     backend = reader.backend
