@@ -267,3 +267,20 @@ def test_ffmpeg_log_lines_silenced_by_default(tmp_path, backend):
         stderr[verbose] = done.stderr
     assert "NAL unit" not in stderr["0"] and "[h264 @" not in stderr["0"], stderr["0"][-500:]
     assert "NAL unit" in stderr["1"]
+
+
+def test_consecutive_reads_continue_decoding_without_seeking(videos, monkeypatch):
+    """Chunks read one after another (as `vswin tag` reads a long video) continue from where the decoder
+    stopped: one seek for the whole file instead of one per read (each re-decoding from a keyframe), and
+    no frame lost at chunk edges, including the B-frames flushed at the end of the stream."""
+    seeks = []
+    original = decode._PyAVSource._seek
+    monkeypatch.setattr(decode._PyAVSource, "_seek", lambda self, frame: (seeks.append(frame), original(self, frame)))
+    with open_video(videos["cfr"], backend="pyav") as reader:
+        got = []
+        for start in range(0, 150, 7):
+            got += [read_barcode(f) for f in reader.read(np.arange(start, min(start + 7, 150)))]
+        assert got == list(range(150)) and not reader.concealed_frames
+        assert seeks == [0]
+        assert read_barcode(reader.read([3])[0]) == 3 and seeks == [0, 0]  # backwards: seeks again
+        assert [read_barcode(f) for f in reader.read([60, 148, 149])] == [60, 148, 149]

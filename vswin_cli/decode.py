@@ -257,8 +257,11 @@ class _PyAVSource:
         self.stream.thread_type = PYAV_THREAD_TYPE
         self.concealed: set[int] = set()
         self.match_by_pts = True
+        self._frames = None  # the decode generator, kept between reads (None: seek first)
+        self._last: int | None = None  # index of the last frame it yielded
 
     def close(self) -> None:
+        self._frames = None
         self.container.close()
 
     def _to_rgb(self, frame) -> np.ndarray:
@@ -283,36 +286,57 @@ class _PyAVSource:
     def read_sorted(self, wanted: np.ndarray, store) -> set[int]:
         """Decode the frames `wanted` (ascending, unique); call `store(position, uint8 (h, w, 3))` for
         each, unrotated. Returns the positions of `wanted` that decoded (the rest are concealed by the
-        caller)."""
+        caller).
+
+        The decoder's position is kept between calls: a read that starts a little after where the last
+        one stopped (consecutive chunks of a video) goes on decoding instead of seeking back to a
+        keyframe and decoding the same frames again.
+        """
         try:
-            found = self._read_pass(wanted, store)
-        except _UnreliablePts:
-            self.match_by_pts = False
-            found = self._read_pass(wanted, store)
+            try:
+                found = self._read_pass(wanted, store)
+            except _UnreliablePts:
+                self.match_by_pts = False
+                self._frames = None
+                found = self._read_pass(wanted, store)
+        except BaseException:
+            self._frames = None  # the decoder's position is unknown after a failure
+            raise
         if not found:
             raise _fail(self.path, "none of the requested frames could be decoded")
         return found
 
+    def _start_at(self, keyframe: int | None) -> None:
+        """Seek to frame `keyframe` (None: the start of the file) and start a new decode generator."""
+        if keyframe is None:
+            self.container.seek(0)
+        else:
+            self._seek(keyframe)
+        self._frames = self._decode_from_here(keyframe or 0)
+        self._last = None
+
     def _read_pass(self, wanted: np.ndarray, store) -> set[int]:
         found: set[int] = set()
         position = 0  # next entry of `wanted` to fill
-        last = None  # index of the last decoded frame; None when the decoder position is unknown
         sequential = False  # set once a seek proved unreliable: decode straight through from the start
-        anchor = 0  # the frame index the last seek landed on
         while position < len(wanted):
             target = int(wanted[position])
             keyframe = self._keyframe_before(target)
+            last = self._last  # index of the last decoded frame; None when the decoder position is unknown
             just_seeked = False
-            if not sequential and (last is None or keyframe > last + SEEK_MIN_SKIP or last >= target):
-                self._seek(keyframe)
-                just_seeked, anchor = True, keyframe
+            if self._frames is None or (not sequential and (last is None or keyframe > last + SEEK_MIN_SKIP
+                                                            or last >= target)):
+                self._start_at(keyframe)
+                just_seeked = True
             overshot = False
-            for index, frame in self._decode_from_here(anchor):
+            # Resumes the generator where the previous loop (or read) left it: frames already decoded
+            # from the last packet are not lost.
+            for index, frame in self._frames:
                 if just_seeked and index > target:
                     overshot = True  # the container index was inexact: the seek landed past the target
                     break
                 just_seeked = False
-                last = index
+                self._last = index
                 while position < len(wanted) and int(wanted[position]) < index:
                     position += 1  # that frame did not decode; it is concealed by the caller
                 if position < len(wanted) and int(wanted[position]) == index:
@@ -324,10 +348,11 @@ class _PyAVSource:
                 if not sequential and self._keyframe_before(int(wanted[position])) > index + SEEK_MIN_SKIP:
                     break  # seeking is cheaper than decoding up to the next wanted frame (same test as above)
             else:
-                break  # end of stream: whatever is still wanted did not decode
+                self._frames = None  # end of stream: whatever is still wanted did not decode
+                break
             if overshot:
-                self.container.seek(0)
-                sequential, last, anchor = True, None, 0
+                self._start_at(None)
+                sequential = True
         return found
 
     def _decode_from_here(self, anchor: int):
