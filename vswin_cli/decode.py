@@ -11,7 +11,7 @@ FFmpeg's "best" video stream, counted from the container index, and rotated by t
   nearest decoded frame and listed in `VideoReader.concealed_frames`.
 - `decord`: the official decoder (the `decord2` fork here), used when asked for (`backend="decord"`),
   or by `"auto"` only for short 10-bit files when decord 0.x (the authors' build) is installed
-  (`_auto_uses_decord`: PyAV is faster and lighter, see below).
+  (`_auto_uses_decord`: PyAV needs as little CPU and less memory, see below).
   Files with one of decord's known problems (MPEG-TS start offsets, a container index that disagrees
   with the packets, containers without a frame count, AV1 on decord 0.x, malformed arrays for some
   widths) go to PyAV under "auto". Any decord failure while reading under "auto" falls back to PyAV.
@@ -29,16 +29,19 @@ Reading and memory:
 `transforms.resize_short_side`, so the peak is one full-size frame plus the resized output, whatever
 the frame size or the number of frames; the result is bit-identical to
 `resize_short_side(reader.read(indices), S)`. `reader.output_bytes(n, resize_short)` says what a read
-of n frames returns, `reader.max_frames_for(budget_bytes, resize_short)` how many fit in a budget
-(`DECODE_MEMORY_BUDGET` by default), to size the reads of a long video.
+of n frames returns, `reader.max_frames_for(resize_short, budget_bytes=None)` how many fit in a budget
+(`DECODE_MEMORY_BUDGET` by default), to size the reads of a long video. Consecutive reads continue
+from where the decoder stopped (no seek back to a keyframe), so reading a video chunk by chunk costs
+what one sequential decode costs.
 
 Nothing the reader keeps grows with what was read: per frame it holds 17 bytes of index (pts, key
 flag, timestamp), and no decoded frame survives a `read`. `auto` reads with PyAV: on 360p-1080p
-H.264 it is faster and lighter than decord, and decord's memory and CPU per frame grow with the
-file's length (bench/bench_decode.py, docs/benchmarks.md); the one exception is above. decord is used when asked for
-(`backend="decord"`); its native log is captured around each call, and its "Failed to skip frames"
-warning (frames that may not be the ones asked for, seen on long files) is treated as a decode
-failure: the reader switches to PyAV, or raises when decord was asked for explicitly.
+H.264 it needs as little or less CPU per frame than decord and much less memory, and decord's memory
+and CPU per frame grow with the file's length (bench/bench_decode.py, docs/benchmarks.md); the one
+exception is above. decord is used when asked for (`backend="decord"`); its native log is captured
+around each call, and its "Failed to skip frames" warning (frames that may not be the ones asked
+for, seen on long files) is treated as a decode failure: the reader switches to PyAV, or raises
+when decord was asked for explicitly.
 
 FFmpeg's and decord's own log lines are silenced unless `set_decoder_logging(True)` (the CLI's `-v`).
 """
@@ -46,11 +49,11 @@ FFmpeg's and decord's own log lines are silenced unless `set_decoder_logging(Tru
 from __future__ import annotations
 
 import bisect
-from array import array
 import logging
 import os
 import sys
 import tempfile
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -536,9 +539,9 @@ def _auto_uses_decord(index: StreamIndex) -> bool:
     """Whether backend "auto" reads this file with decord (PyAV otherwise).
 
     PyAV, except in one case. Measured on 360p/720p/1080p H.264 and on long files (docs/benchmarks.md,
-    decode section), PyAV delivers more frames per CPU second with less memory, its cost per frame does
-    not grow with the file's length, and on 8-bit video both give the official pixels (the golden
-    pipeline tests). decord 0.x (the authors' build) converts 10-bit video to 8 bits exactly as the
+    decode section), PyAV delivers as many or more frames per CPU second with much less memory, its cost
+    per frame does not grow with the file's length, and on 8-bit video both give the official pixels (the
+    golden pipeline tests). decord 0.x (the authors' build) converts 10-bit video to 8 bits exactly as the
     published pipeline did, where FFmpeg differs by a few grey levels, so short high-bit-depth files
     go to decord 0.x when it is installed; long ones never do (decord mis-seeks on long files).
     """
@@ -790,7 +793,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
 
     Args:
         path: the video file.
-        backend: "auto" (PyAV, the faster and lighter one, see `_auto_uses_decord`), "decord" (the
+        backend: "auto" (PyAV, see `_auto_uses_decord`), "decord" (the
             official decoder, no fallback) or "pyav".
         short_side: decode frames directly at a reduced size whose short side is this many pixels
             (display orientation; FFmpeg/decord scaling, faster but not bit-exact with the official
