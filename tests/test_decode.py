@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -101,9 +102,10 @@ def test_decord_failure_while_reading_falls_back_to_pyav(videos, monkeypatch):
     if not HAVE_DECORD:
         pytest.skip("decord is not installed (CI installs it)")
 
-    def broken(self, wanted):
+    def broken(self, wanted, store):
         raise RuntimeError("DECORDError: simulated")
 
+    monkeypatch.setattr(decode, "_auto_uses_decord", lambda index: True)
     monkeypatch.setattr(decode._DecordSource, "read_sorted", broken)
     with open_video(videos["cfr"]) as reader:
         assert reader.backend == "decord"
@@ -209,3 +211,76 @@ def test_hostile_files_in_a_subprocess_never_crash_or_hang(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert len(lines) == len(files) and all(line.startswith("ERR ") for line in lines), lines
+
+
+def test_auto_backend_choice(videos, monkeypatch):
+    """auto = PyAV, except short high-bit-depth files when decord 0.x (the authors' 10->8 bit conversion)
+    is installed; never decord2, never a long file."""
+    index = decode.probe_video(videos["cfr"])
+    assert index.pix_fmt == "yuv420p"
+    ten_bit = dataclasses.replace(index, pix_fmt="yuv420p10le")
+    long_ten_bit = dataclasses.replace(ten_bit, pts=np.arange(decode.DECORD_AUTO_MAX_FRAMES + 1))
+    for version, expected in [("0.6.0", (False, True, False)), ("3.4.0", (False, False, False)),
+                              (None, (False, False, False))]:
+        monkeypatch.setattr(decode, "decord_version", lambda v=version: v)
+        assert tuple(decode._auto_uses_decord(i) for i in (index, ten_bit, long_ten_bit)) == expected, version
+    assert decode._high_bit_depth("p010le") and decode._high_bit_depth("gray12le")
+    assert not decode._high_bit_depth("yuvj420p") and not decode._high_bit_depth("rgb24")
+
+
+def test_set_decoder_logging_is_inherited_by_workers(monkeypatch):
+    monkeypatch.delenv("VSWIN_DECODER_LOG", raising=False)
+    try:
+        decode.set_decoder_logging(True)
+        assert os.environ["VSWIN_DECODER_LOG"] == "1" and decode._decoder_logging_verbose()
+        decode.set_decoder_logging(False)
+        assert os.environ["VSWIN_DECODER_LOG"] == "0" and not decode._decoder_logging_verbose()
+    finally:
+        decode.set_decoder_logging(False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ffmpeg_log_lines_silenced_by_default(tmp_path, backend):
+    """A damaged file through the public API in a fresh process: none of FFmpeg's own lines ("Invalid NAL
+    unit size", decord's "[h264 @ 0x...]") on stderr by default; with set_decoder_logging(True) they show."""
+    data = bytearray(write_barcode_video(tmp_path / "ok.mp4", 90, gop=30).read_bytes())
+    start = len(data) // 2
+    data[start:start + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    script = (
+        "import sys, numpy as np\n"
+        "from vswin_cli import decode\n"
+        "if sys.argv[3] == '1': decode.set_decoder_logging(True)\n"
+        "try:\n"
+        "    with decode.open_video(sys.argv[1], backend=sys.argv[2]) as r: r.read(np.arange(r.num_frames))\n"
+        "except decode.VideoDecodeError as err:\n"
+        "    print('ERR', err.reason)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VSWIN_DECODER_LOG", None)
+    stderr = {}
+    for verbose in ("0", "1"):
+        done = subprocess.run([sys.executable, "-c", script, str(damaged), backend, verbose], capture_output=True,
+                              text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        stderr[verbose] = done.stderr
+    assert "NAL unit" not in stderr["0"] and "[h264 @" not in stderr["0"], stderr["0"][-500:]
+    assert "NAL unit" in stderr["1"]
+
+
+def test_consecutive_reads_continue_decoding_without_seeking(videos, monkeypatch):
+    """Chunks read one after another (as `vswin tag` reads a long video) continue from where the decoder
+    stopped: one seek for the whole file instead of one per read (each re-decoding from a keyframe), and
+    no frame lost at chunk edges, including the B-frames flushed at the end of the stream."""
+    seeks = []
+    original = decode._PyAVSource._seek
+    monkeypatch.setattr(decode._PyAVSource, "_seek", lambda self, frame: (seeks.append(frame), original(self, frame)))
+    with open_video(videos["cfr"], backend="pyav") as reader:
+        got = []
+        for start in range(0, 150, 7):
+            got += [read_barcode(f) for f in reader.read(np.arange(start, min(start + 7, 150)))]
+        assert got == list(range(150)) and not reader.concealed_frames
+        assert seeks == [0]
+        assert read_barcode(reader.read([3])[0]) == 3 and seeks == [0, 0]  # backwards: seeks again
+        assert [read_barcode(f) for f in reader.read([60, 148, 149])] == [60, 148, 149]

@@ -115,3 +115,45 @@ def test_bad_input_is_rejected():
         resize_short_side(torch.zeros((2, 8, 8), dtype=torch.uint8))
     with pytest.raises(ValueError):
         make_views(_random_frames(5, 64, 64), 2, 3)
+
+
+RESIZE_CASES = [((120, 160), (224, 298)), ((720, 1280), (224, 398)), ((17, 33), (224, 435)), ((1, 1), (224, 224)),
+                ((360, 640), (224, 398)), ((1080, 1920), (224, 398)), ((257, 301), (224, 262)), ((48, 64), (224, 299))]
+
+
+@pytest.mark.parametrize("src,dst", RESIZE_CASES)
+def test_resize_cpu_path_equals_torch_ops(src, dst):
+    """The CPU path (numpy, or OpenCV where installed and exact) gives the bytes of the torch-ops path
+    that other devices run."""
+    from vswin_cli.transforms import _resize_torch
+
+    frames = _random_frames(3, *src, seed=4)
+    assert torch.equal(resize_bilinear_cv2(frames, *dst), _resize_torch(frames, *dst))
+
+
+def test_resize_without_opencv_equals_with(monkeypatch):
+    """VSWIN_RESIZE=numpy (or no OpenCV) changes nothing but speed."""
+    frames = _random_frames(2, 360, 640, seed=5)
+    default = resize_short_side(frames)
+    monkeypatch.setenv("VSWIN_RESIZE", "numpy")
+    assert torch.equal(resize_short_side(frames), default)
+
+
+def test_opencv_is_used_only_for_exact_shrinks(monkeypatch):
+    from vswin_cli import transforms
+
+    monkeypatch.setattr(transforms, "_CV2_CHECKED", True)
+    assert transforms._use_cv2(360, 640, 224, 398)
+    assert not transforms._use_cv2(48, 64, 224, 299)  # enlarging: OpenCV 5 differs by a grey level in places
+    monkeypatch.setattr(transforms, "_CV2_CHECKED", False)
+    assert not transforms._use_cv2(360, 640, 224, 398)  # failed the bit-exactness check
+    monkeypatch.setattr(transforms, "_CV2_CHECKED", True)
+    monkeypatch.setenv("VSWIN_RESIZE", "numpy")
+    assert not transforms._use_cv2(360, 640, 224, 398)
+
+
+def test_resize_of_a_numpy_view_and_a_single_frame():
+    frames = _random_frames(4, 90, 160, seed=6)
+    strided = frames.numpy()[::2]  # a non-contiguous batch
+    assert torch.equal(resize_short_side(strided.copy()), resize_short_side(frames[::2].contiguous()))
+    assert torch.equal(resize_short_side(frames[1:2])[0], resize_short_side(frames)[1])
