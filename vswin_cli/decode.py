@@ -51,6 +51,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import stat
 import sys
 import tempfile
 from array import array
@@ -138,6 +139,8 @@ def probe_video(path: str | os.PathLike) -> StreamIndex:
         raise VideoDecodeError(path, "file not found", "check the path")
     if path.is_dir():
         raise VideoDecodeError(path, "is a directory, not a video file")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the decoder, and has no size to check
+        raise VideoDecodeError(path, "not a regular file (a FIFO, socket or device)", "give the video file itself")
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)", "the file was probably not fully copied or downloaded")
     try:

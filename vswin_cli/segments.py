@@ -29,12 +29,12 @@ from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan, plan_segments, plan_views, segment_lengths
-from vswin_cli.transforms import crop_views, resize_short_side
+from vswin_cli.transforms import crop_views
 
 if TYPE_CHECKING:
     from vswin_cli.inference import TagOptions
 
-MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (bounds worker memory)
+MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (also bounded by decode.DECODE_MEMORY_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
             resize_here = not (options.resize_on_device and not options.fast_decode)
             size = spec.resize_short if resize_here else None
             kept_index, kept = np.empty(0, np.int64), None  # the previous chunk's frames (overlapping windows)
-            for number, chunk in enumerate(_chunks(plans, MAX_FRAMES_PER_READ)):
+            max_frames = min(MAX_FRAMES_PER_READ, reader.max_frames_for(size))  # the decode memory budget
+            for number, chunk in enumerate(_chunks(plans, max_frames)):
                 if number % share[1] != share[0]:
                     continue
                 wanted = np.unique(np.concatenate([p.clips.reshape(-1) for p in chunk]))
@@ -144,10 +145,9 @@ def _resized_frames(reader, wanted: np.ndarray, size: int | None, kept_index: np
 
 
 def _decode_resized(reader, indices: np.ndarray, size: int | None) -> torch.Tensor:
-    frames = torch.from_numpy(reader.read(indices))  # (F, H, W, 3) uint8
-    if size is not None and min(frames.shape[1:3]) != size:  # --fast-decode already decodes at that size
-        frames = resize_short_side(frames, size)  # (F, h, w, 3) uint8, resized before any float conversion
-    return frames
+    """Frames `indices`, each resized (uint8, before any float conversion) as soon as it is decoded, so
+    at most one full-size frame is held at a time. Returns uint8 (F, h, w, 3)."""
+    return torch.from_numpy(reader.read(indices, resize_short=size))
 
 
 def _chunks(plans: list[SegmentPlan], max_frames: int) -> Iterator[list[SegmentPlan]]:

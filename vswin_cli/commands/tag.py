@@ -50,7 +50,7 @@ def tag(
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster after).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
-    backend: Annotated[Backend, typer.Option(help="Video decoder (auto: decord when installed and safe for the file, else PyAV).", rich_help_panel=RUN)] = "auto",
+    backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
 
@@ -64,6 +64,7 @@ def tag(
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
+    from vswin_cli.decode import set_decoder_logging
     from vswin_cli.distributed import current_shard, resolve_device
     from vswin_cli.inference import TagOptions, Tagger
     from vswin_cli.outputs import check_output, run_tag
@@ -80,6 +81,7 @@ def tag(
                          or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
     check_output(output)
     shard, run_device = current_shard(), resolve_device(device)
+    set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
     spec = ClipSpec.for_views(resolved.protocol, views, clips=clips, crops=crops, clip_len=clip_len,
                               frame_interval=frame_interval, crop_size=crop_size)
