@@ -236,8 +236,11 @@ def test_overlapping_windows_and_workers(tiny, clips):
 
 
 def test_fast_decode_and_quiet(tiny, clips):
-    exact = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper"])
-    fast = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper", "--fast-decode", "--quiet"])
+    # decord's reduced-size decode, as measured when --fast-decode was added (PyAV's scaler, which `auto`
+    # now uses, moves this random tiny model's top score by up to 0.11 on these 48x64 frames)
+    exact = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper", "--backend", "decord"])
+    fast = run([str(clips / "cat"), *tiny, "--top-k", "1", "--views", "paper", "--fast-decode", "--quiet",
+                "--backend", "decord"])
     assert fast.exit_code == 0 and fast.stderr == ""
     exact_segments, fast_segments = by_record(jsonl(exact.stdout), "segment"), by_record(jsonl(fast.stdout), "segment")
     # the same segments and views; scores close (pixels differ slightly from the official resize)

@@ -126,7 +126,7 @@ def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_pa
     def counting_open(*args, **kwargs):
         reader = real_open(*args, **kwargs)
         real_read = reader.read
-        reader.read = lambda indices: decoded.extend(np.asarray(indices).tolist()) or real_read(indices)
+        reader.read = lambda indices, **kw: decoded.extend(np.asarray(indices).tolist()) or real_read(indices, **kw)
         return reader
 
     monkeypatch.setattr(inference, "open_video", counting_open)
