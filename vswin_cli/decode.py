@@ -63,6 +63,8 @@ import av
 import numpy as np
 
 from vswin_cli.errors import ConfigError, VideoDecodeError
+from vswin_cli.sampling import frame_step
+from vswin_cli.protocol import resized_size
 
 log = logging.getLogger("vswin.decode")
 
@@ -584,13 +586,13 @@ class VideoReader:
         self.stream_index = index.stream_index
         self.num_frames = len(index.pts)
         self.timestamps = index.pts.astype(np.float64) * index.time_base
-        self.fps = index.fps or (1.0 / _median_step(self.timestamps) if self.num_frames > 1 else 0.0)
-        self.duration = float(self.timestamps[-1] - self.timestamps[0]) + _median_step(self.timestamps, self.fps)
+        self.fps = index.fps or (1.0 / frame_step(self.timestamps) if self.num_frames > 1 else 0.0)
+        self.duration = float(self.timestamps[-1] - self.timestamps[0]) + frame_step(self.timestamps, self.fps)
         self.rotation = index.rotation
         self._rot90_k = index.rotation // 90  # numpy.rot90 turns counter-clockwise, as the display matrix does
         raw_h, raw_w = index.raw_height, index.raw_width
         if short_side is not None:
-            raw_h, raw_w = scaled_size(raw_h, raw_w, short_side)
+            raw_h, raw_w = resized_size(raw_h, raw_w, short_side)
         self._raw_size = (raw_h, raw_w) if short_side is not None else None
         self._decoded_hw = (raw_h, raw_w)  # what the decoder gives, before rotation
         self.height, self.width = (raw_w, raw_h) if self._rot90_k % 2 else (raw_h, raw_w)
@@ -642,7 +644,7 @@ class VideoReader:
         """(height, width) of the frames `read(..., resize_short=resize_short)` returns."""
         if resize_short is None:
             return self.height, self.width
-        return scaled_size(self.height, self.width, resize_short)
+        return resized_size(self.height, self.width, resize_short)
 
     def output_bytes(self, num_frames: int, resize_short: int | None = None) -> int:
         """Bytes of the array `read` returns for `num_frames` indices."""
@@ -765,30 +767,10 @@ class VideoReader:
                     self.path, len(concealed))
 
 
-def _median_step(timestamps: np.ndarray, fps: float = 0.0) -> float:
-    if len(timestamps) > 1:
-        return float(np.median(np.diff(timestamps)))
-    return 1.0 / fps if fps else 0.0
-
-
 def _short(err: Exception) -> str:
     text = str(err).strip().splitlines()
     last = text[-1] if text else type(err).__name__
     return last[-160:]
-
-
-def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(height, width) scaled so the short side is `short_side`, rounded as mmcv does (half up).
-
-    Args:
-        height, width: the frame size.
-        short_side: target length of the shorter side.
-
-    Returns:
-        (new_height, new_width).
-    """
-    scale = short_side / min(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None) -> VideoReader:

@@ -83,6 +83,20 @@ class ClipSpec:
         return self.clip_len * self.frame_interval
 
 
+def resized_size(height: int, width: int, short_side: int = 224) -> tuple[int, int]:
+    """Size after Resize(scale=(-1, short_side)): factor short_side/min(h, w), round half up.
+
+    Args:
+        height, width: frame size.
+        short_side: length of the short side after the resize.
+
+    Returns:
+        (new_height, new_width).
+    """
+    factor = short_side / min(height, width)
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
 PROTOCOLS = {
     "k400": ClipSpec("kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3),
     "k600": ClipSpec("kinetics", clip_len=32, frame_interval=2, num_clips=4, num_crops=3),

@@ -97,11 +97,17 @@ class Segment:
         return np.asarray(indices) + self.start_frame
 
 
+def frame_step(timestamps: np.ndarray, fps: float = 0.0) -> float:
+    """How long one frame lasts: the median step between timestamps; for a single frame 1/fps (0 if unknown)."""
+    if len(timestamps) > 1:
+        return float(np.median(np.diff(timestamps)))
+    return 1.0 / fps if fps else 0.0
+
+
 def video_end_time(timestamps: np.ndarray) -> float:
     """End of the last frame: its timestamp plus the median frame duration (0 for one frame)."""
     timestamps = np.asarray(timestamps, dtype=np.float64)
-    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    return float(timestamps[-1]) + step
+    return float(timestamps[-1]) + frame_step(timestamps)
 
 
 def plan_segments(timestamps, window_s: float, stride_s: float, end_time: float | None = None) -> list[Segment]:

@@ -20,6 +20,8 @@ import os
 import numpy as np
 import torch
 
+from vswin_cli.protocol import resized_size  # noqa: F401  (the size rule; re-exported)
+
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
 
@@ -33,20 +35,6 @@ def as_uint8_tensor(frames) -> torch.Tensor:
     if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames (T, H, W, 3), got {tuple(tensor.shape)} {tensor.dtype}")
     return tensor
-
-
-def resized_size(height: int, width: int, short_side: int = 224) -> tuple[int, int]:
-    """Size after Resize(scale=(-1, short_side)): factor short_side/min(h, w), round half up.
-
-    Args:
-        height, width: frame size.
-        short_side: length of the short side after the resize.
-
-    Returns:
-        (new_height, new_width).
-    """
-    factor = short_side / min(height, width)
-    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 def _linear_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
