@@ -157,7 +157,8 @@ def make_window_plan(size: Size3, window: Size3, dtype, device) -> WindowPlan:
     # Rolling by -shift puts the token from (q + shift) mod P at q; then partition like the tokens.
     rolled = torch.roll(flat, shifts=tuple(-s for s in shift), dims=(0, 1, 2))
     order = window_partition(rolled[None, ..., None], win).reshape(-1)
-    return WindowPlan(win, shift, padded, build_shift_mask(padded, win, shift, dtype, device), order, order.argsort())
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))  # argsort of a permutation
+    return WindowPlan(win, shift, padded, build_shift_mask(padded, win, shift, dtype, device), order, inverse)
 
 
 

@@ -14,7 +14,7 @@ COMMANDS = sorted(c.name for c in app.registered_commands)
 
 
 def test_the_expected_commands_are_registered():
-    assert set(COMMANDS) == {"eval", "fetch", "models", "tag", "train"}
+    assert set(COMMANDS) == {"eval", "export", "fetch", "models", "tag", "train"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -15,6 +15,7 @@ import typer.core
 
 from vswin_cli import __version__
 from vswin_cli.commands import eval as eval_command
+from vswin_cli.commands import export as export_command
 from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import tag as tag_command
 from vswin_cli.commands import train as train_command
@@ -68,6 +69,7 @@ app.command("eval")(eval_command.eval)
 app.command("train")(train_command.train)
 app.command("fetch")(fetch_command.fetch)
 app.command("models")(fetch_command.models)
+app.command("export")(export_command.export)
 
 
 def main() -> None:
