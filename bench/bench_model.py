@@ -1,9 +1,15 @@
 """Inference speed of VideoSwin: views/s per arch, batch size, dtype and device, side by side with the
-plain reference attention path and (when it imports) torchvision's swin3d, in one run.
+plain reference attention path, torch.compile, the exported CPU runtimes (ONNX Runtime, OpenVINO, via
+vswin_cli.runtime) and (when it imports) torchvision's swin3d, in one interleaved run.
 
     python bench/bench_model.py                       # CPU: batch 1, fp32+bf16, swin-t/s/b/b-16
+    python bench/bench_model.py --archs swin-t --dtypes fp32 --impls ours,onnxruntime,torchvision
     python bench/bench_model.py --archs swin-t --dtypes bf16 --repeats 5
     PYTHONPATH=/tmp/tvsite python bench/bench_model.py --device cuda   # batch 1 and 16, TFLOP/s
+
+Beside wall time per view the table gives CPU seconds per view (process time, all threads: on a shared
+machine wall time moves with other load, CPU time much less) and minor page faults per forward.
+`--tune-allocator` applies `vswin_cli.runtime.tune_allocator()` first (compare two runs).
 
 A view is 3 x T x S x S (default 3x32x224x224). On CUDA the table also gives the achieved TFLOP/s
 (2 x multiply-adds of one 32x224x224 view, from spec/model.md) and its share of a measured bf16 matmul
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
+import resource
+import tempfile
 import statistics
 import sys
 import time
@@ -63,9 +71,12 @@ def import_torchvision_swin3d():
         return None, f"torchvision unusable ({first_error}; then {type(err).__name__}: {err})"
 
 
+EXPORTED = ("onnxruntime", "openvino")
+
+
 def build(impl: str, arch: str, tv_module):
     name, overrides = ARCHS[arch]
-    if impl in ("ours", "reference"):
+    if impl in ("ours", "reference", "compiled") or impl in EXPORTED:
         model = VideoSwin.from_config(get_config(name, **overrides))
         model.set_reference_attention(impl == "reference")
         return model
@@ -81,23 +92,37 @@ def build(impl: str, arch: str, tv_module):
     )
 
 
+def wrap(impl: str, model, x, cache_dir: str):
+    """The callable to time: the module itself, compiled, or an exported runtime of the same model."""
+    if impl == "compiled":
+        return torch.compile(model, fullgraph=True)
+    if impl in EXPORTED:
+        from vswin_cli.runtime import load_runtime
+
+        return load_runtime(model, impl, clip_shape=tuple(x.shape[2:]), batch=x.shape[0], cache_dir=cache_dir)
+    return model
+
+
 def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:
-    """Seconds per forward of the whole batch (median or min over runs), per model. Runs interleave
-    (one forward of each model per round) so that load from other processes hits every one alike."""
+    """(wall seconds, CPU seconds, minor page faults) per forward of the whole batch (median or min over
+    runs), per model. Runs interleave (one forward of each model per round) so that load from other
+    processes hits every one alike."""
     times = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + repeats):
             for name, model in models.items():
                 if device == "cuda":
                     torch.cuda.synchronize()
-                start = time.perf_counter()
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                start, cpu_start = time.perf_counter(), time.process_time()
                 model(x)
                 if device == "cuda":
                     torch.cuda.synchronize()
                 if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append((time.perf_counter() - start, time.process_time() - cpu_start,
+                                        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
     pick = min if stat == "min" else statistics.median
-    return {name: pick(t) for name, t in times.items()}
+    return {name: tuple(pick(col) for col in zip(*t)) for name, t in times.items()}
 
 
 def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
@@ -117,7 +142,8 @@ def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default="swin-t,swin-s,swin-b,swin-b-16", help="comma list of " + ",".join(ARCHS))
-    parser.add_argument("--impls", default="ours,reference,torchvision", help="comma list: ours,reference,torchvision")
+    parser.add_argument("--impls", default="ours,reference,torchvision",
+                        help="comma list: ours,reference,torchvision,compiled,onnxruntime,openvino")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list: fp32,bf16")
     parser.add_argument("--batch-sizes", default=None, help="comma list (default: 1 on CPU, 1,16 on CUDA)")
     parser.add_argument("--frames", type=int, default=32, help="frames per view (default 32)")
@@ -129,7 +155,13 @@ def main(argv=None) -> None:
                         help="summary of the timed runs (min is steadier on a shared, loaded machine)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--tune-allocator", action="store_true", help="apply vswin_cli.runtime.tune_allocator() first")
     args = parser.parse_args(argv)
+    tuned = False
+    if args.tune_allocator:
+        from vswin_cli.runtime import tune_allocator
+
+        tuned = tune_allocator()
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.threads:
@@ -146,30 +178,45 @@ def main(argv=None) -> None:
         tv_module, tv_note = import_torchvision_swin3d()
         if tv_module is None:
             impls.remove("torchvision")
+    notes = []
+    if any(i in EXPORTED for i in impls):
+        from vswin_cli.runtime import available_runtimes
+
+        for impl in [i for i in impls if i in EXPORTED and i not in available_runtimes()]:
+            impls.remove(impl)
+            notes.append(f"{impl} not installed")
     standard_view = args.frames == 32 and args.size == 224
     peak = matmul_peak_tflops(device) if device == "cuda" else None
 
     where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
     print(f"# view 3x{args.frames}x{args.size}x{args.size}, {args.stat} of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
+    print(f"# allocator: {'tuned (vswin_cli.runtime.tune_allocator)' if tuned else 'glibc defaults'}; load average {' '.join(f'{v:.2f}' for v in __import__('os').getloadavg())}" + (f"; {', '.join(notes)}" if notes else ""))
     if peak:
         print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
     print()
-    print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference |" + (" TFLOP/s | % peak |" if device == "cuda" else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
+    print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference | vs ours | wall s/view | CPU s/view | faults/fwd |"
+          + (" TFLOP/s | % peak |" if device == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
+    cache_dir = tempfile.mkdtemp(prefix="bench-model-")
     for arch in archs:
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
+            run_impls = [i for i in impls if not (i in EXPORTED and (dtype_name != "fp32" or device != "cpu"))]
             for batch in batch_sizes:
                 x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
-                models = {impl: build(impl, arch, tv_module).eval().to(device=device, dtype=dtype) for impl in impls}
-                seconds = time_models(models, x, repeats, args.warmup, device, args.stat)
-                speed = {impl: batch / seconds[impl] for impl in impls}
+                models = {impl: wrap(impl, build(impl, arch, tv_module).eval().to(device=device, dtype=dtype), x, cache_dir)
+                          for impl in run_impls}
+                measured = time_models(models, x, repeats, args.warmup, device, args.stat)
+                speed = {impl: batch / measured[impl][0] for impl in run_impls}
                 del models
-                for impl in impls:
+                for impl in run_impls:
+                    wall, cpu, faults = measured[impl]
                     row = f"| {arch} | {dtype_name} | {batch} | {impl} | {speed[impl]:.3g} | "
                     row += f"{speed[impl] / speed['torchvision']:.2f}x | " if "torchvision" in speed else "- | "
                     row += f"{speed[impl] / speed['reference']:.2f}x |" if "reference" in speed else "- |"
+                    row += f" {speed[impl] / speed['ours']:.2f}x |" if "ours" in speed else " - |"
+                    row += f" {wall / batch:.3f} | {cpu / batch:.3f} | {faults:.0f} |"
                     if device == "cuda":
                         if standard_view:
                             tflops = 2 * GMACS_PER_VIEW[arch] * speed[impl] / 1e3

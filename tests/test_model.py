@@ -281,8 +281,11 @@ def test_bench_script_runs_and_prints_a_table(capsys):
     args = "--archs swin-t --dtypes fp32 --frames 2 --size 32 --repeats 1 --warmup 0 --impls ours,reference --device cpu"
     bench.main(args.split())
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| swin-t")]
-    assert [row.split("|")[4].strip() for row in rows] == ["ours", "reference"]
-    assert rows[1].split("|")[7].strip() == "1.00x"  # the reference row against itself
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert [c[3] for c in cells] == ["ours", "reference"]
+    assert cells[1][6] == "1.00x" and cells[0][7] == "1.00x"  # each row against itself
+    wall, cpu, faults = (float(v) for v in cells[0][8:11])
+    assert wall > 0 and cpu > 0 and faults >= 0
 
 
 @pytest.mark.parametrize(
