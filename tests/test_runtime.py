@@ -22,33 +22,55 @@ def tiny() -> VideoSwin:
     return model
 
 
-def test_auto_picks_the_first_installed_of_the_measured_order(monkeypatch):
-    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "openvino"])
-    assert runtime.choose_runtime("auto") == "openvino"
-    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime", "openvino"])
-    assert runtime.choose_runtime("auto") == runtime.AUTO_ORDER[0] == "onnxruntime"
-    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
-    assert runtime.choose_runtime("auto") == "torch"
-
-
-def test_auto_is_torch_off_the_cpu_or_outside_fp32(monkeypatch):
+def test_auto_chooses_among_installed_runtimes_on_the_cpu_in_fp32_only(monkeypatch):
     monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
-    assert runtime.choose_runtime("auto", device="meta") == "torch"
-    assert runtime.choose_runtime("auto", precision="bf16") == "torch"
+    assert runtime.candidate_runtimes("cpu", "fp32") == ["torch", "onnxruntime"]
+    assert runtime.candidate_runtimes("meta", "fp32") == ["torch"]
+    assert runtime.candidate_runtimes("cpu", "bf16") == ["torch"]
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
+    run = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP)  # nothing to measure, no cache needed
+    assert run.runtime == "torch"
+
+
+def test_auto_keeps_the_fastest_and_remembers_it(tmp_path, monkeypatch):
+    # Two fake runtimes: "slow" burns CPU time, "fast" does not; auto must measure and keep "fast",
+    # then reuse the remembered choice without building the others.
+    def busy(seconds):
+        end = __import__("time").process_time() + seconds
+        while __import__("time").process_time() < end:
+            pass
+
+    built = []
+
+    def runner(name, model, clip_shape, batch, cache_dir, threads):
+        built.append(name)
+        return runtime._named(lambda x: busy(0.02 if name == "torch" else 0.0), name)
+
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
+    monkeypatch.setattr(runtime, "check_runtime", lambda *a: "auto")
+    monkeypatch.setattr(runtime, "_runner", runner)
+    first = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP, cache_dir=tmp_path)
+    assert first.runtime == "onnxruntime" and sorted(built) == ["onnxruntime", "torch"]
+    assert list(runtime._read_choices(tmp_path).values()) == ["onnxruntime"]
+    built.clear()
+    again = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP, cache_dir=tmp_path)
+    assert again.runtime == "onnxruntime" and built == ["onnxruntime"]  # remembered: nothing measured
 
 
 def test_forcing_a_runtime_that_cannot_run_is_a_config_error(monkeypatch):
     monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
     with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
-        runtime.choose_runtime("tensorrt")
+        runtime.check_runtime("tensorrt")
     with pytest.raises(ConfigError, match="openvino is not installed") as info:
-        runtime.choose_runtime("openvino")
+        runtime.check_runtime("openvino")
     assert "pip install" in info.value.hint
     with pytest.raises(ConfigError, match="fp32 files only"):
-        runtime.choose_runtime("onnxruntime", precision="bf16")
+        runtime.check_runtime("onnxruntime", precision="bf16")
     with pytest.raises(ConfigError, match="CPU only"):
-        runtime.choose_runtime("onnxruntime", device="meta")
-    assert runtime.choose_runtime("torch", precision="bf16") == "torch"
+        runtime.check_runtime("onnxruntime", device="meta")
+    assert runtime.check_runtime("torch", precision="bf16") == "torch"
+    with pytest.raises(ConfigError, match="needs a cache folder"):
+        runtime.load_runtime(tiny(), "onnxruntime", clip_shape=CLIP)
 
 
 def test_available_runtimes_follow_the_installed_packages():
@@ -107,3 +129,18 @@ def test_tune_allocator_applies_on_glibc_only():
     applied = runtime.tune_allocator()
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert applied == glibc
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_follows_native_bf16(monkeypatch, native):
+    from models import kernels
+
+    monkeypatch.setattr(kernels, "cpu_has_native_bf16", lambda: native)
+    assert runtime.cpu_precision("auto") == ("bf16" if native else "fp32", None)
+    assert runtime.cpu_precision("fp32") == ("fp32", None)
+    precision, warning = runtime.cpu_precision("bf16")
+    assert precision == "bf16"
+    if native:
+        assert warning is None
+    else:
+        assert "11x slower than fp32" in warning and "--precision fp32" in warning
