@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli import export as export_lib
-
 
 def export(
     model: Annotated[str, typer.Argument(help="Zoo entry (e.g. swin-t-k400; the cache is used first) or a checkpoint file.",
@@ -39,6 +37,8 @@ def export(
 
       vswin export my_run/best.pth -o model.onnx --clip-len 16 --crop-size 160 --batch 4
     """  # fmt: skip
+    from vswin_cli import export as export_lib  # torch and the exporter load only when the command runs
+
     result = export_lib.export_model(
         model, output, clip_len=clip_len, crop_size=crop_size, batch=batch, labels=labels, arch=arch,
         offline=True if offline else None, verify=verify, openvino=openvino, progress=not quiet,
