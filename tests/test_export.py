@@ -160,6 +160,22 @@ def test_cli_exports_a_checkpoint_file(tmp_path):
     assert sidecar["protocol"]["crop_size"] == 224  # the protocol the model was published with, for preprocessing
 
 
+@needs_onnx
+def test_openvino_ir_round_trip(tmp_path):
+    ov = pytest.importorskip("openvino", reason="openvino not installed (OpenVINO IR is optional)")
+    onnxruntime()
+    model = tiny()
+    result = export_lib.export_onnx(model, tmp_path / "tiny.onnx", clip_shape=(4, 32, 32), openvino=True)
+    assert result.openvino == tmp_path / "tiny.xml" and (tmp_path / "tiny.bin").stat().st_size >= result.weight_bytes
+    assert json.loads(result.sidecar.read_text())["openvino"] == "tiny.xml"
+    compiled = ov.Core().compile_model(str(result.openvino), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = torch.randn(1, 3, 4, 32, 32)
+    theirs = torch.from_numpy(compiled.create_infer_request().infer({0: x.numpy()})[compiled.output(0)].copy())
+    with torch.no_grad():
+        ours = model(x)
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4 * ours.abs().max().item())
+
+
 @pytest.mark.slow
 @needs_onnx
 def test_swin_t_export_is_about_the_size_of_its_weights(tmp_path):

@@ -236,7 +236,8 @@ def export_openvino(onnx_path: str | Path) -> Path:
         raise ExportError("OpenVINO IR needs the openvino package", "pip install openvino, or leave out --openvino") from None
     onnx_path = Path(onnx_path)
     xml = onnx_path.with_suffix(".xml")
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+    # fp32 weights as exported (save_model would halve them to fp16 by default).
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
     return xml
 
 
