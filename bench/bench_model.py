@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import resource
 import tempfile
@@ -191,7 +192,7 @@ def main(argv=None) -> None:
     where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
     print(f"# view 3x{args.frames}x{args.size}x{args.size}, {args.stat} of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
-    print(f"# allocator: {'tuned (vswin_cli.runtime.tune_allocator)' if tuned else 'glibc defaults'}; load average {' '.join(f'{v:.2f}' for v in __import__('os').getloadavg())}" + (f"; {', '.join(notes)}" if notes else ""))
+    print(f"# allocator: {'tuned (vswin_cli.runtime.tune_allocator)' if tuned else 'glibc defaults'}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}" + (f"; {', '.join(notes)}" if notes else ""))
     if peak:
         print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
     print()

@@ -3,6 +3,8 @@ of every installed runtime with PyTorch, the export cache, and the allocator set
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -36,8 +38,8 @@ def test_auto_keeps_the_fastest_and_remembers_it(tmp_path, monkeypatch):
     # Two fake runtimes: "slow" burns CPU time, "fast" does not; auto must measure and keep "fast",
     # then reuse the remembered choice without building the others.
     def busy(seconds):
-        end = __import__("time").process_time() + seconds
-        while __import__("time").process_time() < end:
+        end = time.process_time() + seconds
+        while time.process_time() < end:
             pass
 
     built = []

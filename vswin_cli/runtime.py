@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -280,7 +281,7 @@ def _exported_file(model: torch.nn.Module, clip_shape, batch: int, cache_dir: Pa
 
 def _version_of(module: str) -> str:
     try:
-        return __import__(module).__version__
+        return importlib.import_module(module).__version__
     except (ImportError, AttributeError):
         return "-"
 
