@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -246,6 +247,10 @@ def _write_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     import onnxscript.optimizer
 
     log = io.StringIO()
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # "torchvision is not installed. Skipping torchvision::nms" and the like
+        logger.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(log):
             warnings.simplefilter("ignore")
@@ -260,6 +265,9 @@ def _write_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     except Exception as err:  # noqa: BLE001 - the exporter fails in many ways; name it and keep the cause
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise ExportError(f"the ONNX exporter failed: {first}", "run with VSWIN_DEBUG=1 for the traceback") from err
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _cpu_fp32_copy(model: torch.nn.Module) -> torch.nn.Module:
