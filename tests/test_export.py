@@ -75,9 +75,6 @@ def onnxruntime():
 @needs_onnx
 def test_onnx_round_trip_matches_pytorch(tmp_path):
     ort = onnxruntime()
-    import onnx
-    import onnx.numpy_helper
-
     model = tiny()
     result = export_lib.export_onnx(model, tmp_path / "out" / "tiny.onnx", clip_shape=(4, 32, 32), batch=2,
                                     labels=LABELS, protocol={"clip_len": 4}, source="tiny")  # fmt: skip

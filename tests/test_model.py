@@ -9,14 +9,13 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import VideoSwin, get_config, kernels, load_checkpoint
+from models import VideoSwin, get_config, load_checkpoint
 from models.attention import build_shift_mask, effective_window, window_partition, window_reverse
 from models.convert import inflate_imagenet2d
-from models.kernels import aligned_rows, chunked_attention
+from models.kernels import aligned_rows
 from models.swin3d import average_views
 from tests.conftest import REPO, shared_path
 
