@@ -144,6 +144,13 @@ def test_missing_packages_are_an_error_with_the_install_hint(tmp_path, monkeypat
     assert not list(tmp_path.iterdir())  # refused before resolving or fetching anything
 
 
+def test_a_wrong_output_name_is_refused_before_the_model_is_resolved(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_lib, "onnx_available", lambda: True)
+    result = CliRunner().invoke(app, ["export", "swin-t-k400", "-o", str(tmp_path / "x.pt"), "--offline"])
+    assert result.exit_code == 1 and "must end in .onnx" in result.output
+    assert "offline" not in result.output  # not the cache/offline error: no lookup happened
+
+
 @needs_onnx
 def test_cli_exports_a_checkpoint_file(tmp_path):
     onnxruntime()

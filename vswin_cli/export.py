@@ -107,8 +107,9 @@ def export_model(
 
     if batch < 1 or (clip_len is not None and clip_len < 1) or (crop_size is not None and crop_size < 1):
         raise ExportError("--batch, --clip-len and --crop-size must be at least 1")
-    if not onnx_available():  # before any download
+    if not onnx_available():  # checks before any download
         raise ExportError("ONNX export needs the onnx and onnxscript packages", "pip install 'vswin[export]'")
+    _check_output(Path(output))
     is_file = Path(model).expanduser().is_file()
     resolved = resolve_model(
         model=None if is_file else str(model), weights=Path(model).expanduser() if is_file else None,
@@ -154,8 +155,7 @@ def export_onnx(
     if not onnx_available():
         raise ExportError("ONNX export needs the onnx and onnxscript packages", "pip install 'vswin[export]'")
     path = Path(path)
-    if path.suffix != ".onnx":
-        raise ExportError(f"{path}: the output file must end in .onnx", f"e.g. -o {path.with_suffix('.onnx').name}")
+    _check_output(path)
     num_classes = model.config.num_classes
     if labels is not None and len(labels) != num_classes:
         raise ExportError(f"{len(labels)} labels for a model with {num_classes} classes")
@@ -268,6 +268,11 @@ def _write_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def _check_output(path: Path) -> None:
+    if path.suffix != ".onnx":
+        raise ExportError(f"{path}: the output file must end in .onnx", f"e.g. -o {path.with_suffix('.onnx').name}")
 
 
 def _cpu_fp32_copy(model: torch.nn.Module) -> torch.nn.Module:
