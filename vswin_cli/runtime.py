@@ -16,7 +16,8 @@ clip's logits do not depend on the others) and the padding cut from the result.
 runtime (interleaved, CPU seconds of the process, the best of a few forwards) and keeps the fastest;
 the choice is remembered in `cache_dir/runtimes.json`, so later runs pay nothing. A fixed order would
 be wrong somewhere: on an AVX2-only Zen 3 ONNX Runtime is 1.23x faster than PyTorch for Swin-T fp32
-(issue 16), on an AVX-512/AMX Xeon PyTorch is 1.4x faster (docs/benchmarks.md). On CUDA, or for any
+(issue 16); on an AVX-512/AMX Xeon OpenVINO is 1.35x and ONNX Runtime 0.75x PyTorch's speed
+(docs/benchmarks.md). On CUDA, or for any
 precision other than fp32, it is always "torch".
 """
 
