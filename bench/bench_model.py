@@ -1,7 +1,9 @@
 """Inference speed of VideoSwin: views/s per arch, batch size, dtype and device, side by side with the
-plain reference attention path and (when it imports) torchvision's swin3d, in one run.
+plain reference attention path, torch.compile, the exported CPU runtimes (ONNX Runtime, OpenVINO, via
+vswin_cli.runtime) and (when it imports) torchvision's swin3d, in one interleaved run.
 
     python bench/bench_model.py                       # CPU: batch 1, fp32+bf16, swin-t/s/b/b-16
+    python bench/bench_model.py --archs swin-t --dtypes fp32 --impls ours,onnxruntime,torchvision
     python bench/bench_model.py --archs swin-t --dtypes bf16 --repeats 5
     PYTHONPATH=/tmp/tvsite python bench/bench_model.py --device cuda   # batch 1 and 16, TFLOP/s
     python bench/bench_model.py --device cuda --impls ours,torchvision,compiled,flex --json out.json
@@ -9,6 +11,10 @@ plain reference attention path and (when it imports) torchvision's swin3d, in on
 Implementations: ours (SDPA with the cached bias+mask), reference (explicit formula), torchvision
 (its eager swin3d), compiled (ours through torch.compile), flex (ours with every window attention
 through models/flex.py, the compiled FlexAttention kernel; CUDA only).
+
+Beside wall time per view the table gives CPU seconds per view (process time, all threads: on a shared
+machine wall time moves with other load, CPU time much less) and minor page faults per forward.
+`--tune-allocator` applies `vswin_cli.runtime.tune_allocator()` first (compare two runs).
 
 A view is 3 x T x S x S (default 3x32x224x224). On CUDA the table also gives the achieved TFLOP/s
 (2 x multiply-adds of one 32x224x224 view, from spec/model.md) and its share of a measured bf16 matmul
@@ -20,7 +26,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
+import resource
+import tempfile
 import statistics
 import sys
 import time
@@ -71,9 +80,12 @@ def import_torchvision_swin3d():
         return None, f"torchvision unusable ({first_error}; then {type(err).__name__}: {err})"
 
 
+EXPORTED = ("onnxruntime", "openvino")
+
+
 def build(impl: str, arch: str, tv_module):
     name, overrides = ARCHS[arch]
-    if impl in ("ours", "reference"):
+    if impl in ("ours", "reference", "compiled") or impl in EXPORTED:
         model = VideoSwin.from_config(get_config(name, **overrides))
         model.set_reference_attention(impl == "reference")
         return model
@@ -92,39 +104,50 @@ def build(impl: str, arch: str, tv_module):
 def _use_flex_attention(model) -> None:
     """Route every window attention of `model` (this instance only) through models/flex.py."""
     from models import flex
-    from models.swin3d import WindowAttention3D
+    from models.attention import WindowAttention3D
 
     for module in model.modules():
         if isinstance(module, WindowAttention3D):
             module.forward = types.MethodType(
-                lambda self, x, shift_mask, shift_key=None: flex.window_attention_forward(self, x, shift_mask), module)
+                lambda self, x, shift_mask, *args, **kwargs: flex.window_attention_forward(self, x, shift_mask), module)
 
 
-def prepare(impl: str, arch: str, tv_module, device: str, dtype):
-    """A model of `impl` in eval mode on the device, compiled for "compiled"."""
-    model = build("ours" if impl in ("compiled", "flex") else impl, arch, tv_module).eval().to(device=device, dtype=dtype)
+def prepare(impl: str, arch: str, tv_module, device: str, dtype, x, cache_dir: str):
+    """The callable to time: the module in eval mode on the device, compiled, through FlexAttention, or an
+    exported runtime of the same model."""
+    model = build("ours" if impl in ("compiled", "flex", *EXPORTED) else impl, arch, tv_module)
+    model = model.eval().to(device=device, dtype=dtype)
     if impl == "flex":
         _use_flex_attention(model)
-    return torch.compile(model) if impl == "compiled" else model
+    if impl == "compiled":
+        return torch.compile(model, fullgraph=True)
+    if impl in EXPORTED:
+        from vswin_cli.runtime import load_runtime
+
+        return load_runtime(model, impl, clip_shape=tuple(x.shape[2:]), batch=x.shape[0], cache_dir=cache_dir)
+    return model
 
 
 def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:
-    """Seconds per forward of the whole batch (median or min over runs), per model. Runs interleave
-    (one forward of each model per round) so that load from other processes hits every one alike."""
+    """(wall seconds, CPU seconds, minor page faults) per forward of the whole batch (median or min over
+    runs), per model. Runs interleave (one forward of each model per round) so that load from other
+    processes hits every one alike."""
     times = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + repeats):
             for name, model in models.items():
                 if device == "cuda":
                     torch.cuda.synchronize()
-                start = time.perf_counter()
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                start, cpu_start = time.perf_counter(), time.process_time()
                 model(x)
                 if device == "cuda":
                     torch.cuda.synchronize()
                 if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append((time.perf_counter() - start, time.process_time() - cpu_start,
+                                        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
     pick = min if stat == "min" else statistics.median
-    return {name: pick(t) for name, t in times.items()}
+    return {name: tuple(pick(col) for col in zip(*t)) for name, t in times.items()}
 
 
 def matmul_peak_tflops(device: str, dtype=torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
@@ -145,7 +168,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default="swin-t,swin-s,swin-b,swin-b-16", help="comma list of " + ",".join(ARCHS))
     parser.add_argument("--impls", default="ours,reference,torchvision",
-                        help="comma list: ours,reference,torchvision,compiled,flex")
+                        help="comma list: ours,reference,torchvision,compiled,flex,onnxruntime,openvino")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list: fp32,bf16")
     parser.add_argument("--batch-sizes", default=None, help="comma list (default: 1 on CPU, 1,16 on CUDA)")
     parser.add_argument("--frames", type=int, default=32, help="frames per view (default 32)")
@@ -158,7 +181,13 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write every row (and the run's details) to this JSON file")
+    parser.add_argument("--tune-allocator", action="store_true", help="apply vswin_cli.runtime.tune_allocator() first")
     args = parser.parse_args(argv)
+    tuned = False
+    if args.tune_allocator:
+        from vswin_cli.runtime import tune_allocator
+
+        tuned = tune_allocator()
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.threads:
@@ -175,6 +204,13 @@ def main(argv=None) -> None:
         tv_module, tv_note = import_torchvision_swin3d()
         if tv_module is None:
             impls.remove("torchvision")
+    notes = []
+    if any(i in EXPORTED for i in impls):
+        from vswin_cli.runtime import available_runtimes
+
+        for impl in [i for i in impls if i in EXPORTED and i not in available_runtimes()]:
+            impls.remove(impl)
+            notes.append(f"{impl} not installed")
     standard_view = args.frames == 32 and args.size == 224
     peak = matmul_peak_tflops(device) if device == "cuda" else None
 
@@ -187,6 +223,7 @@ def main(argv=None) -> None:
         if not flex.FLEX_AVAILABLE:
             impls.remove("flex")
             print("# flex: this PyTorch has no flex_attention; skipped")
+    print(f"# allocator: {'tuned (vswin_cli.runtime.tune_allocator)' if tuned else 'glibc defaults'}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}" + (f"; {', '.join(notes)}" if notes else ""))
     if peak:
         print(f"# measured bf16 matmul peak: {peak:.0f} TFLOP/s")
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
@@ -194,17 +231,20 @@ def main(argv=None) -> None:
               "repeats": repeats, "warmup": args.warmup, "stat": args.stat, "torchvision": tv_note,
               "bf16_matmul_peak_tflops": peak, "rows": []}
     print()
-    print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference |" + (" TFLOP/s | % peak |" if device == "cuda" else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
+    print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference | vs ours | wall s/view | CPU s/view | faults/fwd |"
+          + (" TFLOP/s | % peak |" if device == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
+    cache_dir = tempfile.mkdtemp(prefix="bench-model-")
     for arch in archs:
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
+            run_impls = [i for i in impls if not (i in EXPORTED and (dtype_name != "fp32" or device != "cpu"))]
             for batch in batch_sizes:
                 x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
                 models = {}
-                for impl in impls:
+                for impl in run_impls:
                     try:
-                        models[impl] = prepare(impl, arch, tv_module, device, dtype)
+                        models[impl] = prepare(impl, arch, tv_module, device, dtype, x, cache_dir)
                         if impl in ("compiled", "flex"):  # compile now; a failure drops only this impl
                             with torch.inference_mode():
                                 models[impl](x)
@@ -214,15 +254,19 @@ def main(argv=None) -> None:
                         report.setdefault("errors", []).append({"arch": arch, "dtype": dtype_name, "batch": batch,
                                                                 "impl": impl, "error": note})
                         print(f"# {impl} failed ({arch}, {dtype_name}, batch {batch}): {note}", flush=True)
-                seconds = time_models(models, x, repeats, args.warmup, device, args.stat)
-                speed = {impl: batch / seconds[impl] for impl in models}
+                measured = time_models(models, x, repeats, args.warmup, device, args.stat)
+                speed = {impl: batch / measured[impl][0] for impl in models}
                 del models
                 for impl in speed:
+                    wall, cpu, faults = measured[impl]
                     record = {"arch": arch, "dtype": dtype_name, "batch": batch, "impl": impl,
-                              "seconds_per_batch": seconds[impl], "views_per_s": speed[impl]}
+                              "seconds_per_batch": wall, "cpu_seconds_per_batch": cpu, "faults_per_forward": faults,
+                              "views_per_s": speed[impl]}
                     row = f"| {arch} | {dtype_name} | {batch} | {impl} | {speed[impl]:.3g} | "
                     row += f"{speed[impl] / speed['torchvision']:.2f}x | " if "torchvision" in speed else "- | "
                     row += f"{speed[impl] / speed['reference']:.2f}x |" if "reference" in speed else "- |"
+                    row += f" {speed[impl] / speed['ours']:.2f}x |" if "ours" in speed else " - |"
+                    row += f" {wall / batch:.3f} | {cpu / batch:.3f} | {faults:.0f} |"
                     if device == "cuda":
                         if standard_view and arch in GMACS_PER_VIEW:
                             tflops = 2 * GMACS_PER_VIEW[arch] * speed[impl] / 1e3

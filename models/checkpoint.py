@@ -2,7 +2,10 @@
 ImageNet-2D Swin files inflated to 3D.
 
 Files are always read with `torch.load(weights_only=True, map_location="cpu")`, so a checkpoint can
-never run code. Loading is strict by default: every mismatch is reported in ONE `CheckpointError`
+never run code. Beyond tensors and plain Python data, the unpickler accepts exactly the numpy objects
+that mmcv-saved release files hold in `meta` (scalars, dtypes and arrays such as
+`hook_msgs.best_score = numpy.float64(0.8)` or `CLASSES` as an array; `numpy_safe_globals()`), none
+of which can run code. Loading is strict by default: every mismatch is reported in ONE `CheckpointError`
 with its likely cause.
 """
 
@@ -86,11 +89,12 @@ def read_checkpoint(path: str | Path) -> object:
             "pass the .pth weights file itself, not a text, config or archive file",
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects other than tensors and plain data "
-            f"({_first_line(err)})",
+            f"({_refusal_reason(err)})",
             "loading is weights-only so a checkpoint cannot run code; only load files from a source you "
             "trust, re-saved as a plain state_dict",
         ) from None
@@ -99,6 +103,29 @@ def read_checkpoint(path: str | Path) -> object:
             f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})",
             "the file may be truncated or not a weights file; download it again",
         ) from None
+
+
+def numpy_safe_globals() -> list:
+    """The numpy names a weights-only load may rebuild: scalars, dtypes and arrays of plain values.
+
+    Listed under both module paths numpy has pickled them from (`numpy.core` before numpy 2,
+    `numpy._core` since), since release files were written with numpy 1.x. `_reconstruct` only
+    allocates an array; the elements of an object array would still go through the same restricted
+    unpickler. Empty when numpy is not installed (then no file can hold numpy objects anyway).
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list = [np.dtype, np.ndarray]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray.scalar, f"{module}.scalar"), (multiarray._reconstruct, f"{module}._reconstruct")]
+    for code in "?bBhHiIlLqQefdgFDGUS":  # numpy >= 1.25 may pickle a dtype by its class
+        cls = type(np.dtype(code))
+        if cls.__module__ == "numpy.dtypes":
+            allowed.append((cls, f"numpy.dtypes.{cls.__name__}"))
+    return allowed
 
 
 def detect_format(obj: object) -> str:
@@ -354,6 +381,12 @@ def _depths(state: dict) -> tuple[int, ...]:
 def _short_list(keys: list[str], limit: int = 8) -> str:
     text = ", ".join(keys[:limit])
     return text + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _refusal_reason(err: BaseException) -> str:
+    """The line of torch's weights-only error that names what was refused (e.g. `GLOBAL os.system`)."""
+    lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+    return lines[0][:200] if lines else _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:

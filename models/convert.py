@@ -21,7 +21,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from models.swin3d import relative_position_index
+from models.attention import relative_position_index
 
 StateDict = dict[str, torch.Tensor]
 

@@ -272,6 +272,38 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
         load_checkpoint(VideoSwin(**TINY), path)
     assert not marker.exists()
     assert "weights-only" in info.value.hint
+    assert "os.makedirs" in str(info.value)  # the reason: what the file wanted to call
+
+
+def test_mmcv_file_with_numpy_values_in_meta_loads(tmp_path):
+    # As mmcv saved the released files: numpy scalars, dtypes and arrays in `meta`, tensors in state_dict.
+    np = pytest.importorskip("numpy")
+    model = VideoSwin(**TINY)
+    from models.convert import to_mmaction
+
+    meta = {
+        "hook_msgs": {"best_score": np.float64(0.8), "best_epoch": np.int64(30), "last_ckpt": "epoch_30.pth"},
+        "CLASSES": np.array(["abseiling", "air drumming", "zumba"]),
+        "dtype": np.dtype("float32"),
+        "curve": np.linspace(0.0, 1.0, 5),
+        "flags": np.array([True, False]),
+        "epoch": 30,
+    }
+    path = tmp_path / "mmcv.pth"
+    torch.save({"meta": meta, "state_dict": to_mmaction(model.state_dict())}, path)
+    fresh = VideoSwin(**TINY)
+    report = load_checkpoint(fresh, path)
+    assert report.format == "mmaction" and not report.missing_keys
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    # The numpy values come back as numpy values, and the allow-list is scoped to our loads.
+    from models.checkpoint import read_checkpoint
+
+    loaded = read_checkpoint(path)["meta"]
+    assert loaded["hook_msgs"]["best_score"] == np.float64(0.8) and loaded["dtype"] == np.dtype("float32")
+    assert list(loaded["CLASSES"]) == ["abseiling", "air drumming", "zumba"]
+    with pytest.raises(Exception, match="numpy"):
+        torch.load(path, weights_only=True)
 
 
 # ---------------------------------------------------------------------------------------------

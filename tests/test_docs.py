@@ -14,7 +14,7 @@ COMMANDS = sorted(c.name for c in app.registered_commands)
 
 
 def test_the_expected_commands_are_registered():
-    assert set(COMMANDS) == {"annotate", "eval", "fetch", "models", "report", "tag", "train"}
+    assert set(COMMANDS) == {"annotate", "eval", "export", "fetch", "models", "report", "tag", "train"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

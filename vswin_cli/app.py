@@ -19,6 +19,7 @@ import typer.core
 
 from vswin_cli import __version__
 from vswin_cli.commands import eval as eval_command
+from vswin_cli.commands import export as export_command
 from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import report as report_command
 from vswin_cli.commands import tag as tag_command
@@ -77,6 +78,7 @@ app.command("fetch")(fetch_command.fetch)
 app.command("models")(fetch_command.models)
 app.command("report")(report_command.report)
 app.command("annotate")(report_command.annotate)
+app.command("export")(export_command.export)
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""Choosing and loading a CPU runtime (vswin_cli/runtime.py): the choice rules, forcing, agreement
+of every installed runtime with PyTorch, the export cache, and the allocator setting."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from models import VideoSwin
+from vswin_cli import runtime
+from vswin_cli.errors import ConfigError
+
+TINY = dict(embed_dim=8, depths=(1, 2), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=5)
+CLIP = (4, 32, 32)
+
+
+def tiny() -> VideoSwin:
+    torch.manual_seed(0)
+    model = VideoSwin(**TINY).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=1.0)  # logits well away from zero, so relative checks mean something
+    return model
+
+
+def test_auto_chooses_among_installed_runtimes_on_the_cpu_in_fp32_only(monkeypatch):
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
+    assert runtime.candidate_runtimes("cpu", "fp32") == ["torch", "onnxruntime"]
+    assert runtime.candidate_runtimes("meta", "fp32") == ["torch"]
+    assert runtime.candidate_runtimes("cpu", "bf16") == ["torch"]
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
+    run = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP)  # nothing to measure, no cache needed
+    assert run.runtime == "torch"
+
+
+def test_auto_keeps_the_fastest_and_remembers_it(tmp_path, monkeypatch):
+    # Two fake runtimes: "slow" burns CPU time, "fast" does not; auto must measure and keep "fast",
+    # then reuse the remembered choice without building the others.
+    def busy(seconds):
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    built = []
+
+    def runner(name, model, clip_shape, batch, cache_dir, threads):
+        built.append(name)
+        return runtime._named(lambda x: busy(0.02 if name == "torch" else 0.0), name)
+
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
+    monkeypatch.setattr(runtime, "check_runtime", lambda *a: "auto")
+    monkeypatch.setattr(runtime, "_runner", runner)
+    first = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP, cache_dir=tmp_path)
+    assert first.runtime == "onnxruntime" and sorted(built) == ["onnxruntime", "torch"]
+    assert list(runtime._read_choices(tmp_path).values()) == ["onnxruntime"]
+    built.clear()
+    again = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP, cache_dir=tmp_path)
+    assert again.runtime == "onnxruntime" and built == ["onnxruntime"]  # remembered: nothing measured
+
+
+def test_forcing_a_runtime_that_cannot_run_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
+        runtime.check_runtime("tensorrt")
+    with pytest.raises(ConfigError, match="openvino is not installed") as info:
+        runtime.check_runtime("openvino")
+    assert "pip install" in info.value.hint
+    with pytest.raises(ConfigError, match="fp32 files only"):
+        runtime.check_runtime("onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match="CPU only"):
+        runtime.check_runtime("onnxruntime", device="meta")
+    assert runtime.check_runtime("torch", precision="bf16") == "torch"
+    with pytest.raises(ConfigError, match="needs a cache folder"):
+        runtime.load_runtime(tiny(), "onnxruntime", clip_shape=CLIP)
+
+
+def test_available_runtimes_follow_the_installed_packages():
+    import importlib.util
+
+    found = runtime.available_runtimes()
+    assert found[0] == "torch"
+    exportable = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
+    for name in ("onnxruntime", "openvino"):
+        assert (name in found) == (exportable and importlib.util.find_spec(name) is not None)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_every_installed_runtime_agrees_with_pytorch(tmp_path, name):
+    if name not in runtime.available_runtimes():
+        pytest.skip(f"{name} is not installed (pip install 'vswin[cpu]')")
+    model = tiny()
+    run = runtime.load_runtime(model, name, clip_shape=CLIP, batch=3, cache_dir=tmp_path)
+    assert run.runtime == name
+    x = torch.randn(3, 3, *CLIP)
+    with torch.inference_mode():
+        expected = model(x)
+        full, partial = run(x), run(x[:2])  # a short batch is padded and cut back
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(full, expected, rtol=1e-4, atol=1e-4 * scale)
+    torch.testing.assert_close(partial, expected[:2], rtol=1e-4, atol=1e-4 * scale)
+    assert torch.equal(full.argmax(1), expected.argmax(1))
+    if name != "torch":
+        with pytest.raises(ValueError, match="built for up to 3 clips"):
+            run(torch.randn(4, 3, *CLIP))
+
+
+def test_the_exported_file_is_cached_and_reused(tmp_path, monkeypatch):
+    if "onnxruntime" not in runtime.available_runtimes():
+        pytest.skip("onnxruntime is not installed (pip install 'vswin[cpu]')")
+    from vswin_cli import export
+
+    model = tiny()
+    runtime.load_runtime(model, "onnxruntime", clip_shape=CLIP, cache_dir=tmp_path)
+    (first,) = tmp_path.glob("*.onnx")
+    calls = []
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: calls.append(a))
+    runtime.load_runtime(model, "onnxruntime", clip_shape=CLIP, cache_dir=tmp_path)
+    assert calls == []  # paid once
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # other weights: another file
+    with pytest.raises(Exception):
+        runtime.load_runtime(model, "onnxruntime", clip_shape=CLIP, cache_dir=tmp_path)
+    assert len(calls) == 1 and calls[0][1] != first
+
+
+def test_tune_allocator_applies_on_glibc_only():
+    import platform
+    import sys
+
+    applied = runtime.tune_allocator()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert applied == glibc
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_follows_native_bf16(monkeypatch, native):
+    from models import kernels
+
+    monkeypatch.setattr(kernels, "cpu_has_native_bf16", lambda: native)
+    assert runtime.cpu_precision("auto") == ("bf16" if native else "fp32", None)
+    assert runtime.cpu_precision("fp32") == ("fp32", None)
+    precision, warning = runtime.cpu_precision("bf16")
+    assert precision == "bf16"
+    if native:
+        assert warning is None
+    else:
+        assert "11x slower than fp32" in warning and "--precision fp32" in warning

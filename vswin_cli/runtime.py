@@ -1,0 +1,313 @@
+"""Which engine runs the network on the CPU: ours (PyTorch eager), ONNX Runtime or OpenVINO.
+
+    from vswin_cli.runtime import available_runtimes, load_runtime, tune_allocator
+    tune_allocator()                                  # once, at start-up (glibc only; no-op elsewhere)
+    precision, warning = cpu_precision("auto")        # --precision on the CPU: bf16 only where native
+    run = load_runtime(model, "auto", clip_shape=(32, 224, 224), batch=8, cache_dir=cache)  # + --runtime
+    logits = run(views)                               # float32 (B, 3, T, H, W) -> (B, K), B <= batch
+
+`load_runtime` returns a callable with the contract of `model(views)` in fp32 inference. ONNX Runtime
+and OpenVINO need a file for a fixed input shape: it is exported once (`vswin_cli.export`, verified
+against PyTorch) into `cache_dir`, named by a hash of the weights, the shape and the library versions,
+and reused on later runs. A call with fewer clips than the file's batch is padded with zeros (each
+clip's logits do not depend on the others) and the padding cut from the result.
+
+"auto" measures: the first time a model, clip shape and batch meet this CPU it times each installed
+runtime (interleaved, CPU seconds of the process, the best of a few forwards) and keeps the fastest;
+the choice is remembered in `cache_dir/runtimes.json`, so later runs pay nothing. A fixed order would
+be wrong somewhere: on an AVX2-only Zen 3 ONNX Runtime is 1.23x faster than PyTorch for Swin-T fp32
+(issue 16); on an AVX-512/AMX Xeon OpenVINO is 1.35x and ONNX Runtime 0.75x PyTorch's speed
+(docs/benchmarks.md). On CUDA, or for any
+precision other than fp32, it is always "torch".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from vswin_cli.errors import ConfigError
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+# Forwards per runtime when "auto" measures (after one untimed warm-up each); the best is kept.
+PROBE_RUNS = 2
+# glibc mallopt parameters (malloc.h): keep activation buffers mapped between forwards.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_ALLOCATOR_BYTES = 1 << 30
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes usable here: "torch" always; "onnxruntime" and "openvino" when their packages and
+    the export packages (onnx, onnxscript) are installed (`pip install 'vswin[cpu]'`)."""
+    found = ["torch"]
+    exportable = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
+    for name in ("onnxruntime", "openvino"):
+        if exportable and importlib.util.find_spec(name) is not None:
+            found.append(name)
+    return found
+
+
+def candidate_runtimes(device: str | torch.device = "cpu", precision: str = "fp32") -> list[str]:
+    """The runtimes "auto" chooses among: all installed ones on the CPU in fp32, else only "torch"."""
+    if torch.device(device).type != "cpu" or precision != "fp32":
+        return ["torch"]
+    return available_runtimes()
+
+
+def check_runtime(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str:
+    """Validate a `--runtime` value against what is installed, the device and the precision.
+
+    Raises:
+        ConfigError: an unknown name, a runtime that is not installed, or one that cannot run this
+            device/precision (the exported runtimes are CPU and fp32 only).
+    """
+    if name != "auto" and name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}", f"use auto or one of {', '.join(RUNTIMES)}")
+    if name in ("auto", "torch"):
+        return name
+    if name not in available_runtimes():
+        raise ConfigError(f"runtime {name} is not installed", "pip install 'vswin[cpu]' (onnx, onnxscript, onnxruntime)"
+                          if name == "onnxruntime" else "pip install openvino onnx onnxscript")  # fmt: skip
+    if torch.device(device).type != "cpu":
+        raise ConfigError(f"runtime {name} runs on the CPU only", "use --runtime torch (or auto) with --device cuda")
+    if precision != "fp32":
+        raise ConfigError(f"runtime {name} runs fp32 files only, not {precision}", "use --precision fp32")
+    return name
+
+
+# Issue 16, AVX2-only Zen 3, Swin-T view: emulated bf16 26.7 s against 2.4 s in fp32.
+BF16_EMULATED_COST = "about 11x slower than fp32"
+
+
+def cpu_precision(requested: str = "auto") -> tuple[str, str | None]:
+    """The precision to run on this CPU, and a warning to show (or None).
+
+    "auto" is "bf16" only where the CPU computes bf16 natively (`models.kernels.cpu_has_native_bf16()`:
+    AVX512_BF16/AMX on x86, bf16 on Arm), else "fp32". An explicit "bf16" (or "fp16") on a CPU without
+    native support is kept, with a warning naming the measured cost.
+
+    Args:
+        requested: "auto", "fp32", "bf16" or "fp16" (as `--precision`).
+
+    Returns:
+        (precision, warning or None).
+    """
+    from models.kernels import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    if requested == "auto":
+        return ("bf16" if native else "fp32"), None
+    if requested in ("bf16", "fp16") and not native:
+        return requested, (
+            f"this CPU has no native bf16/fp16 (no AVX512_BF16/AMX): {requested} is emulated, {BF16_EMULATED_COST}; "
+            "use --precision fp32 (or auto)"
+        )
+    return requested, None
+
+
+def load_runtime(
+    model: torch.nn.Module,
+    name: str = "auto",
+    clip_shape: tuple[int, int, int] = (32, 224, 224),
+    batch: int = 1,
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable that runs `model` on the chosen runtime.
+
+    Args:
+        model: a `VideoSwin` in eval mode (its device decides: CUDA models always run on "torch").
+        name: "auto" (the fastest installed, measured once per CPU, model and shape; see the module
+            docstring) or "torch", "onnxruntime", "openvino" (checked by `check_runtime`).
+        clip_shape: (T, H, W) of every clip the callable will get (exported runtimes are fixed-shape).
+        batch: the most clips per call.
+        precision: "fp32" (any runtime) or "bf16"/"fp16" (torch only; the caller's autocast applies).
+        cache_dir: where exported files and `runtimes.json` (the measured choices) are kept; needed
+            unless the runtime is "torch". E.g. `<vswin cache>/exported`.
+        threads: intra-op threads for ONNX Runtime/OpenVINO (default: torch.get_num_threads()).
+
+    Returns:
+        `run(views) -> logits`: float32 (B, 3, T, H, W) on the model's device with B <= batch ->
+        (B, num_classes) float32 on the same device. `run.runtime` names the runtime used.
+
+    Raises:
+        ConfigError: see `check_runtime`; a missing `cache_dir`.
+        vswin_cli.export.ExportError: the export failed or did not reproduce PyTorch's logits.
+    """
+    device = next(model.parameters()).device
+    check_runtime(name, device, precision)
+    candidates = candidate_runtimes(device, precision) if name == "auto" else [name]
+    if candidates == ["torch"]:
+        return _named(lambda views: model(views), "torch")
+    if cache_dir is None:
+        raise ConfigError(f"runtime {name} needs a cache folder for the exported file")
+    cache_dir = Path(cache_dir)
+    if len(candidates) > 1:
+        key = _choice_key(model, clip_shape, batch, threads)
+        remembered = _read_choices(cache_dir).get(key)
+        if remembered in candidates:
+            candidates = [remembered]
+    runners = {r: _runner(r, model, clip_shape, batch, cache_dir, threads) for r in candidates}
+    if len(runners) == 1:
+        return next(iter(runners.values()))
+    fastest = _fastest(runners, torch.randn(batch, 3, *clip_shape))
+    _write_choice(cache_dir, key, fastest)
+    return runners[fastest]
+
+
+def _runner(name: str, model: torch.nn.Module, clip_shape, batch: int, cache_dir: Path, threads: int | None):
+    if name == "torch":
+        return _named(lambda views: model(views), "torch")
+    path = _exported_file(model, clip_shape, batch, cache_dir)
+    threads = threads or torch.get_num_threads()
+    infer = _onnxruntime_session(path, threads) if name == "onnxruntime" else _openvino_model(path, threads)
+    num_classes = model.config.num_classes
+    expected = (3, *clip_shape)
+
+    def run(views: torch.Tensor) -> torch.Tensor:
+        if tuple(views.shape[1:]) != expected or views.shape[0] > batch:
+            raise ValueError(f"the {name} runtime was built for up to {batch} clips of {expected}, got {tuple(views.shape)}")
+        n = views.shape[0]
+        x = views.detach().float().cpu()
+        if n < batch:
+            x = torch.cat([x, x.new_zeros(batch - n, *expected)])
+        return torch.from_numpy(infer(x.contiguous().numpy()))[:n].view(n, num_classes).to(views.device)
+
+    return _named(run, name)
+
+
+def _fastest(runners: dict, x: torch.Tensor) -> str:
+    """The runtime with the least process CPU time per forward (best of `PROBE_RUNS`, interleaved):
+    CPU time moves much less than wall time with other load on a shared machine."""
+    best = {name: float("inf") for name in runners}
+    with torch.inference_mode():
+        for round_ in range(PROBE_RUNS + 1):
+            for name, run in runners.items():
+                start = time.process_time()
+                run(x)
+                if round_:  # the first round warms up (allocations, lazy initialisation)
+                    best[name] = min(best[name], time.process_time() - start)
+    return min(best, key=best.get)
+
+
+def _choice_key(model: torch.nn.Module, clip_shape, batch: int, threads: int | None) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    config = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    parts = [cpu, str(threads or torch.get_num_threads()), config, repr(tuple(clip_shape)), str(batch),
+             ",".join(available_runtimes()), torch.__version__]  # fmt: skip
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _read_choices(cache_dir: Path) -> dict:
+    try:
+        return json.loads((cache_dir / "runtimes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_choice(cache_dir: Path, key: str, runtime: str) -> None:
+    choices = {**_read_choices(cache_dir), key: runtime}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".runtimes.json.{os.getpid()}"
+    tmp.write_text(json.dumps(choices, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, cache_dir / "runtimes.json")
+
+
+def tune_allocator(keep_bytes: int = _ALLOCATOR_BYTES) -> bool:
+    """Keep freed activation buffers in the process between forwards (glibc only).
+
+    With glibc's defaults every CPU forward returns its large activation buffers to the kernel (each is
+    its own mmap) and faults them back in: 146,000-195,000 minor page faults and 0.34-0.47 s of kernel
+    time per Swin-T fp32 view here. Raising the mmap threshold is not enough (glibc caps it at 32 MiB;
+    42,000-52,000 faults remain), so this serves large blocks from the heap instead (`M_MMAP_MAX = 0`)
+    and keeps up to `keep_bytes` of freed heap (`M_TRIM_THRESHOLD`): 0 faults and 0.00-0.03 s of kernel
+    time per view from the third forward, the same peak memory (docs/benchmarks.md). Call once at
+    start-up, before the model is built.
+
+    Returns:
+        True if the settings were applied (Linux with glibc), else False.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    keep_bytes = min(int(keep_bytes), 2**31 - 1)
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))
+
+
+def _named(fn, runtime: str):
+    fn.runtime = runtime
+    return fn
+
+
+def _exported_file(model: torch.nn.Module, clip_shape, batch: int, cache_dir: Path) -> Path:
+    """The cached .onnx of these weights and this input shape, exported (and verified) on first use."""
+    from vswin_cli import export
+
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    versions = [torch.__version__] + [_version_of(m) for m in ("onnx", "onnxscript")]
+    digest.update(repr((tuple(clip_shape), batch, versions)).encode())
+    path = cache_dir / f"vswin-{digest.hexdigest()[:16]}-{batch}x{'x'.join(map(str, clip_shape))}.onnx"
+    if not path.is_file():
+        export.export_onnx(model, path, tuple(clip_shape), batch, verify=importlib.util.find_spec("onnxruntime") is not None)
+    return path
+
+
+def _version_of(module: str) -> str:
+    try:
+        return importlib.import_module(module).__version__
+    except (ImportError, AttributeError):
+        return "-"
+
+
+def _onnxruntime_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: constant-folding notes are not for users
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (input_name,) = [i.name for i in session.get_inputs()]
+    return lambda x: session.run(None, {input_name: x})[0]
+
+
+def _openvino_model(path: Path, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = core.compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[compiled.output(0)].copy()
+
