@@ -101,14 +101,16 @@ def relative_position_index(window: Size3, device=None) -> torch.Tensor:
     return dd * (2 * wh - 1) * (2 * ww - 1) + dh * (2 * ww - 1) + dw
 
 
-def build_shift_mask(padded: Size3, window: Size3, shift: Size3, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Additive mask of a shifted-window stage: 0 within a region, -100 across regions.
+def shift_regions(padded: Size3, window: Size3, shift: Size3, device=None) -> torch.Tensor:
+    """Region label of every token of every window of a shifted stage (tokens of different regions must
+    not attend to each other).
 
     Along each axis positions [0, P) fall into bands [0, P-w), [P-w, P-s), [P-s, P) (one band when
-    the shift is 0); a token's region is its band triple. Tokens are then partitioned like the map.
+    the shift is 0); a token's label is its band triple d*9 + h*3 + w. Tokens are then partitioned like
+    the map (`window_partition` order).
 
     Returns:
-        (num_windows, N, N) in `dtype`, N = window volume.
+        int32 (num_windows, N), N = window volume.
     """
 
     def bands(size: int, win: int, sh: int) -> torch.Tensor:
@@ -119,7 +121,16 @@ def build_shift_mask(padded: Size3, window: Size3, shift: Size3, dtype=torch.flo
 
     d, h, w = (bands(p, win, sh) for p, win, sh in zip(padded, window, shift))
     region = d[:, None, None] * 9 + h[None, :, None] * 3 + w[None, None, :]  # (D, H, W)
-    region = window_partition(region[None, ..., None], window).squeeze(-1)  # (num_windows, N)
+    return window_partition(region[None, ..., None], window).squeeze(-1).to(torch.int32)  # (num_windows, N)
+
+
+def build_shift_mask(padded: Size3, window: Size3, shift: Size3, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Additive mask of a shifted-window stage: 0 within a region, -100 across regions (`shift_regions`).
+
+    Returns:
+        (num_windows, N, N) in `dtype`, N = window volume.
+    """
+    region = shift_regions(padded, window, shift, device)  # (num_windows, N)
     different = region[:, :, None] != region[:, None, :]
     return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill_(different, MASK_VALUE)
 

@@ -44,6 +44,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from models.attention import shift_regions  # noqa: F401  (re-exported: the labels flex_window_attention takes)
+
 try:  # PyTorch >= 2.5
     from torch.nn.attention.flex_attention import flex_attention as _flex_attention
 
@@ -90,38 +92,6 @@ def _flex_fn(compiled: bool):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
         _compiled_flex = torch.compile(_flex_attention, dynamic=False)
     return _compiled_flex
-
-
-def shift_regions(padded: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int],
-                  device=None) -> torch.Tensor:
-    """Region label of every token of every window in a shifted block (what `build_shift_mask` compares).
-
-    Along each axis positions [0, P) fall into bands [0, P-w), [P-w, P-s), [P-s, P) (one band when the
-    shift is 0); a token's label is its band triple d*9 + h*3 + w. Windows and tokens are ordered as
-    `window_partition` orders them (windows (d, h, w) row-major, tokens row-major inside).
-
-    Args:
-        padded: (D, H, W) padded map size, multiples of `window`.
-        window: (wd, wh, ww) effective window.
-        shift: (sd, sh, sw) effective shift.
-
-    Returns:
-        int32 (num_windows, N), N = wd*wh*ww. Two tokens of a window get -100 iff their labels differ.
-    """
-
-    def bands(size: int, win: int, sh: int) -> torch.Tensor:
-        pos = torch.arange(size, device=device)
-        if sh == 0:
-            return torch.zeros_like(pos)
-        return (pos >= size - win).long() + (pos >= size - sh).long()
-
-    d, h, w = (bands(p, win, sh) for p, win, sh in zip(padded, window, shift))
-    region = d[:, None, None] * 9 + h[None, :, None] * 3 + w[None, None, :]  # (D, H, W)
-    wd, wh, ww = window
-    dd, hh, wwn = (p // s for p, s in zip(padded, window))
-    region = region.view(dd, wd, hh, wh, wwn, ww)
-    # (nD, wd, nH, wh, nW, ww) -> (nD, nH, nW, wd, wh, ww) -> (num_windows, N)
-    return region.permute(0, 2, 4, 1, 3, 5).reshape(dd * hh * wwn, wd * wh * ww).to(torch.int32)
 
 
 def regions_from_shift_mask(shift_mask: torch.Tensor) -> torch.Tensor:

@@ -25,4 +25,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VSWIN_HOME", str(cache))
     monkeypatch.delenv("VSWIN_MIRROR", raising=False)
     monkeypatch.delenv("VSWIN_OFFLINE", raising=False)
+    # `--runtime auto` would export and time every tiny test model; runtime choice has its own tests
+    monkeypatch.setenv("VSWIN_RUNTIME", "torch")
     return cache

@@ -21,7 +21,7 @@ from models.flex import (
     use_flex,
     window_attention_forward,
 )
-from models.swin3d import build_shift_mask, relative_position_index, window_partition
+from models.attention import build_shift_mask, relative_position_index, window_partition
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.skipif(not flex.FLEX_AVAILABLE, reason="this PyTorch has no flex_attention")

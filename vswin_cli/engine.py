@@ -128,6 +128,7 @@ def train_one_epoch(
 
 def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSpec, class_names: list[str],
                   device: torch.device, *, max_views: int = 12, workers: int = 0, precision: str = "fp32",
+                  runtime: str = "torch", runtime_cache: str | None = None,
                   on_video=None) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Class probabilities of listed videos with the published test protocol, across ranks.
 
@@ -142,7 +143,8 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
         device: where the model lives.
         max_views: views per forward pass.
         workers: decoding processes.
-        precision: autocast precision.
+        precision: "fp32", "bf16" or "fp16" (see `inference.TagOptions`).
+        runtime, runtime_cache: the CPU runtime of the network (see `inference.TagOptions`).
         on_video: optional callable(index, probs | None, error | None) as each of this rank's videos is done.
 
     Returns:
@@ -155,7 +157,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
     mine = shard.take(range(len(entries)))
     net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     options = TagOptions(window_s=math.inf, batch_size=max_views, workers=workers, device=str(device),
-                         precision=precision, top_k=0)
+                         precision=precision, top_k=0, runtime=runtime, runtime_cache=runtime_cache)
     tagger = Tagger(net, class_names, "eval", spec, options)
     videos = [VideoInput(entries[i].path, str(i)) for i in mine]
     local = []
@@ -226,6 +228,8 @@ def evaluate_list(
     predictions: Path | None = None,
     resume: bool = False,
     progress=None,
+    runtime: str = "torch",
+    runtime_cache: str | None = None,
 ) -> EvalReport | None:
     """Evaluate `model` on listed videos with the test protocol `spec`; rank 0 gets the report.
 
@@ -265,7 +269,7 @@ def evaluate_list(
 
     try:
         scored = score_entries(model, todo, spec, class_names, device, max_views=max_views, workers=workers,
-                               precision=precision, on_video=on_video)
+                               precision=precision, runtime=runtime, runtime_cache=runtime_cache, on_video=on_video)
     except BaseException:
         if stream is not None:
             out.commit(final=False)  # keep PATH.part for --resume

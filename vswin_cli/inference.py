@@ -53,6 +53,9 @@ class TagOptions:
         fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
         backend: video decoding backend for `open_video`.
         verbose: let the decoders' own log lines through (FFmpeg's, decord's).
+        runtime: the CPU runtime of the network (`vswin_cli.runtime.load_runtime`: "torch", "auto",
+            "onnxruntime", "openvino"); CUDA and `features` always run torch.
+        runtime_cache: where exported files for the other runtimes are kept.
         resize_on_device: decode workers send full-size frames and the resize and crops run on the
             device (same integer arithmetic, same pixels); on a GPU this takes the costliest CPU step
             off the decode workers.
@@ -73,6 +76,8 @@ class TagOptions:
     backend: str = "auto"
     resize_on_device: bool = False
     verbose: bool = False
+    runtime: str = "torch"
+    runtime_cache: str | None = None
 
 
 @dataclass
@@ -153,9 +158,16 @@ class Tagger:
     def __init__(self, model: torch.nn.Module, labels: Sequence[str], model_name: str, spec: ClipSpec,
                  options: TagOptions):
         self.device = torch.device(options.device)
-        self.model = model.eval().to(self.device)
+        # On the CPU, bf16 runs a bf16 model (the oneDNN bf16 kernels); autocast is for CUDA.
+        self.cpu_dtype = torch.bfloat16 if self.device.type == "cpu" and options.precision == "bf16" else None
+        self.model = model.eval().to(self.device, dtype=self.cpu_dtype)
         self.labels, self.model_name, self.spec, self.options = list(labels), model_name, spec, options
         self._forward = self._forward_with_features if options.features else self.model
+        if options.runtime != "torch" and not options.features and self.device.type == "cpu":
+            from vswin_cli.runtime import load_runtime
+
+            self._forward = load_runtime(self.model, options.runtime, (spec.clip_len, spec.crop_size, spec.crop_size),
+                                         options.batch_size, options.precision, options.runtime_cache)
         if options.compile:
             self._forward = torch.compile(self._forward)
         self.num_views_computed = 0  # views run through the network (identical views count once)
@@ -312,7 +324,9 @@ class Tagger:
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
             x = normalize_views(frames[start:start + self.options.batch_size])
-            with autocast(self.device, self.options.precision):
+            if self.cpu_dtype is not None:
+                x = x.to(self.cpu_dtype)
+            with autocast(self.device, self.options.precision if self.cpu_dtype is None else "fp32"):
                 out = self._forward(x)
             if self.options.features:
                 logits.append(out[0].float())

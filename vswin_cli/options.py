@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli.errors import ConfigError
+from vswin_cli.errors import UsageError
 
 MODEL = "Model"
 VIEWS = "Segments and views"
@@ -47,22 +48,33 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or me
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More on stderr, including the video decoders' own log lines.", rich_help_panel=OUT)]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Decoding processes (0: decode in the main process). Default: CPU cores, at most 8.", rich_help_panel=RUN)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.", rich_help_panel=RUN)]
-PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)]
+PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, and on CPUs with native bf16 (AVX512_BF16/AMX); fp32 elsewhere.", rich_help_panel=RUN)]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", envvar="VSWIN_RUNTIME", help="CPU runtime of the network: auto (the fastest installed, measured once), torch, onnxruntime or openvino (pip install 'vswin[cpu]').", rich_help_panel=RUN)]
 
 
-def resolve_precision(precision: str | Precision, device) -> str:
-    """"auto" -> "bf16" on CUDA, "fp32" elsewhere; "fp16" is refused off CUDA (no fast fp16 on CPU).
+def resolve_precision(precision: str | Precision, device, cpu_native_bf16: bool = False) -> str:
+    """The autocast precision: "auto" -> "bf16" on CUDA; on the CPU "bf16" where the CPU computes bf16
+    natively and `cpu_native_bf16` asks for it (inference), else "fp32". "fp16" is refused off CUDA;
+    an explicit "bf16" on a CPU without native bf16 is kept, with a warning naming its cost.
 
     Args:
         precision: "auto", "fp32", "fp16" or "bf16" (or the enum).
         device: a device string ("cpu", "cuda:1") or `torch.device`.
+        cpu_native_bf16: let "auto" pick bf16 on a CPU with AVX512_BF16/AMX (tag, eval; not train).
     """
     value = Precision(precision).value
     on_cuda = str(device).startswith("cuda")
-    if value == "auto":
-        return "bf16" if on_cuda else "fp32"
     if value == "fp16" and not on_cuda:
-        raise ConfigError("--precision fp16 needs a CUDA device", hint="use --precision fp32 or bf16 on CPU")
+        raise UsageError("--precision fp16 needs a CUDA device", hint="use --precision fp32 or bf16 on CPU")
+    if on_cuda:
+        return "bf16" if value == "auto" else value
+    if value == "auto" and not cpu_native_bf16:
+        return "fp32"
+    from vswin_cli.runtime import cpu_precision
+
+    value, warning = cpu_precision(value)
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     return value
 
 

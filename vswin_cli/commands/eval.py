@@ -12,7 +12,7 @@ import typer
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
     OUT, RUN, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
-    PrecisionOpt, QuietOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers, resolve_precision,
+    PrecisionOpt, QuietOpt, RuntimeOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers, resolve_precision,
 )
 
 
@@ -31,6 +31,7 @@ def eval(  # noqa: A001 (the command's name)
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Deprecated, no effect: videos now stream through the same engine as `tag` (use --max-views).", rich_help_panel=RUN, show_default=False)] = None,
     max_views: Annotated[int, typer.Option(min=1, help="Views per forward pass (memory).", rich_help_panel=RUN)] = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.
 
@@ -45,6 +46,7 @@ def eval(  # noqa: A001 (the command's name)
 
       torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
+    from vswin_cli.cache import cache_dir
     from vswin_cli.datasets import parse_list
     from vswin_cli.distributed import setup_device
     from vswin_cli.engine import evaluate_list, select_entries
@@ -52,6 +54,7 @@ def eval(  # noqa: A001 (the command's name)
     from vswin_cli.outputs import check_output, write_output
     from vswin_cli.protocol import PROTOCOLS, ClipSpec, parse_views
     from vswin_cli.resolve import resolve_model
+    from vswin_cli.runtime import check_runtime, tune_allocator
 
     if resume and predictions is None:
         raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
@@ -59,6 +62,9 @@ def eval(  # noqa: A001 (the command's name)
     for path in (output, per_class, predictions):
         check_output(str(path) if path is not None else "-")
     run_device, rank, _world = setup_device(device)
+    run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
+    check_runtime(runtime, run_device, run_precision)
+    tune_allocator()
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet and rank == 0)
     spec = ClipSpec.for_views(resolved.protocol, views, clip_len=clip_len, frame_interval=frame_interval, crop_size=crop_size)
     entries = select_entries(parse_list(dataset, data_root, resolved.labels), limit, shuffle_seed)
@@ -67,8 +73,8 @@ def eval(  # noqa: A001 (the command's name)
         f"{spec.clip_len} frames on {run_device}")
     report = evaluate_list(
         resolved.model, entries, spec, resolved.labels, run_device, max_views=max_views,
-        workers=default_workers() if workers is None else workers, precision=resolve_precision(precision, run_device),
-        predictions=predictions, resume=resume,
+        workers=default_workers() if workers is None else workers, precision=run_precision,
+        predictions=predictions, resume=resume, runtime=runtime, runtime_cache=str(cache_dir() / "exported"),
         progress=(lambda done, total: say(f"  {done}/{total} videos") if done % 100 == 0 or done == total else None),
     )
     if report is None:  # not rank 0

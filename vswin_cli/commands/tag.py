@@ -15,7 +15,7 @@ from vswin_cli.inputs import find_videos, read_path_list
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
     OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
-    PrecisionOpt, Precision, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers,
+    PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers,
     resolve_precision,
 )
 
@@ -48,6 +48,7 @@ def tag(
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Views per forward pass (across segments and videos).", rich_help_panel=RUN)] = 8,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
+    runtime: RuntimeOpt = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster after).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
@@ -64,7 +65,9 @@ def tag(
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
+    from vswin_cli.cache import cache_dir
     from vswin_cli.decode import set_decoder_logging
+    from vswin_cli.runtime import check_runtime, tune_allocator
     from vswin_cli.distributed import current_shard, resolve_device
     from vswin_cli.inference import TagOptions, Tagger
     from vswin_cli.outputs import check_output, run_tag
@@ -81,15 +84,19 @@ def tag(
                          or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
     check_output(output)
     shard, run_device = current_shard(), resolve_device(device)
+    run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
+    check_runtime(runtime, run_device, run_precision)
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
+    tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
     spec = ClipSpec.for_views(resolved.protocol, views, clips=clips, crops=crops, clip_len=clip_len,
                               frame_interval=frame_interval, crop_size=crop_size)
     options = TagOptions(
         window_s=window, stride_s=stride, batch_size=batch_size, workers=default_workers() if workers is None else workers,
-        device=str(run_device), precision=resolve_precision(precision, run_device), compile=compile_model, top_k=top_k,
+        device=str(run_device), precision=run_precision, compile=compile_model, top_k=top_k,
         threshold=threshold, merge=merge, features=features, fast_decode=fast_decode, backend=Backend(backend).value,
-        resize_on_device=run_device.type == "cuda", verbose=verbose,
+        resize_on_device=run_device.type == "cuda", verbose=verbose, runtime=runtime,
+        runtime_cache=str(cache_dir() / "exported"),
     )
     tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
