@@ -26,7 +26,7 @@ real = segments.segment_views
 def patched(pos, video, *args):
     count = 0
     for item in real(pos, video, *args):
-        if video.key == os.environ["HANG_VIDEO"] and count >= int(os.environ.get("HANG_AFTER", "0")):
+        if os.path.basename(video.key) == os.environ["HANG_VIDEO"] and count >= int(os.environ.get("HANG_AFTER", "0")):
             if os.environ.get("HANG_ACTION") == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(600)
