@@ -23,6 +23,10 @@ from vswin_cli.errors import VideoDecodeError
 from vswin_cli.transforms import resize_short_side, resized_size, three_crop_offsets
 from vswin_cli.video import clip_indices, sample_test_views, views_from_reader
 
+pytestmark = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"../shared is not beside the repository (looked for {SHARED}); golden data unavailable"
+)
+
 TOLERANCE_MAX = 0.053  # 3 grey levels / std
 TOLERANCE_MEAN = 0.01
 # Documented decoder differences (fixtures/pipeline/README.txt): mean |diff| of 1-3.5 grey levels.

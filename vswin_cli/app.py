@@ -18,6 +18,8 @@ import typer
 import typer.core
 
 from vswin_cli import __version__
+from vswin_cli.commands import cache as cache_command
+from vswin_cli.commands import env as env_command
 from vswin_cli.commands import eval as eval_command
 from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import report as report_command
@@ -77,6 +79,8 @@ app.command("fetch")(fetch_command.fetch)
 app.command("models")(fetch_command.models)
 app.command("report")(report_command.report)
 app.command("annotate")(report_command.annotate)
+app.add_typer(cache_command.app, name="cache")
+app.command("env")(env_command.env)
 
 
 def main() -> None:
