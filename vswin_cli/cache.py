@@ -226,9 +226,13 @@ def _offline_error(*files: _CachedFile) -> OfflineError:
     return OfflineError(
         f"offline mode (VSWIN_OFFLINE=1 or `vswin fetch --offline`) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
         f"download {' and '.join(f.url for f in files)} on a machine with internet, copy "
-        f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `{files[0].fetch_hint} --from {source}` "
+        f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `vswin fetch {_entry_name(files[0])} --from {source}` "
         "(or unset VSWIN_OFFLINE to fetch)",
     )
+
+
+def _entry_name(file: _CachedFile) -> str:
+    return file.fetch_hint.removeprefix("vswin fetch ")
 
 
 # ---------------------------------------------------------------------------------------- public API
