@@ -63,14 +63,16 @@ def fetch(
             raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
         for path in cache.import_file(names[0], from_path):
             typer.echo(path)
-        missing = cache.missing_entry_files(names[0])
-        if missing:  # e.g. a folder with the label map only: the entry is still unusable offline
+        missing = dict(cache.missing_entry_files(names[0]))
+        entry = zoo.get_entry(names[0])
+        if entry.filename in missing:  # e.g. a folder with the label map only: the entry is still unusable
             raise OfflineError(
-                f"{from_path}: {' and '.join(name for name, _ in missing)} of {names[0]} "
-                f"{'is' if len(missing) == 1 else 'are'} still not in the cache",
-                f"download {' and '.join(url for _, url in missing)} and run `vswin fetch {names[0]} --from FILE` "
-                "with it (or a folder holding it)",
+                f"{from_path}: {entry.filename} is not there, so {names[0]}'s checkpoint is still not in the cache",
+                f"download {entry.url} and run `vswin fetch {names[0]} --from FILE` with it (or a folder holding it)",
             )
+        for filename, url in missing.items() if not quiet else ():  # one file at a time is fine: say what is left
+            typer.echo(f"note: {filename} is not in the cache yet; import it too (from {url}), or let the next "
+                       "online run fetch it", err=True)
     else:
         _fetch_each(names, mirror, offline=True if offline else None, progress=not quiet)
 
