@@ -322,9 +322,11 @@ class StepProgress:
             sys.stderr.flush()
 
     def end_epoch(self) -> None:
-        if self.bar is not None:
-            self.bar.close() if self.style == "tqdm" else self.bar.stop()
-            self.bar = None
+        if self.style == "tqdm":
+            self.bar.close()
+        elif self.style == "rich":
+            self.bar.stop()
+        self.bar = None
 
 
 def _clock(seconds: float) -> str:
