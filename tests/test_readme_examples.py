@@ -137,3 +137,18 @@ def test_the_main_job_offline_gives_the_documented_error(tmp_path, monkeypatch):
     assert f"Hint: download {zoo.PRETRAINED[model].url}" in result.stderr
     assert f"`vswin fetch {model} --from FOLDER`" in result.stderr  # the README's own import command
     assert f"vswin fetch {model} --from" in README
+
+
+@pytest.mark.slow
+def test_the_video_input_python_example_runs(tmp_path, monkeypatch):
+    """The README's `sample_test_views` block, on a generated clip.mp4: the shape it documents."""
+    from test_tag_cli import make_video
+
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "sample_test_views" in b)
+    monkeypatch.chdir(tmp_path)
+    make_video(tmp_path / "clip.mp4", 80, height=240, width=320)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the README's own example)
+    documented = re.search(r"views\.shape\s+# \(([\d, ]+)\)", block).group(1)
+    assert tuple(namespace["views"].shape) == tuple(int(n) for n in documented.split(","))
+    assert len(namespace["frame_indices"].reshape(-1)) == 4 * 32
