@@ -90,6 +90,7 @@ def test_an_output_in_an_unwritable_place_is_an_error_not_a_traceback(tiny):
 
 
 def test_a_missing_output_folder_is_reported_before_the_model(offline, tmp_path):
+    make_video(tmp_path / "a.mp4", 8)
     assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400", "-o", tmp_path / "no" / "x.jsonl"), 1, "does not exist")
 
 
@@ -139,10 +140,8 @@ def test_a_missing_input_folder_is_reported_before_the_model(offline, tmp_path):
     assert result.exit_code != 0 and "no-such-folder" in result.stderr and "offline" not in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="commands/tag.py: an empty folder is tagged (0 videos, exit 0) after the model")
 def test_an_empty_folder_is_reported_before_the_model(offline, tmp_path):
-    result = invoke("tag", tmp_path, "-m", "swin-t-k400")
-    assert result.exit_code != 0 and "no video" in result.stderr and "offline" not in result.stderr
+    assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400"), 1, "no video")  # not the offline error
 
 
 # --- 6. failed: lines stay whole ----------------------------------------------------------------------------
