@@ -105,7 +105,9 @@ def test_counts_indices_and_geometry(readers, name):
 
 
 @pytest.mark.parametrize(
-    "protocol, name", [("sthv2", name) for name in OK_FILES] + [("k400", name) for name in K400_FILES]
+    "protocol, name",
+    [("sthv2", name) for name in OK_FILES]
+    + [pytest.param("k400", name, marks=pytest.mark.slow) for name in K400_FILES],  # 12 views each
 )
 def test_views_match_golden(readers, protocol, name):
     record = _record(name, protocol)
@@ -134,6 +136,7 @@ def test_full_tensor_demo_sthv2():
     assert diff.max() <= TOLERANCE_MAX and diff.mean() < TOLERANCE_MEAN
 
 
+@pytest.mark.slow
 def test_full_tensor_pancake_k400_views_0_5_10():
     indices, views = sample_test_views(shared_path("videos", "flipping_a_pancake.mkv"), "k400")
     golden = torch.load(shared_path("fixtures", "pipeline", "flipping_a_pancake.mkv",
