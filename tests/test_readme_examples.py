@@ -93,7 +93,14 @@ def test_every_example_parses(line, env, args):
         return
     if not path or "--help" in rest:  # `vswin --help` / `--version` exit from the parser: run below instead
         return
-    ctx = command.make_context(" ".join(["vswin", *path]), list(rest))  # raises a UsageError on drift
+    try:
+        ctx = command.make_context(" ".join(["vswin", *path]), list(rest))  # raises a UsageError on drift
+    except Exception as err:
+        # A path option that must exist (`--videos ./clips`): the option and its type are right; the example's
+        # files are the reader's own.
+        if type(err).__name__ == "BadParameter" and "does not exist" in str(err):
+            return
+        raise
     assert ctx.params is not None
 
 
