@@ -242,7 +242,7 @@ def cpu_tags(tiny_model):
 
 @pytest.mark.parametrize(
     "device, precision",
-    [("cpu", "bf16"), ("cpu", "fp32"), pytest.param(*CUDA.values, "fp32", marks=CUDA.marks),
+    [pytest.param("cpu", "bf16", marks=pytest.mark.slow), ("cpu", "fp32"), pytest.param(*CUDA.values, "fp32", marks=CUDA.marks),
      pytest.param(*CUDA.values, "auto", marks=CUDA.marks)],
 )
 def test_tag_gives_the_cpu_top_labels(tiny_model, cpu_tags, device, precision):

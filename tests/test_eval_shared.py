@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -14,6 +15,7 @@ from models import VideoSwin, get_config, save_checkpoint
 from vswin_cli.app import app
 
 
+@pytest.mark.slow
 def test_eval_on_the_shared_videos_reports_failures_and_completes(tmp_path):
     videos = shared_path("videos")
     catalogue = json.loads((videos / "catalogue.json").read_text())["files"]

@@ -94,7 +94,7 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(tiny, folder, tmp_pa
         first.wait()
 
 
-@pytest.mark.parametrize("hang_video", ["1.mp4", "3.mp4"])
+@pytest.mark.parametrize("hang_video", [pytest.param("1.mp4", marks=pytest.mark.slow), "3.mp4"])
 def test_resume_after_a_kill_past_a_failed_video_keeps_input_order(tiny, folder, tmp_path, hang_video):
     full = run([str(folder), *tiny, *ARGS, "-o", str(tmp_path / "full.jsonl")])
     assert full.exit_code == 1  # 0_bad.mp4
@@ -151,7 +151,7 @@ def test_segments_are_streamed_before_the_video_ends(tiny, long_video):
         proc.wait()
 
 
-@pytest.mark.parametrize("kill_after", [1, 6, 11])
+@pytest.mark.parametrize("kill_after", [pytest.param(1, marks=pytest.mark.slow), 6, pytest.param(11, marks=pytest.mark.slow)])
 def test_resume_inside_a_long_video_gives_the_uninterrupted_output(tiny, long_video, tmp_path, kill_after):
     full = run([str(long_video), *tiny, *ARGS, "-o", str(tmp_path / "full.jsonl")])
     assert full.exit_code == 0, full.stderr

@@ -51,6 +51,7 @@ def _wait_for_videos(part, count: int, proc, timeout: float = 120.0) -> None:
     raise AssertionError(f"{part} did not get {count} videos in {timeout} s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_resume_after_a_killed_run_gives_the_uninterrupted_output(tiny, folder, tmp_path, how):
     args = [str(folder), *tiny, "--batch-size", "1", "--top-k", "2", "--merge"]

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import shared_path
 from test_fetch import NAME, zoo  # noqa: F401  (zoo is a fixture)
 from test_tag_cli import by_record, jsonl, make_video, run
 
 
+@pytest.mark.slow
 def test_zoo_model_by_name_uses_its_labels_and_published_views(zoo, tmp_path):  # noqa: F811
     make_video(tmp_path / "v.mp4", 64)
     args = [str(tmp_path / "v.mp4"), "--model", NAME, "--crop-size", "32", "--workers", "0", "--top-k", "3"]

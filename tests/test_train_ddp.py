@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from test_train_data import make_motion_dataset
@@ -16,6 +17,8 @@ from vswin_cli.train import train
 
 NO_DROPOUT = dict(patch_size=[2, 4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 4, 4],
                   drop_path_rate=0.0, head_dropout=0.0, num_classes=4)
+
+pytestmark = pytest.mark.slow  # two torchrun processes train and evaluate
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:

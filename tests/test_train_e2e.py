@@ -15,6 +15,8 @@ from vswin_cli.app import app
 
 TINY = dict(patch_size=[2, 4, 4], embed_dim=48, depths=[1, 1], num_heads=[1, 2], window_size=[2, 4, 4],
             drop_path_rate=0.0, head_dropout=0.0, num_classes=4)
+pytestmark = pytest.mark.slow  # trains 8 epochs; the default run trains in test_train_resume and test_first_ten_minutes
+
 CLIP = ["--clip-len", "8", "--frame-interval", "1", "--crop-size", "32"]
 
 

@@ -70,6 +70,7 @@ def uninterrupted(data, tmp_path_factory):
     return out, rows
 
 
+@pytest.mark.slow
 def test_stop_then_resume_from_the_cli_equals_an_uninterrupted_run(data, uninterrupted, tmp_path):
     full_dir, full_rows = uninterrupted
     cfg = config(data, tmp_path / "run")
@@ -86,6 +87,7 @@ def test_stop_then_resume_from_the_cli_equals_an_uninterrupted_run(data, uninter
         assert mine["val_top1"] == theirs["val_top1"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(data, uninterrupted, tmp_path):
     """SIGKILL a real `vswin train` process once it has written an epoch, then --resume (with 2 workers:
     the augmentation does not depend on how many decoding processes there are)."""

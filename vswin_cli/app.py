@@ -18,6 +18,8 @@ import typer
 import typer.core
 
 from vswin_cli import __version__
+from vswin_cli.commands import cache as cache_command
+from vswin_cli.commands import env as env_command
 from vswin_cli.commands import eval as eval_command
 from vswin_cli.commands import export as export_command
 from vswin_cli.commands import fetch as fetch_command
@@ -79,6 +81,8 @@ app.command("models")(fetch_command.models)
 app.command("report")(report_command.report)
 app.command("annotate")(report_command.annotate)
 app.command("export")(export_command.export)
+app.add_typer(cache_command.app, name="cache")
+app.command("env")(env_command.env)
 
 
 def main() -> None:

@@ -107,7 +107,7 @@ def is_offline(offline: bool | None = None) -> bool:
 def _mirror_base(mirror: str | None) -> str | None:
     base = mirror or os.environ.get("VSWIN_MIRROR") or None
     if base is not None and urlparse(base).scheme not in {"http", "https", "file"}:
-        raise ConfigError(f"mirror {base!r} is not an http(s):// or file:// URL", "e.g. --mirror https://models.example.com/vswin")
+        raise ConfigError(f"mirror {base!r} is not an http(s):// or file:// URL", "e.g. VSWIN_MIRROR=https://models.example.com/vswin (or `vswin fetch NAME --mirror URL`)")
     return base
 
 
@@ -165,13 +165,16 @@ def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool
             url, file.path, expected_sha256=expected, expected_size=file.size,
             check=_download_check(file, url) if expected is None else None, progress=progress,
         )  # fmt: skip
-    except ChecksumError as err:
-        if file.sha256 is None and record is not None:  # the expected hash is our own record, not a pin
+    except DownloadError as err:
+        if isinstance(err, ChecksumError) and file.sha256 is None and record is not None:
+            # the expected hash is our own record, not a pin
             raise ChecksumError(
                 f"{err.message} (the hash recorded when this file was first verified, {record.get('verified_at')})",
                 f"if the publisher replaced the file, forget the old record: delete {_manifest_path()} "
                 "(`vswin fetch --verify` then records the other cached files again)",
             ) from None
+        if err.hint:  # the downloader does not know the entry: name it in its `vswin fetch NAME ...` advice
+            err.hint = err.hint.replace("vswin fetch NAME", file.fetch_hint)
         raise
     if not result.downloaded and expected is None:  # another process downloaded it while we waited
         _check_or_delete(file)
@@ -221,11 +224,15 @@ def _offline_error(*files: _CachedFile) -> OfflineError:
     folder = files[0].path.parent if len(files) == 1 else files[0].path.parent.parent
     source = files[0].filename if len(files) == 1 else "FOLDER"
     return OfflineError(
-        f"offline mode (VSWIN_OFFLINE / --offline) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
+        f"offline mode (VSWIN_OFFLINE=1 or `vswin fetch --offline`) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
         f"download {' and '.join(f.url for f in files)} on a machine with internet, copy "
-        f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `{files[0].fetch_hint} --from {source}` "
+        f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `vswin fetch {_entry_name(files[0])} --from {source}` "
         "(or unset VSWIN_OFFLINE to fetch)",
     )
+
+
+def _entry_name(file: _CachedFile) -> str:
+    return file.fetch_hint.removeprefix("vswin fetch ")
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -454,3 +461,148 @@ def check_checkpoint(path: Path, entry: PretrainedEntry) -> None:
         ) from None
 
 
+
+
+# ------------------------------------------------------------------ listing and cleaning (`vswin cache`)
+
+
+@dataclass(frozen=True)
+class CacheItem:
+    """One file in the cache folder, as `vswin cache list` shows it.
+
+    `state`: "verified" (its manifest record matches its size), "cached" (a zoo file not yet verified,
+    or changed since), "incomplete" (an unfinished download, `NAME.incomplete` and its `.json`
+    validator) or "unknown" (not a file of any zoo entry: an old release, something copied in).
+    """
+
+    path: Path
+    size: int
+    entries: tuple[str, ...]  # zoo entries that use the file (a label map serves several)
+    kind: str  # "checkpoint", "labels", "partial" or "other"
+    state: str
+
+
+def _zoo_files() -> dict[str, tuple[str, list[str]]]:
+    """{cache-relative path: (kind, [entry names])} of every file the zoo can put in the cache."""
+    files: dict[str, tuple[str, list[str]]] = {}
+    for entry in PRETRAINED.values():
+        for file in _entry_files(entry):
+            kind = "labels" if file.path.parent.name == "labels" else "checkpoint"
+            files.setdefault(_relative(file.path), (kind, []))[1].append(entry.name)
+    return files
+
+
+def list_cache() -> list[CacheItem]:
+    """Every file under the cache folder (not the manifest or lock files), sorted by path.
+
+    Cheap: sizes and manifest records only, no hashing (`verify_cache` re-hashes).
+    """
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    manifest, zoo_files = read_manifest(), _zoo_files()
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = _relative(path)
+        if relative == "manifest.json" or path.name.endswith(".lock") or path.name.startswith(".vswin-"):
+            continue
+        size = path.stat().st_size
+        if path.name.endswith((".incomplete", ".incomplete.json")):
+            final = relative.removesuffix(".json").removesuffix(".incomplete")
+            items.append(CacheItem(path, size, tuple(zoo_files.get(final, ("", []))[1]), "partial", "incomplete"))
+        elif relative in zoo_files:
+            kind, entries = zoo_files[relative]
+            record = manifest.get(relative)
+            state = "verified" if record is not None and record.get("size") == size else "cached"
+            items.append(CacheItem(path, size, tuple(entries), kind, state))
+        else:
+            items.append(CacheItem(path, size, (), "other", "unknown"))
+    return items
+
+
+def cache_size() -> int:
+    """Bytes used by the files `list_cache` lists."""
+    return sum(item.size for item in list_cache())
+
+
+def remove_from_cache(targets: Iterable[str]) -> list[Path]:
+    """Delete cached files by zoo entry name or by file (`vswin cache rm`), and forget their records.
+
+    Args:
+        targets: entry names (their checkpoint, partial downloads, and their label map unless another
+            entry whose checkpoint is still cached uses it), or files: a path inside the cache folder,
+            relative to it, or a bare file name as `vswin cache list` shows it.
+
+    Returns:
+        The paths deleted. Raises `UnknownModelError` for a name that is neither an entry nor a cached
+        file, and `ConfigError` for a path outside the cache folder (nothing is deleted then).
+    """
+    root = cache_dir().resolve()
+    items = {item.path.resolve(): item for item in list_cache()}
+    chosen: list[Path] = []
+    by_name = [(t, [p for p in items if p.name == t]) for t in targets]
+    entry_names = []
+    for target, matches in by_name:
+        if target in PRETRAINED:
+            entry_names.append(target)
+            continue
+        path = Path(target).expanduser()
+        candidate = (path if path.is_absolute() else root / path).resolve()
+        if candidate in items:
+            chosen.append(candidate)
+        elif len(matches) == 1:
+            chosen.append(matches[0])
+        elif path.is_absolute() and root not in candidate.parents:
+            raise ConfigError(f"{target}: not inside the cache folder {root}", "`vswin cache rm` only deletes cached files")
+        else:
+            get_entry(target)  # raises UnknownModelError with "did you mean"
+    removed_entries = set(entry_names)
+    for name in entry_names:
+        chosen += [p for p, item in items.items() if name in item.entries and item.kind in ("checkpoint", "partial")]
+        label_map = PRETRAINED[name].labels
+        if label_map:
+            labels = labels_path(LABEL_MAPS[label_map]).resolve()
+            users = [e for e in PRETRAINED.values() if e.labels == label_map and e.name not in removed_entries
+                     and checkpoint_path(e).exists()]
+            if labels in items and not users:
+                chosen.append(labels)
+    deleted = []
+    for path in dict.fromkeys(chosen):  # once each, in order
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    _forget_deleted()
+    return deleted
+
+
+def prune_cache(dry_run: bool = False) -> list[CacheItem]:
+    """Delete what no zoo entry needs (`vswin cache prune`): unfinished downloads and unknown files.
+
+    Args:
+        dry_run: only say what would be deleted.
+
+    Returns:
+        The items deleted (or that would be). Manifest records of files that are gone are dropped too.
+    """
+    doomed = [item for item in list_cache() if item.state in ("incomplete", "unknown")]
+    if not dry_run:
+        for item in doomed:
+            item.path.unlink(missing_ok=True)
+        _forget_deleted()
+    return doomed
+
+
+def _forget_deleted() -> None:
+    """Drop the manifest records of files that no longer exist."""
+    manifest = _manifest_path()
+    if not manifest.exists():
+        return
+    with file_lock(manifest):
+        files = read_manifest()
+        kept = {rel: record for rel, record in files.items() if (cache_dir() / rel).exists()}
+        if kept != files:
+            write_text_atomic(manifest, json.dumps({"version": 1, "files": kept}, indent=2, sort_keys=True) + "\n")
+
+
+def missing_entry_files(name: str) -> list[tuple[str, str]]:
+    """`(file name, download URL)` of each file of zoo entry `name` that is not in the cache."""
+    return [(f.filename, f.url) for f in _entry_files(get_entry(name)) if not f.path.exists()]

@@ -187,12 +187,12 @@ def _check_complete_file(partial, digest, size, expected_sha256, expected_size, 
     if expected_size is not None and size != expected_size:
         raise ChecksumError(
             f"{url}: downloaded {size} bytes, expected {expected_size}; the file was deleted",
-            "the server or mirror has a different file under this name; check VSWIN_MIRROR / --mirror",
+            "the server or mirror has a different file under this name; check VSWIN_MIRROR (or `vswin fetch NAME --mirror URL`)",
         )
     if expected_sha256 is not None and digest != expected_sha256:
         raise ChecksumError(
             f"{url}: SHA-256 {digest} does not match the expected {expected_sha256}; the file was deleted",
-            "the server or mirror has a different or damaged file under this name; check VSWIN_MIRROR / --mirror",
+            "the server or mirror has a different or damaged file under this name; check VSWIN_MIRROR (or `vswin fetch NAME --mirror URL`)",
         )
 
 
@@ -249,7 +249,7 @@ def _attempt(url, partial: Path, offset: int, digest, timeout, bar) -> tuple[str
             raise _Transient("the server refused to resume (HTTP 416); starting again") from None
         if err.code in _TRANSIENT_HTTP:
             raise _Transient(f"HTTP {err.code} {err.reason}") from None
-        hint = "check the model name and, if you use one, that the mirror has this file (VSWIN_MIRROR / --mirror)"
+        hint = "check the model name and, if you use a mirror (VSWIN_MIRROR, `vswin fetch NAME --mirror URL`), that it has this file"
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}", hint) from None
     except urllib.error.URLError as err:
         raise _connection_error(url, err.reason, timeout) from None
@@ -360,19 +360,19 @@ def _connection_error(url: str, reason, timeout: float) -> Exception:
     if isinstance(reason, ConnectionRefusedError):
         return DownloadError(
             f"{url}: connection refused",
-            "the server is not reachable; check the URL, VSWIN_MIRROR / --mirror, or fetch elsewhere and use --from",
+            "the server is not reachable; check the URL and VSWIN_MIRROR, or download the file elsewhere and import it with `vswin fetch NAME --from FILE`",
         )
     if isinstance(reason, (ConnectionError, http.client.HTTPException)):
         return _Transient(f"connection lost ({type(reason).__name__})")
     if isinstance(reason, ssl.SSLError):
         return DownloadError(
             f"{url}: TLS error ({reason})",
-            "behind a TLS-inspecting proxy? point SSL_CERT_FILE at its CA bundle, or use VSWIN_MIRROR / --from",
+            "behind a TLS-inspecting proxy? point SSL_CERT_FILE at its CA bundle, set VSWIN_MIRROR, or import the file with `vswin fetch NAME --from FILE`",
         )
     if isinstance(reason, socket.gaierror):
         return DownloadError(
             f"{url}: cannot resolve the host name ({reason.strerror})",
-            "no network? Use --offline with files fetched elsewhere (--from FILE), or set VSWIN_MIRROR",
+            "no network? download the file elsewhere, import it with `vswin fetch NAME --from FILE` and set VSWIN_OFFLINE=1; or set VSWIN_MIRROR",
         )
     return DownloadError(f"{url}: {reason}", "check the network or the mirror, then run the same command again")
 

@@ -56,6 +56,7 @@ def train_one_epoch(
     accum_steps: int = 1,
     label_smoothing: float = 0.0,
     log=None,
+    on_step=None,
 ) -> EpochStats:
     """Train over `loader` once; the optimizer and scheduler step once per `accum_steps` batches.
 
@@ -69,7 +70,9 @@ def train_one_epoch(
         precision: "fp32", "bf16" or "fp16" (autocast dtype).
         accum_steps: batches per optimizer step.
         label_smoothing: cross-entropy label smoothing.
-        log: optional callable(str) for progress lines.
+        log: optional callable(str) for a progress line every 50 batches (when `on_step` is not given).
+        on_step: optional callable(batches done, batches in the epoch, loss (a 0-d tensor: `.item()` it only
+            when shown, to keep CUDA asynchronous), clips in the batch), after every batch.
 
     Returns:
         `EpochStats`.
@@ -109,7 +112,9 @@ def train_one_epoch(
             scheduler.step()
         loss_sum += loss.detach().double() * len(labels)
         num_clips += len(labels)
-        if log is not None and (step + 1) % 50 == 0:
+        if on_step is not None:
+            on_step(step + 1, num_batches, loss.detach(), len(labels))
+        elif log is not None and (step + 1) % 50 == 0:
             log(f"  step {step + 1}/{num_batches}  loss {loss.item():.4f}")
     if dist.is_available() and dist.is_initialized():
         totals = torch.stack([loss_sum, num_clips])

@@ -19,6 +19,8 @@ import math
 import os
 import random
 import sys
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +77,7 @@ class TrainConfig:
     clip_len: int = 32
     frame_interval: int = 2
     crop_size: int = 224
-    workers: int = 4
+    workers: int | None = None  # None = min(4, CPU cores)
     seed: int = 0
     device: str = "auto"
     keep_checkpoints: int = 2  # epoch_NNN.pt files kept besides best.pt and last.pt
@@ -256,19 +258,101 @@ def _csv_value(value) -> str:
 # --- the loop --------------------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> list[dict]:
+def default_train_workers() -> int:
+    """Decoding processes per training process when `--workers` is not given: min(4, CPU cores)."""
+    return min(4, os.cpu_count() or 1)
+
+
+class StepProgress:
+    """Steps within the epoch, with the epoch's mean loss so far, clips/s and the epoch's ETA, on stderr.
+
+    Args:
+        epochs: the run's last epoch number (for "epoch 3/30").
+        style: "rich" (a live bar; for a terminal), "plain" (a line every `every_s` seconds; for logs),
+            "tqdm" (a tqdm bar; notebooks and the Python API), "none", or "auto": tqdm in a Jupyter kernel,
+            rich when stderr is a terminal, else plain.
+        every_s: seconds between plain lines.
+    """
+
+    def __init__(self, epochs: int, style: str = "auto", every_s: float = 10.0):
+        if style == "auto":
+            style = "tqdm" if "ipykernel" in sys.modules else ("rich" if sys.stderr.isatty() else "plain")
+        if style not in ("rich", "plain", "tqdm", "none"):
+            raise ConfigError(f"unknown progress style {style!r}", hint="use auto, rich, plain, tqdm or none")
+        self.epochs, self.style, self.every_s = epochs, style, every_s
+        self.bar = None
+
+    def start_epoch(self, epoch: int, num_steps: int) -> None:
+        """Epoch `epoch` (1-based) of `num_steps` batches begins."""
+        self.epoch, self.num_steps = epoch, num_steps
+        self.loss_sum, self.clips = 0.0, 0
+        self.start = self.last_line = time.monotonic()
+        label = f"epoch {epoch}/{self.epochs}"
+        if self.style == "rich":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("steps {task.fields[info]}"),
+                                TimeRemainingColumn(), console=Console(stderr=True, soft_wrap=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=num_steps, info="")
+        elif self.style == "tqdm":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=num_steps, desc=label, unit="step", file=sys.stderr, leave=False)
+
+    def on_step(self, step: int, num_steps: int, loss, num_clips: int) -> None:
+        """`train_one_epoch`'s `on_step`: batch `step` of `num_steps` is done."""
+        if self.style == "none":
+            return
+        self.loss_sum += float(loss) * num_clips  # one sync per batch: negligible next to a video model's step
+        self.clips += num_clips
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate, mean_loss = self.clips / elapsed, self.loss_sum / max(self.clips, 1)
+        if self.style == "rich":
+            self.bar.update(self.task, completed=step, info=f"loss {mean_loss:.4f}, {rate:.2f} clips/s")
+        elif self.style == "tqdm":
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", clips_s=f"{rate:.2f}", refresh=False)
+        elif time.monotonic() - self.last_line >= self.every_s or step == num_steps:
+            self.last_line = time.monotonic()
+            eta = elapsed / step * (num_steps - step)
+            sys.stderr.write(f"epoch {self.epoch}/{self.epochs}: step {step}/{num_steps}, loss {mean_loss:.4f}, "
+                             f"{rate:.2f} clips/s, ETA {_clock(eta)}\n")
+            sys.stderr.flush()
+
+    def end_epoch(self) -> None:
+        if self.style == "tqdm":
+            self.bar.close()
+        elif self.style == "rich":
+            self.bar.stop()
+        self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progress: str = "auto") -> list[dict]:
     """Train as `cfg` says; write checkpoints and metrics under `cfg.out_dir` (rank 0).
 
     Args:
         cfg: the options.
         stop_after_epoch: end early after this epoch (as a kill would; `--resume` continues). For tests.
         log: callable(str) for progress (default: stderr on rank 0).
+        progress: steps within each epoch on rank 0 (`StepProgress` style): "auto" (tqdm in a notebook,
+            a Rich bar on a terminal, else a plain line every 10 s), "rich", "plain", "tqdm" or "none".
+            With a custom `log` and "auto", nothing is shown.
 
     Returns:
         the metrics rows of all epochs so far (one dict per epoch).
     """
     device, rank, world_size = setup_device(cfg.device)
     is_main = rank == 0
+    if progress == "auto" and log is not None:
+        progress = "none"  # the caller routes messages itself (tests, scripts)
+    steps = StepProgress(cfg.epochs, progress if is_main else "none")
     if log is None:
         log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
     out_dir = Path(cfg.out_dir)
@@ -307,7 +391,12 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
     train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed, min_crop_area=cfg.min_crop_area)
     # One sampler for 1 or many processes: the order depends only on (seed, epoch).
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+    workers = default_train_workers() if cfg.workers is None else cfg.workers
+    if workers > (os.cpu_count() or 1):
+        log(f"note: {workers} decoding workers on {os.cpu_count()} CPU cores; fewer may be faster (--workers)")
+    # PyTorch repeats its own "will create N worker processes" warning at every epoch: said once above instead.
+    warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda",
                         persistent_workers=False)
 
@@ -335,13 +424,18 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None) -> li
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)  # dropout/drop path: same draws after a resume
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, device, precision=precision,
-                                accum_steps=cfg.accum_steps, label_smoothing=smoothing, log=log)
+        steps.start_epoch(epoch + 1, len(loader))
+        try:
+            stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, device, precision=precision,
+                                    accum_steps=cfg.accum_steps, label_smoothing=smoothing, log=log,
+                                    on_step=steps.on_step if steps.style != "none" else None)
+        finally:
+            steps.end_epoch()
         row = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": stats.lr, "clips_per_second": stats.clips_per_second,
                "seconds": stats.seconds, "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None}
         if val_entries:
             scores = score_entries(model, val_entries, val_spec(cfg), class_names, device,
-                                   max_views=cfg.batch_size, workers=cfg.workers, precision=precision)
+                                   max_views=cfg.batch_size, workers=workers, precision=precision)
             if is_main:
                 metrics = scores_to_metrics(scores, val_entries, class_names)
                 row.update(val_top1=metrics.top1, val_top5=metrics.top5, val_mean_class_accuracy=metrics.mean_class_accuracy)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from vswin_cli import cache, zoo
-from vswin_cli.errors import ChecksumError, ConfigError, DownloadError
+from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError
 
 
 NamesArg = Annotated[
@@ -63,6 +63,16 @@ def fetch(
             raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
         for path in cache.import_file(names[0], from_path):
             typer.echo(path)
+        missing = dict(cache.missing_entry_files(names[0]))
+        entry = zoo.get_entry(names[0])
+        if entry.filename in missing:  # e.g. a folder with the label map only: the entry is still unusable
+            raise OfflineError(
+                f"{from_path}: {entry.filename} is not there, so {names[0]}'s checkpoint is still not in the cache",
+                f"download {entry.url} and run `vswin fetch {names[0]} --from FILE` with it (or a folder holding it)",
+            )
+        for filename, url in missing.items() if not quiet else ():  # one file at a time is fine: say what is left
+            typer.echo(f"note: {filename} is not in the cache yet; import it too (from {url}), or let the next "
+                       "online run fetch it", err=True)
     else:
         _fetch_each(names, mirror, offline=True if offline else None, progress=not quiet)
 
@@ -101,6 +111,7 @@ def _fetch_each(names: list[str], mirror: str | None, offline: bool | None, prog
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (every field, file names, cache "
                                           "paths, recorded SHA-256) for scripts.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="The table only (no title or footnote).")] = False,
 ) -> None:
     """List the model zoo: architecture, dataset, classes, test views, published top-1, cache state.
 
@@ -116,7 +127,7 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"vswin model zoo (cache: {cache.cache_dir()})", box=box.SIMPLE, pad_edge=False)
+    table = Table(title=None if quiet else f"vswin model zoo (cache: {cache.cache_dir()})", box=box.SIMPLE, pad_edge=False)
     table.add_column("name", no_wrap=True)
     for column in ("arch", "dataset", "classes", "views", "top-1", "cache"):
         table.add_column(column, no_wrap=True)
@@ -128,7 +139,8 @@ def models(
         table.add_row(entry.name, entry.arch, dataset, str(entry.num_classes), views, top1, status)
     console = Console(soft_wrap=False)
     console.print(table)
-    console.print("* torchvision's own figure (12 clips x 1 crop). ImageNet entries initialise `vswin train`.")
+    if not quiet:
+        console.print("* torchvision's own figure (12 clips x 1 crop). ImageNet entries initialise `vswin train`.")
 
 
 def _entry_json(entry: zoo.PretrainedEntry, status: str, manifest: dict) -> dict:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli.options import Precision
+from vswin_cli.options import Precision, QuietOpt, VerboseOpt
 
 
 class Flip(str, Enum):
@@ -53,12 +53,14 @@ def train(
     frame_interval: Annotated[int, typer.Option(min=1, help="Step between sampled frames.", rich_help_panel=CLIP)] = 2,
     crop_size: Annotated[int, typer.Option(min=8, help="Training crop side in pixels (small values train tiny models on CPU).", rich_help_panel=CLIP)] = 224,
     precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU; fp16 uses a GradScaler (CUDA only).", rich_help_panel=RUN)] = Precision.auto,
-    grad_checkpointing: Annotated[bool, typer.Option(help="Recompute blocks in the backward pass: less memory, ~30% slower.", rich_help_panel=RUN)] = False,
-    workers: Annotated[int, typer.Option(min=0, help="Decoding processes per training process.", rich_help_panel=RUN)] = 4,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute blocks in the backward pass: less memory, ~30% slower.", rich_help_panel=RUN)] = False,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decoding processes per training process (0: in the main process). Default: CPU cores, at most 4.", rich_help_panel=RUN, show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation, shuffling and augmentation.", rich_help_panel=RUN)] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda.", rich_help_panel=RUN)] = "auto",
     keep_checkpoints: Annotated[int, typer.Option(min=0, help="epoch_NNN.pt files kept besides best.pt and last.pt (0: all).", rich_help_panel=RUN)] = 2,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from last.pt (repeat the original options).", rich_help_panel=RUN)] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out-dir from last.pt (repeat the original options).", rich_help_panel=RUN)] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train a video classifier on your own videos; checkpoints work with `vswin tag/eval --weights`.
 
@@ -70,8 +72,12 @@ def train(
 
       torchrun --standalone --nproc-per-node 8 -m vswin_cli train ...    (DDP, rank 0 writes)
     """
+    from vswin_cli import decode
     from vswin_cli.train import TrainConfig
     from vswin_cli.train import train as run_training
+
+    if hasattr(decode, "set_decoder_logging"):  # FFmpeg's and decord's own log lines: only with -v
+        decode.set_decoder_logging(verbose)
 
     def text(path):
         return str(path) if path is not None else None
@@ -84,4 +90,5 @@ def train(
         grad_checkpointing=grad_checkpointing, sampling=sampling.value, clip_len=clip_len, frame_interval=frame_interval,
         crop_size=crop_size, workers=workers, seed=seed, device=device, keep_checkpoints=keep_checkpoints, resume=resume,
     )
-    run_training(config)
+    quiet_log = (lambda msg: None) if quiet else None
+    run_training(config, log=quiet_log, progress="none" if quiet else "auto")
