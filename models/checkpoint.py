@@ -278,6 +278,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, labels: list[str] | None
     payload.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is as readable as any file
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -392,3 +393,9 @@ def _refusal_reason(err: BaseException) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,6 +1,5 @@
 """Issue 11, "the first ten minutes": one test (at least) per problem a newcomer met, each of which failed
-before its fix. Problems whose fix lies in files of other work (tag's early checks, the decoders' log
-lines) are `xfail(strict=True)` with the change they need, so they turn red the day they are fixed.
+before its fix.
 
 1. the README's test command (see test_readme_examples.py and test_newcomer.py), 2. tracebacks,
 3. advice that does not work (test_hints.py), 4. start-up time, 5. checks after the expensive part,
@@ -125,7 +124,6 @@ def test_help_version_usage_errors_and_models_import_neither_torch_nor_av(args):
     assert modules == []
 
 
-@pytest.mark.xfail(strict=True, reason="commands/tag.py imports vswin_cli.distributed (torch) before its usage checks")
 def test_tag_without_videos_is_a_usage_error_without_torch():
     assert _heavy_imports(["tag"]) == (2, [])
 
@@ -133,7 +131,6 @@ def test_tag_without_videos_is_a_usage_error_without_torch():
 # --- 5. checks before the expensive part ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="commands/tag.py: a missing input is an error record after the model is loaded")
 def test_a_missing_input_folder_is_reported_before_the_model(offline, tmp_path):
     result = invoke("tag", tmp_path / "no-such-folder", "-m", "swin-t-k400")
     assert result.exit_code != 0 and "no-such-folder" in result.stderr and "offline" not in result.stderr
@@ -203,8 +200,6 @@ def test_train_q_is_quiet_and_its_metrics_are_0644(train_run):
         assert _mode(run / name) == 0o644, name
 
 
-@pytest.mark.xfail(strict=True, reason="models/checkpoint.py save_checkpoint: mkstemp makes 0600; it needs "
-                                       "os.fchmod(fd, 0o666 & ~umask) as vswin_cli/files.write_text_atomic does")
 def test_train_checkpoints_and_save_checkpoint_are_0644(train_run, tmp_path, umask_022):
     run, _ = train_run
     for name in ("epoch_001.pt", "last.pt", "best.pt"):
@@ -280,8 +275,6 @@ def test_shell_completion_is_offered():
     assert "--install-completion" in invoke("--help").output
 
 
-@pytest.mark.xfail(strict=True, reason="Typer 0.2x prints <bool> beside every flag; app.py needs the "
-                                       "display_type_rich patch described in the issue-11 report")
 @pytest.mark.parametrize("path", [()] + COMMANDS, ids=lambda p: " ".join(p) or "vswin")
 def test_help_shows_no_bool_metavar(path):
     output = invoke(*path, "--help", terminal_width=200).output

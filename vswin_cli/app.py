@@ -29,6 +29,12 @@ from vswin_cli.commands import train as train_command
 from vswin_cli.errors import UsageError, VswinError
 
 
+# Typer prints a `<bool>` metavar beside every flag in --help (so `--quiet true` looks right, and then
+# reads "true" as a video); a flag takes no value, so it gets none.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
+
 class _ErrorBoundary(typer.core.TyperGroup):
     """Turns the library's own errors into `Error: ...` / `Hint: ...` on stderr and exit status 1."""
 

@@ -407,7 +407,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progr
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
-    start_epoch, best_top1, rows = 0, -1.0, []
+    start_epoch, best_top1, rows = 0, -math.inf, []  # the first epoch is always the best so far
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])

@@ -65,16 +65,6 @@ def tag(
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
-    from vswin_cli.cache import cache_dir
-    from vswin_cli.decode import set_decoder_logging
-    from vswin_cli.runtime import check_runtime, tune_allocator
-    from vswin_cli.distributed import current_shard, resolve_device
-    from vswin_cli.inference import TagOptions, Tagger
-    from vswin_cli.outputs import check_output, run_tag
-    from vswin_cli.progress import TagProgress
-    from vswin_cli.protocol import ClipSpec
-    from vswin_cli.resolve import resolve_model
-
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features, window, stride, views, crops)
     if (report or annotate) and output == "-":
@@ -82,8 +72,23 @@ def tag(
     skipped = []
     videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=lambda path, why: skipped.append(path)
                          or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
-    check_output(output)
+    # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
+    from vswin_cli.cache import cache_dir
+    from vswin_cli.decode import set_decoder_logging
+    from vswin_cli.distributed import current_shard, resolve_device
+    from vswin_cli.inference import TagOptions, Tagger
+    from vswin_cli.outputs import check_output, run_tag
+    from vswin_cli.progress import TagProgress
+    from vswin_cli.protocol import ClipSpec
+    from vswin_cli.resolve import resolve_model
+    from vswin_cli.runtime import check_runtime, tune_allocator
+
     shard, run_device = current_shard(), resolve_device(device)
+    missing = [v.path for v in videos if not v.path.exists()]
+    if len(missing) == len(videos):  # nothing to tag at all: say so before any model is loaded
+        raise ConfigError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                          hint="check the paths")
+    check_output(output)
     run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
     check_runtime(runtime, run_device, run_precision)
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
