@@ -91,32 +91,31 @@ def run_tag(video: Path, model_args: list[str], backend: str, workers: int) -> d
     command = [sys.executable, "-m", "vswin_cli", "tag", str(video), *model_args, "--views", "fast", "-q",
                "--backend", backend, "--workers", str(workers)]
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = None
     peak_main = peak_worker = 0
-    records = 0
     os.set_blocking(proc.stdout.fileno(), False)
-    buffer = ""
+    buffer = b""
     while True:
-        chunk = proc.stdout.read()
+        chunk = proc.stdout.read()  # None: nothing written yet
         if chunk:
             buffer += chunk
-            if first is None and "\n" in buffer:
+            if first is None and b"\n" in buffer:
                 first = time.perf_counter() - start
         peak_main = max(peak_main, rss_kib(proc.pid))
         peak_worker = max([peak_worker, *(rss_kib(c) for c in children(proc.pid))])
         if proc.poll() is not None:
-            buffer += proc.stdout.read() or ""
+            buffer += proc.stdout.read() or b""
             break
         time.sleep(0.2)
     wall = time.perf_counter() - start
-    records = [json.loads(line) for line in buffer.splitlines()]
+    records = [json.loads(line) for line in buffer.decode().splitlines()]
     cpu = os.times()
     return {"first_record_s": round(first or wall, 2), "wall_s": round(wall, 1), "returncode": proc.returncode,
             "segments": sum(r["record"] == "segment" for r in records),
             "peak_rss_main_mib": round(peak_main / 1024), "peak_rss_worker_mib": round(peak_worker / 1024),
             "children_cpu_s": round(cpu.children_user + cpu.children_system, 1),
-            "stderr_tail": proc.stderr.read()[-300:]}
+            "stderr_tail": proc.stderr.read().decode()[-300:]}
 
 
 def main() -> None:

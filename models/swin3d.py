@@ -232,18 +232,22 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def average_views(logits: torch.Tensor, mode: str = "prob") -> torch.Tensor:
+def average_views(logits: torch.Tensor, mode: str = "prob", weights: torch.Tensor | None = None) -> torch.Tensor:
     """Combine the scores of several views of one video, as mmaction's `average_clips` does.
 
     Args:
         logits: (V, K) raw scores of V views.
         mode: "prob" (softmax per view, then mean; the released configs) or "score" (mean of raw scores).
+        weights: (V,) how many times each view counts (identical views computed once); None = 1 each.
+            The weighted mean equals the plain mean over the repeated views.
 
     Returns:
         (K,) averaged scores.
     """
-    if mode == "prob":
-        return logits.softmax(dim=-1).mean(dim=0)
-    if mode == "score":
-        return logits.mean(dim=0)
-    raise ValueError(f"mode must be 'prob' or 'score', got {mode!r}")
+    if mode not in ("prob", "score"):
+        raise ValueError(f"mode must be 'prob' or 'score', got {mode!r}")
+    scores = logits.softmax(dim=-1) if mode == "prob" else logits  # (V, K)
+    if weights is None:
+        return scores.mean(dim=0)
+    weights = weights.to(scores)
+    return (scores * weights[:, None]).sum(dim=0) / weights.sum()

@@ -23,9 +23,9 @@ def test_weighted_unique_views_equal_the_repeated_views():
     torch.manual_seed(0)
     unique = torch.randn(3, 4)
     repeated = unique.repeat(4, 1)  # 12 views, 4 copies of each of 3 crops
-    weighted = average_views(unique, torch.tensor([4.0, 4.0, 4.0]))
+    weighted = average_views(unique, "prob", torch.tensor([4.0, 4.0, 4.0]))
     torch.testing.assert_close(weighted, average_views(repeated))
-    uneven = average_views(unique, torch.tensor([2.0, 1.0, 1.0]))
+    uneven = average_views(unique, "prob", torch.tensor([2.0, 1.0, 1.0]))
     torch.testing.assert_close(uneven, average_views(unique[[0, 0, 1, 2]]))
 
 

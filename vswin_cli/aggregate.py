@@ -15,24 +15,8 @@ from typing import Sequence
 
 import torch
 
+from models import average_views  # noqa: F401  (softmax per view, then the weighted mean: one implementation)
 from vswin_cli.records import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary  # noqa: F401
-
-
-def average_views(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax per view, then the (weighted) mean over views, as the official `average_clips='prob'`.
-
-    Args:
-        logits: (V, K) logits of V views.
-        weights: (V,) how many times each view counts (identical views computed once); None = 1 each.
-
-    Returns:
-        (K,) float32 probabilities summing to 1.
-    """
-    probs = torch.softmax(logits.float(), dim=-1)  # (V, K)
-    if weights is None:
-        return probs.mean(dim=0)
-    weights = weights.to(probs)
-    return (probs * weights[:, None]).sum(dim=0) / weights.sum()
 
 
 def top_k(probs: torch.Tensor, labels: Sequence[str], k: int = 5, threshold: float = 0.0) -> tuple[LabelScore, ...]:

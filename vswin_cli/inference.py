@@ -2,7 +2,7 @@
 
 `Tagger` takes the uint8 views that decode workers produce (`vswin_cli.segments`), batches them across
 segments and videos, normalises them on the device, runs the model, and averages each segment's views
-(softmax each, weighted mean: `aggregate.average_views`). `Tagger.stream` hands on each segment as soon
+(softmax each, weighted mean: `models.average_views`). `Tagger.stream` hands on each segment as soon
 as it and the ones before it are scored, then the video's summary, in input order; `Tagger.scores`
 gives `eval` the probabilities. Used by `vswin tag`, `vswin eval` (one whole-video segment) and `train`'s
 validation. The views follow the official Video Swin protocol (SwinTransformer/Video-Swin-Transformer,
@@ -344,7 +344,7 @@ class Tagger:
             if state is None or state.failed is not None:
                 continue
             state.plans[p.plan.segment.index] = p.plan
-            state.probs[p.plan.segment.index] = average_views(logits[rows], p.weights)
+            state.probs[p.plan.segment.index] = average_views(logits[rows], "prob", p.weights)
             if features is not None:
                 w = p.weights[:, None]
                 state.features[p.plan.segment.index] = (features[rows] * w).sum(0) / w.sum()

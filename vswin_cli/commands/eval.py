@@ -12,7 +12,7 @@ import typer
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
     OUT, RUN, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
-    PrecisionOpt, QuietOpt, RuntimeOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers, resolve_precision,
+    PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers, resolve_precision,
 )
 
 
@@ -27,7 +27,7 @@ def eval(  # noqa: A001 (the command's name)
     resume: Annotated[bool, typer.Option("--resume", help="Keep the videos already in --predictions and evaluate the rest.", rich_help_panel=OUT)] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N videos (after --shuffle-seed).", rich_help_panel=OUT)] = None,
     shuffle_seed: Annotated[Optional[int], typer.Option(help="Shuffle the list with this seed first (a random --limit subset).", rich_help_panel=OUT)] = None,
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Deprecated, no effect: videos now stream through the same engine as `tag` (use --max-views).", rich_help_panel=RUN, show_default=False)] = None,
     max_views: Annotated[int, typer.Option(min=1, help="Views per forward pass (memory).", rich_help_panel=RUN)] = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
@@ -48,6 +48,7 @@ def eval(  # noqa: A001 (the command's name)
     """
     from vswin_cli.cache import cache_dir
     from vswin_cli.datasets import parse_list
+    from vswin_cli.decode import set_decoder_logging
     from vswin_cli.distributed import setup_device
     from vswin_cli.engine import evaluate_list, select_entries
     from vswin_cli.metrics import eval_summary, per_class_csv
@@ -62,6 +63,7 @@ def eval(  # noqa: A001 (the command's name)
     for path in (output, per_class, predictions):
         check_output(str(path) if path is not None else "-")
     run_device, rank, _world = setup_device(device)
+    set_decoder_logging(verbose)
     run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
     check_runtime(runtime, run_device, run_precision)
     tune_allocator()
@@ -75,7 +77,7 @@ def eval(  # noqa: A001 (the command's name)
         resolved.model, entries, spec, resolved.labels, run_device, max_views=max_views,
         workers=default_workers() if workers is None else workers, precision=run_precision,
         predictions=predictions, resume=resume, runtime=runtime, runtime_cache=str(cache_dir() / "exported"),
-        progress=(lambda done, total: say(f"  {done}/{total} videos") if done % 100 == 0 or done == total else None),
+        progress=_every(10.0, lambda done, total: say(f"  {done}/{total} videos")),
     )
     if report is None:  # not rank 0
         return
@@ -90,3 +92,17 @@ def eval(  # noqa: A001 (the command's name)
         say(f"  failed: {video}: {reason}")
     if report.failed:
         raise typer.Exit(1)
+
+
+def _every(seconds: float, show):
+    """`show(done, total)` at most every `seconds`, and for the last video."""
+    import time
+
+    last = [float("-inf")]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            show(done, total)
+
+    return progress
