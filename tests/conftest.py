@@ -28,3 +28,35 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # `--runtime auto` would export and time every tiny test model; runtime choice has its own tests
     monkeypatch.setenv("VSWIN_RUNTIME", "torch")
     return cache
+
+
+TINY = {
+    "patch_size": [2, 4, 4], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": [2, 3, 3],
+    "num_classes": 5, "drop_path_rate": 0.0,
+}
+LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
+
+
+def save_tiny_model(folder: Path) -> list[str]:
+    """Save a seeded tiny model in the official mmaction layout, with its config and labels, in `folder`.
+
+    Returns:
+        the CLI options that load it as a user with their own checkpoint would (`--weights --arch
+        CONFIG.json --labels FILE`), at 32-pixel crops so a run takes well under a second.
+    """
+    import json
+
+    import torch
+
+    from models import VideoSwin
+    from models.convert import to_mmaction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = VideoSwin(**TINY)
+    torch.nn.init.normal_(model.head.weight, std=1.0)  # spread the scores so top labels vary
+    (folder / "tiny.json").write_text(json.dumps(TINY))
+    torch.save({"state_dict": to_mmaction(model.state_dict())}, folder / "tiny.pth")
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    return ["--weights", str(folder / "tiny.pth"), "--arch", str(folder / "tiny.json"),
+            "--labels", str(folder / "labels.txt"), "--crop-size", "32"]

@@ -3,37 +3,19 @@ and a `vswin tag` run that produces real results files without a released checkp
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-import torch
 from typer.testing import CliRunner
 
-from models import VideoSwin
-from models.convert import to_mmaction
+from conftest import LABELS, save_tiny_model  # noqa: F401  (LABELS: used by the report tests)
 from vswin_cli.app import app
-
-TINY = {
-    "patch_size": [2, 4, 4], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": [2, 3, 3],
-    "num_classes": 5, "drop_path_rate": 0.0,
-}
-LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
-
 
 def tiny_model_args(folder: Path) -> list[str]:
     """`vswin tag` options loading a seeded tiny model from an official-layout checkpoint in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = VideoSwin(**TINY)
-    torch.nn.init.normal_(model.head.weight, std=1.0)  # spread the scores so top labels vary
-    (folder / "tiny.json").write_text(json.dumps(TINY))
-    torch.save({"state_dict": to_mmaction(model.state_dict())}, folder / "tiny.pth")
-    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    return ["--weights", str(folder / "tiny.pth"), "--arch", str(folder / "tiny.json"),
-            "--labels", str(folder / "labels.txt"), "--crop-size", "32", "--workers", "0", "--quiet"]
+    return [*save_tiny_model(folder), "--workers", "0", "--quiet"]
 
 
 def make_video(path: Path, num_frames: int, fps: int = 25, height: int = 72, width: int = 96, seed: int = 0,

@@ -23,8 +23,7 @@ import pytest
 import torch
 
 from models import VideoSwin, flex, load_checkpoint, swin3d
-from models.convert import to_mmaction
-from tests.conftest import REPO, shared_path
+from tests.conftest import REPO, save_tiny_model, shared_path
 from vswin_cli.decode import open_video
 from vswin_cli.inference import Tagger
 from vswin_cli.segments import SegmentViews
@@ -178,26 +177,13 @@ def test_device_resize_of_decoded_video_frames(device, name):
 # `vswin tag` end to end
 # ---------------------------------------------------------------------------------------------
 
-TINY = {
-    "patch_size": [2, 4, 4], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": [2, 3, 3],
-    "num_classes": 5, "drop_path_rate": 0.0,
-}
-LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
 VIDEOS = ["bikes.mp4", "chaplin.mp4", "portrait_180x320.mp4", "frames_64.mp4"]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> list[str]:
     """CLI options for a seeded tiny model saved in the official layout (as tests/test_tag_cli.py)."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    torch.manual_seed(0)
-    model = VideoSwin(**TINY)
-    torch.nn.init.normal_(model.head.weight, std=1.0)  # spread the scores so top labels vary
-    (folder / "tiny.json").write_text(json.dumps(TINY))
-    torch.save({"state_dict": to_mmaction(model.state_dict())}, folder / "tiny.pth")
-    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    return ["--weights", str(folder / "tiny.pth"), "--arch", str(folder / "tiny.json"),
-            "--labels", str(folder / "labels.txt"), "--crop-size", "32", "-q"]
+    return [*save_tiny_model(tmp_path_factory.mktemp("tiny-model")), "-q"]
 
 
 def tag(tiny_model: list[str], *options: str) -> dict[str, dict]:

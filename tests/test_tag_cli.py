@@ -14,35 +14,15 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from models import VideoSwin
-from models.convert import to_mmaction
-from conftest import shared_path
+from conftest import LABELS, TINY, save_tiny_model, shared_path  # noqa: F401  (TINY, LABELS: used by other test files)
 from vswin_cli.app import app
-
-TINY = {
-    "patch_size": [2, 4, 4], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": [2, 3, 3],
-    "num_classes": 5, "drop_path_rate": 0.0,
-}
-LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """CLI options that load a seeded tiny model from an official-layout checkpoint."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    torch.manual_seed(0)
-    model = VideoSwin(**TINY)
-    torch.nn.init.normal_(model.head.weight, std=1.0)  # spread the scores so top labels vary
-    (folder / "tiny.json").write_text(json.dumps(TINY))
-    torch.save({"state_dict": to_mmaction(model.state_dict())}, folder / "tiny.pth")
-    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    return [
-        "--weights", str(folder / "tiny.pth"), "--arch", str(folder / "tiny.json"),
-        "--labels", str(folder / "labels.txt"), "--crop-size", "32", "--workers", "0",
-    ]
+    return [*save_tiny_model(tmp_path_factory.mktemp("tiny-model")), "--workers", "0"]
 
 
 def make_video(path, num_frames: int, fps: int = 25, height: int = 48, width: int = 64, seed: int = 0):
