@@ -285,7 +285,7 @@ def test_help_shows_no_bool_metavar(path):
 
 
 def test_train_step_progress_plain_lines(capsys):
-    from vswin_cli.train import StepProgress
+    from vswin_cli.progress import StepProgress
 
     progress = StepProgress(epochs=3, style="plain", every_s=0.0)
     progress.start_epoch(2, num_steps=4)
@@ -298,7 +298,7 @@ def test_train_step_progress_plain_lines(capsys):
 
 
 def test_train_step_progress_throttles_plain_lines_but_ends_with_the_last_step(capsys):
-    from vswin_cli.train import StepProgress
+    from vswin_cli.progress import StepProgress
 
     progress = StepProgress(epochs=1, style="plain", every_s=3600)
     progress.start_epoch(1, num_steps=3)
@@ -309,7 +309,7 @@ def test_train_step_progress_throttles_plain_lines_but_ends_with_the_last_step(c
 
 
 def test_train_step_progress_tqdm_for_notebooks(capsys):
-    from vswin_cli.train import StepProgress
+    from vswin_cli.progress import StepProgress
 
     progress = StepProgress(epochs=2, style="tqdm")
     progress.start_epoch(1, num_steps=2)

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from vswin_cli.errors import ConfigError
 from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import compute_metrics
 from vswin_cli.options import resolve_precision
+from vswin_cli.progress import StepProgress
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.train_augment import is_direction_sensitive
 
@@ -261,77 +261,6 @@ def _csv_value(value) -> str:
 def default_train_workers() -> int:
     """Decoding processes per training process when `--workers` is not given: min(4, CPU cores)."""
     return min(4, os.cpu_count() or 1)
-
-
-class StepProgress:
-    """Steps within the epoch, with the epoch's mean loss so far, clips/s and the epoch's ETA, on stderr.
-
-    Args:
-        epochs: the run's last epoch number (for "epoch 3/30").
-        style: "rich" (a live bar; for a terminal), "plain" (a line every `every_s` seconds; for logs),
-            "tqdm" (a tqdm bar; notebooks and the Python API), "none", or "auto": tqdm in a Jupyter kernel,
-            rich when stderr is a terminal, else plain.
-        every_s: seconds between plain lines.
-    """
-
-    def __init__(self, epochs: int, style: str = "auto", every_s: float = 10.0):
-        if style == "auto":
-            style = "tqdm" if "ipykernel" in sys.modules else ("rich" if sys.stderr.isatty() else "plain")
-        if style not in ("rich", "plain", "tqdm", "none"):
-            raise ConfigError(f"unknown progress style {style!r}", hint="use auto, rich, plain, tqdm or none")
-        self.epochs, self.style, self.every_s = epochs, style, every_s
-        self.bar = None
-
-    def start_epoch(self, epoch: int, num_steps: int) -> None:
-        """Epoch `epoch` (1-based) of `num_steps` batches begins."""
-        self.epoch, self.num_steps = epoch, num_steps
-        self.loss_sum, self.clips = 0.0, 0
-        self.start = self.last_line = time.monotonic()
-        label = f"epoch {epoch}/{self.epochs}"
-        if self.style == "rich":
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("steps {task.fields[info]}"),
-                                TimeRemainingColumn(), console=Console(stderr=True, soft_wrap=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=num_steps, info="")
-        elif self.style == "tqdm":
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=num_steps, desc=label, unit="step", file=sys.stderr, leave=False)
-
-    def on_step(self, step: int, num_steps: int, loss, num_clips: int) -> None:
-        """`train_one_epoch`'s `on_step`: batch `step` of `num_steps` is done."""
-        if self.style == "none":
-            return
-        self.loss_sum += float(loss) * num_clips  # one sync per batch: negligible next to a video model's step
-        self.clips += num_clips
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate, mean_loss = self.clips / elapsed, self.loss_sum / max(self.clips, 1)
-        if self.style == "rich":
-            self.bar.update(self.task, completed=step, info=f"loss {mean_loss:.4f}, {rate:.2f} clips/s")
-        elif self.style == "tqdm":
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{mean_loss:.4f}", clips_s=f"{rate:.2f}", refresh=False)
-        elif time.monotonic() - self.last_line >= self.every_s or step == num_steps:
-            self.last_line = time.monotonic()
-            eta = elapsed / step * (num_steps - step)
-            sys.stderr.write(f"epoch {self.epoch}/{self.epochs}: step {step}/{num_steps}, loss {mean_loss:.4f}, "
-                             f"{rate:.2f} clips/s, ETA {_clock(eta)}\n")
-            sys.stderr.flush()
-
-    def end_epoch(self) -> None:
-        if self.style == "tqdm":
-            self.bar.close()
-        elif self.style == "rich":
-            self.bar.stop()
-        self.bar = None
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progress: str = "auto") -> list[dict]:
