@@ -27,3 +27,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, mon
         write_text_atomic(target, "new\n")
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_temp_files_follow_the_umask(tmp_path):
+    from vswin_cli.files import temp_file
+
+    old = os.umask(0o027)
+    try:
+        fd, path = temp_file(tmp_path)
+        os.close(fd)
+    finally:
+        os.umask(old)
+    assert path.parent == tmp_path and path.name.startswith(".vswin-")
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600: a renamed result keeps this mode

@@ -258,17 +258,23 @@ def evaluate_list(
     shard = current_shard()
     out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume, read_done=read_predictions,
                      lock=shard.rank == 0)
-    records = {json.loads(line)["video"]: json.loads(line) for line in out.kept_lines}
+    records = {r["video"]: r for r in map(json.loads, out.kept_lines)}
     todo = [e for e in entries if e.rel_path not in out.done]
     stream = out.open() if predictions is not None and shard.rank == 0 else None
     done = len(entries) - len(todo)
 
+    def keep(index, probs, error) -> None:
+        record = prediction_record(todo[index], probs, error, class_names)
+        records[record["video"]] = record
+        if stream is not None:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+
     def on_video(index, probs, error) -> None:
         nonlocal done
         done += 1
-        if stream is not None and shard.world_size == 1:  # stream as videos finish: --resume keeps them
-            stream.write(json.dumps(prediction_record(todo[index], probs, error, class_names)) + "\n")
-            stream.flush()
+        if shard.world_size == 1:  # as videos finish, so --resume keeps them; else after the gather
+            keep(index, probs, error)
         if progress is not None and shard.rank == 0:
             progress(done, len(entries))
 
@@ -281,11 +287,9 @@ def evaluate_list(
         raise
     if shard.rank != 0:
         return None
-    for index, probs, error in scored:
-        record = prediction_record(todo[index], probs, error, class_names)
-        records[record["video"]] = record
-        if stream is not None and shard.world_size > 1:
-            stream.write(json.dumps(record) + "\n")
+    if shard.world_size > 1:
+        for item in scored:
+            keep(*item)
     out.commit()
     ordered = [records[e.rel_path] for e in entries]
     good = [r for r in ordered if "top" in r]

@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from vswin_cli.errors import VswinError
+from vswin_cli.files import temp_file
 from vswin_cli.transforms import MEAN_RGB, STD_RGB
 
 INPUT_NAME = "video"
@@ -162,9 +162,8 @@ def export_onnx(
     cpu = _cpu_fp32_copy(model)
     x = torch.randn(batch, 3, *clip_shape, generator=torch.Generator().manual_seed(0))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
+    fd, tmp = temp_file(path.parent, suffix=".incomplete")  # readable like any file (the writer keeps the mode)
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         _write_onnx(cpu, x, tmp)
         max_rel_err = verify_onnx(tmp, cpu, x) if verify else None

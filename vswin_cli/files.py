@@ -15,9 +15,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".vswin-", suffix=".tmp")  # short: any valid name fits
+    fd, tmp = temp_file(path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; a result file is as readable as any other
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -26,6 +25,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_file(folder: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new, uniquely named file in `folder`, to be renamed over a result: (open descriptor, path).
+
+    The name is short (any valid result name fits beside it) and hidden; the mode follows the umask
+    like any new file (mkstemp alone makes 0600, and the rename would keep that).
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vswin-", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, Path(tmp)
 
 
 def umask() -> int:

@@ -28,7 +28,7 @@ except ImportError:  # Windows: no advisory locks
 from vswin_cli.aggregate import SegmentResult, VideoResult
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.files import umask, write_text_atomic
+from vswin_cli.files import temp_file, write_text_atomic
 from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
 from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl, read_results_jsonl, segment_from_record
@@ -66,7 +66,7 @@ def check_output(output: str) -> None:
     if len(path.name.encode()) > NAME_MAX:
         raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
     try:  # what os.access cannot tell: a read-only file system, or root on a folder it may not write
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vswin-", suffix=".tmp")
+        fd, probe = temp_file(folder)
     except OSError as err:
         raise ConfigError(f"-o {output}: cannot write in {folder} ({err.strerror})",
                           hint="choose a writable folder for the output") from None
@@ -134,8 +134,7 @@ class OutputFile:
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.path}: the output folder does not exist", hint="create it first")
         # Build the new .part beside the old one, then swap it in, so a crash here loses nothing.
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".vswin-", suffix=".tmp")  # unique per run
-        os.fchmod(fd, 0o666 & ~umask())
+        fd, tmp = temp_file(self.path.parent)  # unique per run
         self.stream = open(fd, "w", encoding="utf-8", newline="")
         self.stream.write("".join(self.kept_lines))
         self.stream.flush()
@@ -170,8 +169,7 @@ class OutputFile:
         with open(self.part_path, "rb") as f:
             for line in f:
                 by_video.setdefault(json.loads(line)["video"], []).append(line)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".vswin-", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~umask())
+        fd, tmp = temp_file(self.path.parent)
         with open(fd, "wb") as out:
             for key in dict.fromkeys(order):
                 out.writelines(by_video.pop(key, ()))
@@ -252,7 +250,8 @@ def run_tag(
         barrier: waits for every rank (default: a gloo process group); used only when sharded.
 
     Returns:
-        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; every video written is complete.
+        A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; what was written is kept (the
+        video cut in the middle continues there with `resume`).
     """
     final = OutputFile(output, resume=resume, lock=shard.rank == 0)
     if shard.world_size == 1:
@@ -299,7 +298,7 @@ def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], fina
 def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
               on_result: Callable[[VideoResult], None] | None, on_segment: Callable[[SegmentResult], None] | None,
               order: Sequence[str] | None = None) -> TagReport:
-    """Stream `tagger.run` into `out`: each segment as it is scored, each video's summary when done."""
+    """Stream `tagger.stream` into `out`: each segment as it is scored, each video's summary when done."""
     resumed = _resumed_videos(videos, out)
     log = out.resume_log if output_format == "jsonl" and not out.to_stdout else None
     writer = get_writer(output_format, out.open())

@@ -91,9 +91,11 @@ def read_completed_jsonl(path: Path) -> Kept:
             kept.lines.extend(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             kept.done.add(key)
         elif key not in failed:
-            segments = [r for r in records if r["record"] == "segment"]
-            prefix = [r for i, r in enumerate(segments) if r.get("segment") == i and all(
-                s.get("segment") == j for j, s in enumerate(segments[:i]))]
+            prefix = []  # segments 0, 1, 2, ... up to the first gap
+            for record in (r for r in records if r["record"] == "segment"):
+                if record.get("segment") != len(prefix):
+                    break
+                prefix.append(record)
             if prefix:
                 kept.partial[key] = prefix
     return kept
