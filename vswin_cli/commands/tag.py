@@ -70,8 +70,13 @@ def tag(
     if (report or annotate) and output == "-":
         raise UsageError("--report and --annotate read the results back from the output file", hint="add -o FILE")
     skipped = []
-    videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=lambda path, why: skipped.append(path)
-                         or (quiet or sys.stderr.write(f"warning: skipped {path}: {why}\n")))  # before the model
+
+    def skip(path: str, why: str) -> None:
+        skipped.append(path)
+        if not quiet:
+            sys.stderr.write(f"warning: skipped {path}: {why}\n")
+
+    videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=skip)  # before the model
     # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
     from vswin_cli.cache import cache_dir
     from vswin_cli.decode import set_decoder_logging
