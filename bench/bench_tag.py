@@ -2,8 +2,11 @@
 
 End to end = decode (worker processes) + resize + crop + batching + model + aggregation, over a
 folder of generated videos. Model only = the same model on the same number of views of random
-input, already in memory. The ratio (end-to-end views/s over model-only views/s) says how well
-decoding keeps the device fed: 1.0 means the model never waits.
+input, already in memory, through the same runner `vswin tag` uses (the `--runtime` and `--precision`
+it picks by default: on the CPU `--runtime auto`, the fastest installed runtime, and bf16 where the CPU
+computes it natively). The ratio (end-to-end views/s over model-only views/s) says how well decoding
+keeps the device fed: 1.0 means the model never waits. Beside wall time the table gives CPU seconds
+per view (this process and its decode workers, all threads), which moves much less with other load.
 
 Where the time goes, each measured alone in the same run: decode (the same worker processes and
 DataLoader as `vswin tag`, no model: the views/s and clip frames/s the CPU can deliver), transfer
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -41,6 +45,8 @@ from vswin_cli.segments import SegmentViews, VideoStream  # noqa: E402
 from vswin_cli.transforms import normalize_views  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
+from vswin_cli.options import autocast  # noqa: E402
+from vswin_cli.runtime import cpu_precision, tune_allocator  # noqa: E402
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=400)
 
@@ -130,37 +136,44 @@ def build_model(arch: str) -> VideoSwin:
     return VideoSwin.from_config(cfg).eval()
 
 
-def end_to_end(model, videos, spec: ClipSpec, options: TagOptions) -> tuple[float, int, float]:
-    """(seconds, views computed, video seconds tagged) for one pass over the videos."""
-    tagger = Tagger(model, [str(i) for i in range(400)], "bench", spec, options)
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the decode workers, once joined)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def end_to_end(tagger: Tagger, videos) -> tuple[float, float, int, float]:
+    """(seconds, CPU seconds, views computed, video seconds tagged) for one pass over the videos."""
+    tagger.num_views_computed = 0
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     duration = 0.0
     for result in tagger.run(videos):
         assert result.error is None, result.error
         duration += result.summary.duration
-    if options.device.startswith("cuda"):
+    if tagger.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, tagger.num_views_computed, duration
+    return time.perf_counter() - start, cpu_seconds() - cpu_start, tagger.num_views_computed, duration
 
 
 @torch.inference_mode()
-def model_only(model, num_views: int, spec: ClipSpec, options: TagOptions) -> float:
-    """Seconds to run `num_views` views (uint8 in device memory, normalised per batch) through the model."""
-    device = torch.device(options.device)
-    model = model.to(device)
+def model_only(tagger: Tagger, num_views: int) -> tuple[float, float]:
+    """(seconds, CPU seconds) to run `num_views` views (uint8 in device memory, normalised per batch)
+    through the tagger's own runner, converted as `Tagger._score` converts them."""
+    spec, options, device = tagger.spec, tagger.options, tagger.device
     size = spec.crop_size
     frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.precision)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     done = 0
     while done < num_views:
-        batch = frames[: min(options.batch_size, num_views - done)]
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            model(normalize_views(batch))
-        done += len(batch)
+        x = normalize_views(frames[: min(options.batch_size, num_views - done)])
+        if tagger.cpu_dtype is not None:
+            x = x.to(tagger.cpu_dtype)
+        with autocast(device, options.precision if tagger.cpu_dtype is None else "fp32"):
+            tagger._forward(x)
+        done += len(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu_start
 
 
 def main() -> None:
@@ -174,7 +187,9 @@ def main() -> None:
     parser.add_argument("--workers", default="2", help="decode processes, or 'all' (every CPU core)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default=None, help="fp32/bf16/fp16 (default bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--precision", default=None,
+                        help="fp32/bf16/fp16 (default as vswin tag: bf16 on CUDA, on the CPU bf16 where native, else fp32)")
+    parser.add_argument("--runtime", default="auto", help="CPU runtime as `vswin tag --runtime` (default auto)")
     parser.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto",
                         help="where frames are resized (auto: the device on CUDA, as `vswin tag` does)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -193,52 +208,62 @@ def main() -> None:
         print(f"videos in {folder}")
         return
     videos = find_videos([str(folder)])
-    precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
+    precision = args.precision or ("bf16" if args.device.startswith("cuda") else cpu_precision("auto")[0])
+    tune_allocator()  # as `vswin tag` does at start-up
     paper = args.views == "paper"
     spec = ClipSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1, crop_size=args.crop_size)
     on_device = args.resize_on == "device" or (args.resize_on == "auto" and args.device.startswith("cuda"))
     options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision,
-                         resize_on_device=on_device)
-    model = build_model(args.arch)
+                         resize_on_device=on_device, runtime=args.runtime,
+                         runtime_cache=str(Path(tempfile.gettempdir()) / "vswin-bench-exported"))
+    tagger = Tagger(build_model(args.arch), [str(i) for i in range(400)], "bench", spec, options)
+    runtime_used = getattr(tagger._forward, "runtime", "torch")
 
-    end_to_end(model, videos[:1], spec, options)  # warm-up: worker start, allocator, kernels
-    e2e_times, model_times = [], []
+    end_to_end(tagger, videos[:1])  # warm-up: worker start, allocator, kernels
+    e2e_runs, model_runs = [], []
     for _ in range(args.repeats):
-        seconds, num_views, video_seconds = end_to_end(model, videos, spec, options)
-        e2e_times.append(seconds)
-        model_times.append(model_only(model, num_views, spec, options))
-    e2e, only = statistics.median(e2e_times), statistics.median(model_times)
+        seconds, cpu, num_views, video_seconds = end_to_end(tagger, videos)
+        e2e_runs.append((seconds, cpu))
+        model_runs.append(model_only(tagger, num_views))
+    (e2e, e2e_cpu), (only, only_cpu) = ([statistics.median(c) for c in zip(*runs)] for runs in (e2e_runs, model_runs))
+    decode_start = cpu_seconds()
     decoded = decode_only(videos, spec, options)
-    tagger = Tagger(model, [str(i) for i in range(400)], "bench", spec, options)
+    decode_cpu = cpu_seconds() - decode_start
     transfer_s, transfer_views = transfer_only(tagger, decoded.pop("items"))
-    print(f"vswin tag benchmark: arch={args.arch} views={args.views} ({spec.num_views}/segment) device={args.device} "
-          f"precision={precision} workers={args.workers} batch={args.batch_size} "
+    print(f"vswin tag benchmark: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"arch={args.arch} views={args.views} ({spec.num_views}/segment) device={args.device} "
+          f"precision={precision} runtime={runtime_used} workers={args.workers} batch={args.batch_size} "
           f"resize={'device' if on_device else 'workers'} torch={torch.__version__} "
           f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"input: {len(videos)} videos x {args.seconds:g} s, {height}x{width} @ {args.fps} fps (H.264); "
           f"{num_views} views computed per pass; median of {args.repeats}")
-    print(f"{'':<14}{'seconds':>10}{'views/s':>10}{'video s/s':>11}")
-    print(f"{'end to end':<14}{e2e:>10.2f}{num_views / e2e:>10.1f}{video_seconds / e2e:>11.1f}")
-    print(f"{'model only':<14}{only:>10.2f}{num_views / only:>10.1f}{video_seconds / only:>11.1f}")
-    print(f"ratio end-to-end / model-only: {only / e2e:.2f}")
+    print(f"{'':<14}{'seconds':>10}{'views/s':>10}{'video s/s':>11}{'CPU s/view':>12}")
+    print(f"{'end to end':<14}{e2e:>10.2f}{num_views / e2e:>10.2f}{video_seconds / e2e:>11.2f}{e2e_cpu / num_views:>12.3f}")
+    print(f"{'model only':<14}{only:>10.2f}{num_views / only:>10.2f}{video_seconds / only:>11.2f}{only_cpu / num_views:>12.3f}")
+    print(f"ratio end-to-end / model-only: {only / e2e:.3f} (wall), {only_cpu / e2e_cpu:.3f} (CPU seconds)")
     decode_vps = decoded["views"] / decoded["seconds"]
     transfer_vps = transfer_views / transfer_s if transfer_s else float("inf")
     print(f"where the time goes (each alone): decode {decode_vps:.1f} views/s "
-          f"({decoded['clip_frames'] / decoded['seconds']:.0f} clip frames/s from {args.workers} workers), "
+          f"({decoded['clip_frames'] / decoded['seconds']:.0f} clip frames/s from {args.workers} workers, "
+          f"{decode_cpu / max(decoded['views'], 1):.3f} CPU s/view), "
           f"transfer{'+resize' if on_device else ''} {transfer_vps:.1f} views/s, model {num_views / only:.1f} views/s")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
             "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "arch": args.arch, "views": args.views, "views_per_segment": spec.num_views, "precision": precision,
+            "runtime": runtime_used, "load_average": os.getloadavg(),
             "crop_size": args.crop_size, "workers": args.workers, "batch_size": args.batch_size, "resize": "device" if on_device else "workers",
             "cpus": os.cpu_count(), "videos": len(videos), "video_seconds_each": args.seconds, "size": [height, width],
             "fps": args.fps, "bitrate_mbps": bitrate_mbps(videos, args.seconds), "repeats": args.repeats,
             "views_per_pass": num_views,
-            "end_to_end": {"seconds": e2e, "views_per_s": num_views / e2e, "video_s_per_s": video_seconds / e2e},
-            "model_only": {"seconds": only, "views_per_s": num_views / only, "video_s_per_s": video_seconds / only},
-            "ratio_end_to_end_over_model_only": only / e2e,
-            "decode_only": {"seconds": decoded["seconds"], "views_per_s": decode_vps,
+            "end_to_end": {"seconds": e2e, "cpu_seconds": e2e_cpu, "views_per_s": num_views / e2e,
+                           "video_s_per_s": video_seconds / e2e},
+            "model_only": {"seconds": only, "cpu_seconds": only_cpu, "views_per_s": num_views / only,
+                           "video_s_per_s": video_seconds / only},
+            "ratio_end_to_end_over_model_only": only / e2e, "ratio_cpu_seconds": only_cpu / e2e_cpu,
+            "decode_only": {"seconds": decoded["seconds"], "cpu_seconds": decode_cpu, "views_per_s": decode_vps,
                             "clip_frames_per_s": decoded["clip_frames"] / decoded["seconds"]},
             "transfer_only": {"seconds": transfer_s, "views": transfer_views, "views_per_s": transfer_vps},
         }, indent=1))

@@ -29,6 +29,11 @@ def test_auto_chooses_among_installed_runtimes_on_the_cpu_in_fp32_only(monkeypat
     assert runtime.candidate_runtimes("cpu", "fp32") == ["torch", "onnxruntime"]
     assert runtime.candidate_runtimes("meta", "fp32") == ["torch"]
     assert runtime.candidate_runtimes("cpu", "bf16") == ["torch"]
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime", "openvino"])
+    for capable in (True, False):  # bf16: OpenVINO too, where it computes bf16 on this CPU; never ORT
+        monkeypatch.setattr(runtime, "openvino_runs_bf16", lambda: capable)
+        assert runtime.candidate_runtimes("cpu", "bf16") == (["torch", "openvino"] if capable else ["torch"])
+        assert runtime.candidate_runtimes("cpu", "fp16") == ["torch"]
     monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
     run = runtime.load_runtime(tiny(), "auto", clip_shape=CLIP)  # nothing to measure, no cache needed
     assert run.runtime == "torch"
@@ -44,7 +49,7 @@ def test_auto_keeps_the_fastest_and_remembers_it(tmp_path, monkeypatch):
 
     built = []
 
-    def runner(name, model, clip_shape, batch, cache_dir, threads):
+    def runner(name, model, clip_shape, batch, cache_dir, threads, precision):
         built.append(name)
         return runtime._named(lambda x: busy(0.02 if name == "torch" else 0.0), name)
 
@@ -66,8 +71,18 @@ def test_forcing_a_runtime_that_cannot_run_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="openvino is not installed") as info:
         runtime.check_runtime("openvino")
     assert "pip install" in info.value.hint
-    with pytest.raises(ConfigError, match="fp32 files only"):
+    with pytest.raises(ConfigError, match="runs fp32 only"):
         runtime.check_runtime("onnxruntime", precision="bf16")
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime", "openvino"])
+    monkeypatch.setattr(runtime, "openvino_runs_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="does not run bf16 on this CPU") as info:
+        runtime.check_runtime("openvino", precision="bf16")
+    assert "--precision fp32" in info.value.hint
+    monkeypatch.setattr(runtime, "openvino_runs_bf16", lambda: True)
+    assert runtime.check_runtime("openvino", precision="bf16") == "openvino"
+    with pytest.raises(ConfigError, match="fp32 and bf16 only"):
+        runtime.check_runtime("openvino", precision="fp16")
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime"])
     with pytest.raises(ConfigError, match="CPU only"):
         runtime.check_runtime("onnxruntime", device="meta")
     assert runtime.check_runtime("torch", precision="bf16") == "torch"
@@ -103,6 +118,33 @@ def test_every_installed_runtime_agrees_with_pytorch(tmp_path, name):
     if name != "torch":
         with pytest.raises(ValueError, match="built for up to 3 clips"):
             run(torch.randn(4, 3, *CLIP))
+
+
+def test_openvino_bf16_agrees_with_the_bf16_model_and_fp32(tmp_path):
+    # Checks the capability the code checks: OpenVINO's own BF16 flag (AVX512_BF16/AMX), not the machine.
+    if "openvino" not in runtime.available_runtimes():
+        pytest.skip("openvino is not installed (pip install 'vswin[cpu]')")
+    if not runtime.openvino_runs_bf16():
+        pytest.skip("OpenVINO does not compute bf16 on this CPU (no BF16 capability)")
+    model = tiny()
+    x = torch.randn(2, 3, *CLIP)
+    with torch.inference_mode():
+        expected = model(x)
+    model_bf16 = tiny().to(torch.bfloat16)  # as the Tagger passes it on a bf16 CPU run
+    run = runtime.load_runtime(model_bf16, "openvino", clip_shape=CLIP, batch=2, precision="bf16", cache_dir=tmp_path)
+    assert run.runtime == "openvino"
+    with torch.inference_mode():
+        ours_bf16 = model_bf16(x.bfloat16()).float()
+        got = run(x.bfloat16())
+    assert got.dtype == torch.float32
+    scale = expected.abs().max().item()
+    # bf16 keeps 8 bits of mantissa: both bf16 paths land within about 2% of the largest fp32 logit.
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.03 * scale)
+    torch.testing.assert_close(ours_bf16, expected, rtol=0, atol=0.03 * scale)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    # and it really computed in bf16 (OpenVINO stays in fp32 silently where it cannot): off fp32 by more
+    # than fp32 rounding.
+    assert (got - expected).abs().max().item() > 1e-4 * scale
 
 
 def test_the_exported_file_is_cached_and_reused(tmp_path, monkeypatch):
@@ -146,3 +188,41 @@ def test_cpu_precision_follows_native_bf16(monkeypatch, native):
         assert warning is None
     else:
         assert "11x slower than fp32" in warning and "--precision fp32" in warning
+
+
+AGREEMENT_VIDEOS = ["bikes.mp4", "chaplin.mp4", "cockatoo.mp4", "demo.mp4", "codec_vp9.webm"]
+
+
+@pytest.mark.parametrize("name,precision", [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")])
+def test_vswin_tag_on_every_runtime_gives_the_top_labels_of_pytorch(tmp_path, monkeypatch, name, precision):
+    """Real clips (../shared/videos), the whole CLI: each segment's top label and scores as on PyTorch
+    (the same precision: PyTorch's bf16 model where bf16 is asked)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import save_tiny_model, shared_path
+    from vswin_cli.app import app
+
+    if name not in runtime.available_runtimes():
+        pytest.skip(f"{name} is not installed (pip install 'vswin[cpu]')")
+    if precision == "bf16" and not runtime.openvino_runs_bf16():
+        pytest.skip("OpenVINO does not compute bf16 on this CPU (no BF16 capability)")
+    videos = [str(shared_path("videos", v)) for v in AGREEMENT_VIDEOS]
+    options = [*save_tiny_model(tmp_path / "model"), "--workers", "0", "--views", "fast", "--top-k", "5",
+               "--precision", precision]
+
+    def tag(runtime_name):
+        monkeypatch.setenv("VSWIN_RUNTIME", runtime_name)
+        result = CliRunner().invoke(app, ["tag", *videos, *options])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines() if '"segment"' in line]
+
+    reference, got = tag("torch"), tag(name)
+    assert len(got) == len(reference) >= len(videos)
+    for ours, theirs in zip(reference, got):
+        assert (theirs["video"], theirs["start"]) == (ours["video"], ours["start"])
+        assert theirs["top"][0]["label"] == ours["top"][0]["label"]
+        tolerance = 1e-4 if precision == "fp32" else 0.02  # probabilities; bf16 keeps 8 mantissa bits
+        for a, b in zip(ours["top"], theirs["top"]):
+            assert abs(a["score"] - b["score"]) <= tolerance

@@ -17,12 +17,16 @@ runtime (interleaved, CPU seconds of the process, the best of a few forwards) an
 the choice is remembered in `cache_dir/runtimes.json`, so later runs pay nothing. A fixed order would
 be wrong somewhere: on an AVX2-only Zen 3 ONNX Runtime is 1.23x faster than PyTorch for Swin-T fp32
 (issue 16); on an AVX-512/AMX Xeon OpenVINO is 1.35x and ONNX Runtime 0.75x PyTorch's speed
-(docs/benchmarks.md). On CUDA, or for any
-precision other than fp32, it is always "torch".
+(docs/benchmarks.md). In bf16 (CPUs with native bf16 only) the choice is between PyTorch's bf16 model
+and OpenVINO with its bf16 inference hint (the same fp32 file; OpenVINO keeps softmax and normalisation
+in fp32), where OpenVINO says the CPU can (`BF16` among its optimisation capabilities): on the AMX Xeon
+here OpenVINO bf16 ran a Swin-T view in about half the time of PyTorch's bf16 path. ONNX Runtime runs
+fp32 only. On CUDA it is always "torch".
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import hashlib
@@ -62,10 +66,26 @@ def available_runtimes() -> list[str]:
 
 
 def candidate_runtimes(device: str | torch.device = "cpu", precision: str = "fp32") -> list[str]:
-    """The runtimes "auto" chooses among: all installed ones on the CPU in fp32, else only "torch"."""
-    if torch.device(device).type != "cpu" or precision != "fp32":
+    """The runtimes "auto" chooses among: on the CPU all installed ones in fp32, "torch" and OpenVINO in
+    bf16 where OpenVINO runs bf16 on this CPU (`openvino_runs_bf16`); on other devices only "torch"."""
+    if torch.device(device).type != "cpu":
         return ["torch"]
-    return available_runtimes()
+    if precision == "fp32":
+        return available_runtimes()
+    if precision == "bf16" and "openvino" in available_runtimes() and openvino_runs_bf16():
+        return ["torch", "openvino"]
+    return ["torch"]
+
+
+def openvino_runs_bf16() -> bool:
+    """Whether OpenVINO computes bf16 on this CPU (it lists `BF16` among the CPU plugin's optimisation
+    capabilities on AVX512_BF16/AMX x86 CPUs). Asked for bf16 elsewhere it silently stays in fp32."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no OpenVINO, or a plugin that cannot say: not bf16
+        return False
 
 
 def check_runtime(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str:
@@ -84,8 +104,13 @@ def check_runtime(name: str, device: str | torch.device = "cpu", precision: str 
                           if name == "onnxruntime" else "pip install openvino onnx onnxscript")  # fmt: skip
     if torch.device(device).type != "cpu":
         raise ConfigError(f"runtime {name} runs on the CPU only", "use --runtime torch (or auto) with --device cuda")
-    if precision != "fp32":
-        raise ConfigError(f"runtime {name} runs fp32 files only, not {precision}", "use --precision fp32")
+    if precision == "bf16" and name == "openvino":
+        if not openvino_runs_bf16():
+            raise ConfigError("OpenVINO does not run bf16 on this CPU (it would silently stay in fp32)",
+                              "use --precision fp32 with --runtime openvino")
+    elif precision != "fp32":
+        raise ConfigError(f"runtime {name} runs fp32 only, not {precision}" if name == "onnxruntime" else
+                          f"runtime {name} runs fp32 and bf16 only, not {precision}", "use --precision fp32")
     return name
 
 
@@ -136,7 +161,8 @@ def load_runtime(
             docstring) or "torch", "onnxruntime", "openvino" (checked by `check_runtime`).
         clip_shape: (T, H, W) of every clip the callable will get (exported runtimes are fixed-shape).
         batch: the most clips per call.
-        precision: "fp32" (any runtime) or "bf16"/"fp16" (torch only; the caller's autocast applies).
+        precision: "fp32" (any runtime), "bf16" (torch: the caller passes a bf16 model and bf16 views, or
+            uses autocast; OpenVINO: its bf16 hint on an fp32 export of the model) or "fp16" (torch only).
         cache_dir: where exported files and `runtimes.json` (the measured choices) are kept; needed
             unless the runtime is "torch". E.g. `<vswin cache>/exported`.
         threads: intra-op threads for ONNX Runtime/OpenVINO (default: torch.get_num_threads()).
@@ -158,24 +184,26 @@ def load_runtime(
         raise ConfigError(f"runtime {name} needs a cache folder for the exported file")
     cache_dir = Path(cache_dir)
     if len(candidates) > 1:
-        key = _choice_key(model, clip_shape, batch, threads)
+        key = _choice_key(model, clip_shape, batch, threads, precision)
         remembered = _read_choices(cache_dir).get(key)
         if remembered in candidates:
             candidates = [remembered]
-    runners = {r: _runner(r, model, clip_shape, batch, cache_dir, threads) for r in candidates}
+    runners = {r: _runner(r, model, clip_shape, batch, cache_dir, threads, precision) for r in candidates}
     if len(runners) == 1:
         return next(iter(runners.values()))
-    fastest = _fastest(runners, torch.randn(batch, 3, *clip_shape))
+    fastest = _fastest(runners, torch.randn(batch, 3, *clip_shape, dtype=next(model.parameters()).dtype))
     _write_choice(cache_dir, key, fastest)
     return runners[fastest]
 
 
-def _runner(name: str, model: torch.nn.Module, clip_shape, batch: int, cache_dir: Path, threads: int | None):
+def _runner(name: str, model: torch.nn.Module, clip_shape, batch: int, cache_dir: Path, threads: int | None,
+            precision: str = "fp32"):
     if name == "torch":
         return _named(lambda views: model(views), "torch")
     path = _exported_file(model, clip_shape, batch, cache_dir)
     threads = threads or torch.get_num_threads()
-    infer = _onnxruntime_session(path, threads) if name == "onnxruntime" else _openvino_model(path, threads)
+    infer = (_onnxruntime_session(path, threads) if name == "onnxruntime"
+             else _openvino_model(path, threads, "bf16" if precision == "bf16" else "f32"))
     num_classes = model.config.num_classes
     expected = (3, *clip_shape)
 
@@ -205,7 +233,7 @@ def _fastest(runners: dict, x: torch.Tensor) -> str:
     return min(best, key=best.get)
 
 
-def _choice_key(model: torch.nn.Module, clip_shape, batch: int, threads: int | None) -> str:
+def _choice_key(model: torch.nn.Module, clip_shape, batch: int, threads: int | None, precision: str = "fp32") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -214,7 +242,7 @@ def _choice_key(model: torch.nn.Module, clip_shape, batch: int, threads: int | N
         pass
     config = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
     parts = [cpu, str(threads or torch.get_num_threads()), config, repr(tuple(clip_shape)), str(batch),
-             ",".join(available_runtimes()), torch.__version__]  # fmt: skip
+             ",".join(available_runtimes()), torch.__version__, precision]  # fmt: skip
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -276,6 +304,8 @@ def _exported_file(model: torch.nn.Module, clip_shape, batch: int, cache_dir: Pa
     digest.update(repr((tuple(clip_shape), batch, versions)).encode())
     path = cache_dir / f"vswin-{digest.hexdigest()[:16]}-{batch}x{'x'.join(map(str, clip_shape))}.onnx"
     if not path.is_file():
+        if next(model.parameters()).dtype != torch.float32:  # a bf16 model (CPU bf16): the file is fp32
+            model = copy.deepcopy(model).float()
         export.export_onnx(model, path, tuple(clip_shape), batch, verify=importlib.util.find_spec("onnxruntime") is not None)
     return path
 
@@ -300,11 +330,11 @@ def _onnxruntime_session(path: Path, threads: int):
     return lambda x: session.run(None, {input_name: x})[0]
 
 
-def _openvino_model(path: Path, threads: int):
+def _openvino_model(path: Path, threads: int, precision: str = "f32"):
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compiled = core.compile_model(str(path), "CPU", config)
