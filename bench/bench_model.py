@@ -10,7 +10,11 @@ vswin_cli.runtime) and (when it imports) torchvision's swin3d, in one interleave
 
 Implementations: ours (SDPA with the cached bias+mask), reference (explicit formula), torchvision
 (its eager swin3d), compiled (ours through torch.compile), flex (ours with every window attention
-through models/flex.py, the compiled FlexAttention kernel; CUDA only).
+through models/flex.py, the compiled FlexAttention kernel; CUDA only), onnxruntime / openvino (the
+exported file through vswin_cli.runtime: a clip per thread; OpenVINO also in bf16 where it computes
+bf16 on this CPU), and default: what `vswin tag` runs at that precision on the CPU (`--runtime auto`,
+the runtime it measured fastest; the row names it). On the CPU use a batch of as many clips as threads
+(`--batch-sizes 2` on 2 cores) so that the exported runtimes, which run a clip per thread, use every core.
 
 Beside wall time per view the table gives CPU seconds per view (process time, all threads: on a shared
 machine wall time moves with other load, CPU time much less) and minor page faults per forward.
@@ -80,7 +84,7 @@ def import_torchvision_swin3d():
         return None, f"torchvision unusable ({first_error}; then {type(err).__name__}: {err})"
 
 
-EXPORTED = ("onnxruntime", "openvino")
+EXPORTED = ("onnxruntime", "openvino", "default")
 
 
 def build(impl: str, arch: str, tv_module):
@@ -124,8 +128,22 @@ def prepare(impl: str, arch: str, tv_module, device: str, dtype, x, cache_dir: s
     if impl in EXPORTED:
         from vswin_cli.runtime import load_runtime
 
-        return load_runtime(model, impl, clip_shape=tuple(x.shape[2:]), batch=x.shape[0], cache_dir=cache_dir)
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+        return load_runtime(model, "auto" if impl == "default" else impl, clip_shape=tuple(x.shape[2:]),
+                            precision=precision, cache_dir=cache_dir)
     return model
+
+
+def exported_runs(impl: str, dtype_name: str, device: str) -> bool:
+    """Whether an exported-runtime row exists for this dtype and device (CPU only; ONNX Runtime fp32 only;
+    OpenVINO fp32, and bf16 where it computes bf16 on this CPU)."""
+    from vswin_cli.runtime import openvino_runs_bf16
+
+    if device != "cpu":
+        return False
+    if impl == "default" or dtype_name == "fp32":
+        return True
+    return impl == "openvino" and dtype_name == "bf16" and openvino_runs_bf16()
 
 
 def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:
@@ -168,7 +186,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default="swin-t,swin-s,swin-b,swin-b-16", help="comma list of " + ",".join(ARCHS))
     parser.add_argument("--impls", default="ours,reference,torchvision",
-                        help="comma list: ours,reference,torchvision,compiled,flex,onnxruntime,openvino")
+                        help="comma list: ours,reference,torchvision,compiled,flex,onnxruntime,openvino,default")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list: fp32,bf16")
     parser.add_argument("--batch-sizes", default=None, help="comma list (default: 1 on CPU, 1,16 on CUDA)")
     parser.add_argument("--frames", type=int, default=32, help="frames per view (default 32)")
@@ -208,13 +226,20 @@ def main(argv=None) -> None:
     if any(i in EXPORTED for i in impls):
         from vswin_cli.runtime import available_runtimes
 
-        for impl in [i for i in impls if i in EXPORTED and i not in available_runtimes()]:
+        for impl in [i for i in impls if i in EXPORTED and i != "default" and i not in available_runtimes()]:
             impls.remove(impl)
             notes.append(f"{impl} not installed")
     standard_view = args.frames == 32 and args.size == 224
     peak = matmul_peak_tflops(device) if device == "cuda" else None
 
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if device == "cuda":
+        where = torch.cuda.get_device_name()
+    else:
+        from vswin_cli.diagnostics import _cpu
+
+        cpu = _cpu()
+        flags = " ".join(f for f, present in (cpu["flags"] or {}).items() if present) or "flags unknown"
+        where = f"{cpu['model']}, {cpu['cores']} cores, {torch.get_num_threads()} threads; flags: {flags}"
     print(f"# bench_model: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, device {device} ({where})")
     print(f"# view 3x{args.frames}x{args.size}x{args.size}, {args.stat} of {repeats} interleaved runs after {args.warmup} warm-up; torchvision: {tv_note}")
     if "flex" in impls:
@@ -238,7 +263,7 @@ def main(argv=None) -> None:
     for arch in archs:
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
-            run_impls = [i for i in impls if not (i in EXPORTED and (dtype_name != "fp32" or device != "cpu"))]
+            run_impls = [i for i in impls if not (i in EXPORTED and not exported_runs(i, dtype_name, device))]
             for batch in batch_sizes:
                 x = torch.randn(batch, 3, args.frames, args.size, args.size, device=device, dtype=dtype)
                 models = {}
@@ -256,13 +281,17 @@ def main(argv=None) -> None:
                         print(f"# {impl} failed ({arch}, {dtype_name}, batch {batch}): {note}", flush=True)
                 measured = time_models(models, x, repeats, args.warmup, device, args.stat)
                 speed = {impl: batch / measured[impl][0] for impl in models}
+                picked = {impl: getattr(models[impl], "runtime", "") for impl in models}
                 del models
                 for impl in speed:
                     wall, cpu, faults = measured[impl]
                     record = {"arch": arch, "dtype": dtype_name, "batch": batch, "impl": impl,
                               "seconds_per_batch": wall, "cpu_seconds_per_batch": cpu, "faults_per_forward": faults,
                               "views_per_s": speed[impl]}
-                    row = f"| {arch} | {dtype_name} | {batch} | {impl} | {speed[impl]:.3g} | "
+                    if impl == "default":
+                        record["runtime"] = picked[impl]
+                    shown = f"default ({picked[impl]})" if impl == "default" else impl
+                    row = f"| {arch} | {dtype_name} | {batch} | {shown} | {speed[impl]:.3g} | "
                     row += f"{speed[impl] / speed['torchvision']:.2f}x | " if "torchvision" in speed else "- | "
                     row += f"{speed[impl] / speed['reference']:.2f}x |" if "reference" in speed else "- |"
                     row += f" {speed[impl] / speed['ours']:.2f}x |" if "ours" in speed else " - |"

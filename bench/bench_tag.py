@@ -166,8 +166,8 @@ def model_only(tagger: Tagger, num_views: int) -> tuple[float, float]:
     done = 0
     while done < num_views:
         x = normalize_views(frames[: min(options.batch_size, num_views - done)])
-        if tagger.cpu_dtype is not None:
-            x = x.to(tagger.cpu_dtype)
+        if tagger.input_dtype is not None:
+            x = x.to(tagger.input_dtype)
         with autocast(device, options.precision if tagger.cpu_dtype is None else "fp32"):
             tagger._forward(x)
         done += len(x)

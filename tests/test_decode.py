@@ -284,3 +284,55 @@ def test_consecutive_reads_continue_decoding_without_seeking(videos, monkeypatch
         assert seeks == [0]
         assert read_barcode(reader.read([3])[0]) == 3 and seeks == [0, 0]  # backwards: seeks again
         assert [read_barcode(f) for f in reader.read([60, 148, 149])] == [60, 148, 149]
+
+
+def _read_counting(path, reads, skip: bool):
+    """(frames of each read, frames the decoder produced) with non-reference skipping on or off."""
+    with open_video(path, backend="pyav") as reader:
+        source = reader._source
+        if not skip:
+            source._wanted = None
+        decoded = []
+        produce = source._decode_from_here
+
+        def counting(anchor):
+            for item in produce(anchor):
+                decoded.append(item[0])
+                yield item
+
+        source._decode_from_here = counting
+        return [reader.read(np.asarray(r)) for r in reads], len(decoded)
+
+
+@pytest.mark.parametrize("reads", [
+    [np.arange(0, 150, 2)],  # the tag pattern: every 2nd frame
+    [np.arange(0, 60, 2), np.arange(61, 80, 2), np.arange(80, 150, 3)],  # the next read wants what the last passed by
+    [np.arange(1, 150, 2), np.array([0, 1, 2, 3])],  # odd frames, then back to the start (a seek)
+])
+def test_unwanted_non_reference_frames_are_skipped_without_changing_a_pixel(videos, reads):
+    """H.264 B-frames that no frame refers to are not decoded when not wanted; the frames returned are
+    byte for byte those of a full decode, including frames the next read wants just after the last one."""
+    path = videos["root"] / "bframes.mp4"
+    if not path.exists():  # B-frames as x264's usual presets make them, a pyramid (some B-frames are references)
+        write_barcode_video(path, 150, gop=30, options={"preset": "veryfast", "crf": "12",
+                                                         "x264-params": "bframes=3:b-pyramid=normal"})
+    skipped, decoded_skipping = _read_counting(path, reads, skip=True)
+    full, decoded_full = _read_counting(path, reads, skip=False)
+    for a, b, wanted in zip(skipped, full, reads):
+        assert np.array_equal(a, b)
+        assert [read_barcode(f) for f in a] == list(wanted)
+    if reads[0][0] == 0:
+        assert decoded_skipping < 0.9 * decoded_full  # unwanted non-reference B-frames were not decoded
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "chaplin.mp4", "demo.mp4", "cockatoo.mp4", "h264_10bit.mp4"])
+def test_skipping_non_reference_frames_is_exact_on_real_h264(name):
+    from conftest import shared_path
+
+    path = shared_path("videos", name)
+    with open_video(path, backend="pyav") as reader:
+        n = reader.num_frames
+    reads = [np.arange(0, n, 2)[i:i + 64] for i in range(0, (n + 1) // 2, 64)]  # tag-sized chunks
+    skipped, _ = _read_counting(path, reads, skip=True)
+    full, _ = _read_counting(path, reads, skip=False)
+    assert all(np.array_equal(a, b) for a, b in zip(skipped, full))

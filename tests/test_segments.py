@@ -18,6 +18,8 @@ SPEC = ClipSpec(num_clips=1, num_crops=1, crop_size=32)
 
 def _as_worker(monkeypatch, stream, index: int, count: int) -> list:
     monkeypatch.setattr(segments, "get_worker_info", lambda: SimpleNamespace(id=index, num_workers=count))
+    monkeypatch.setattr(segments.os, "nice", lambda n: 0)  # this process is not really a worker
+    monkeypatch.setattr(segments.torch, "set_num_threads", lambda n: None)
     return [(item.video_pos, item.plan.segment.index) for item in stream if isinstance(item, segments.SegmentViews)]
 
 
@@ -35,6 +37,28 @@ def test_as_many_videos_as_workers_are_dealt_whole(tmp_path, monkeypatch):
     stream = segments.VideoStream(videos, [0, 1], SPEC, TagOptions(), {})
     parts = [_as_worker(monkeypatch, stream, i, 2) for i in range(2)]
     assert {pos for pos, _ in parts[0]} == {0} and {pos for pos, _ in parts[1]} == {1}
+
+
+@pytest.mark.parametrize("device,env,expected", [("cpu", None, [19]), ("cpu", "5", [5]), ("cpu", "0", [0]),
+                                                 ("cpu", "99", [19]), ("cpu", "x", [19]), ("cuda", None, [])])
+def test_decode_workers_yield_the_cores_to_a_model_on_the_cpu(tmp_path, monkeypatch, device, env, expected):
+    """On the CPU the decoders run below the model (os.nice, VSWIN_DECODE_NICE); feeding a GPU they do not."""
+    if env is None:
+        monkeypatch.delenv("VSWIN_DECODE_NICE", raising=False)
+    else:
+        monkeypatch.setenv("VSWIN_DECODE_NICE", env)
+    videos = find_videos([str(make_video(tmp_path / "a.mp4", 70))])
+    stream = segments.VideoStream(videos, [0], SPEC, TagOptions(device=device), {})
+    calls = []
+    monkeypatch.setattr(segments, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=1))
+    monkeypatch.setattr(segments.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(segments.os, "nice", lambda n: calls.append(n) or n)
+    items = list(stream)
+    assert calls == expected and any(isinstance(i, segments.SegmentViews) for i in items)
+    monkeypatch.setattr(segments, "get_worker_info", lambda: None)  # in the main process (--workers 0): never
+    calls.clear()
+    list(stream)
+    assert calls == []
 
 
 @pytest.mark.slow

@@ -36,15 +36,16 @@ def read_barcode(frame: np.ndarray, cell: float = CELL) -> int:
 
 def write_barcode_video(path: Path, num_frames: int, height: int = 64, width: int = 128, fps: int = 25,
                         codec: str = "libx264", pts: list[int] | None = None, time_base: Fraction | None = None,
-                        container_format: str | None = None, gop: int = 12) -> Path:
-    """Encode a barcode video. `pts` (in `time_base` units) makes a variable frame rate."""
+                        container_format: str | None = None, gop: int = 12, options: dict | None = None) -> Path:
+    """Encode a barcode video. `pts` (in `time_base` units) makes a variable frame rate; `options` replace
+    the libx264 defaults (no B-frames, intra-heavy)."""
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.gop_size = gop
         if codec == "libx264":
-            stream.options = {"crf": "10", "preset": "ultrafast", "bframes": "2"}
+            stream.options = options or {"crf": "10", "preset": "ultrafast", "bframes": "2"}
         if time_base is not None:
             stream.codec_context.time_base = time_base
         for i in range(num_frames):

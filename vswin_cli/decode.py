@@ -78,6 +78,9 @@ DECORD_BATCH_BYTES = 64 * 2**20  # full-size frames decord decodes per call
 # Seek only when that skips more than this many frames: a seek flushes the decoder (and its frame
 # threads), which costs more than decoding a few frames; reading every 2nd frame never seeks.
 SEEK_MIN_SKIP = 24
+# Decoders whose non-reference frames no other frame reads (H.264: nal_ref_idc 0), so FFmpeg may skip
+# decoding them (skip_frame NONREF) without changing a single pixel of the frames that are decoded.
+SKIP_NONREF_CODECS = ("h264",)
 PYAV_THREAD_TYPE = "SLICE"  # FFmpeg threading for PyAV decoding (see bench/bench_decode.py)
 DECORD_AUTO_MAX_FRAMES = 3000  # "auto" never gives decord a longer file (2 min at 25 fps)
 
@@ -265,6 +268,10 @@ class _PyAVSource:
         self.stream.thread_type = PYAV_THREAD_TYPE
         self.concealed: set[int] = set()
         self.match_by_pts = True
+        # Frames the current read wants (a boolean per frame index), for skipping unwanted non-reference
+        # frames; None when this codec's non-reference frames cannot be skipped.
+        self.skip_nonref = index.codec in SKIP_NONREF_CODECS and os.environ.get("VSWIN_SKIP_NONREF", "1") != "0"
+        self._wanted = np.zeros(len(index.pts), bool) if self.skip_nonref else None
         self._frames = None  # the decode generator, kept between reads (None: seek first)
         self._last: int | None = None  # index of the last frame it yielded
 
@@ -324,6 +331,12 @@ class _PyAVSource:
         self._last = None
 
     def _read_pass(self, wanted: np.ndarray, store) -> set[int]:
+        if self._wanted is not None:
+            # Frames after the last one asked for may be the next read's (the decoder runs ahead of its
+            # output by a few packets): never skipped.
+            self._wanted[:] = False
+            self._wanted[wanted] = True
+            self._wanted[int(wanted[-1]):] = True
         found: set[int] = set()
         position = 0  # next entry of `wanted` to fill
         sequential = False  # set once a seek proved unreliable: decode straight through from the start
@@ -373,7 +386,17 @@ class _PyAVSource:
         previous_pts = None
         out_of_order = 0
         count = anchor - 1
+        codec = self.stream.codec_context
+        skipping = False
         for packet in self.container.demux(self.stream):
+            if self._wanted is not None:
+                # An unwanted frame that no other frame refers to is not decoded at all (about a quarter
+                # of an H.264 file with B-frames at the default frame interval). Only while frames are
+                # matched by pts: counting frames needs every one of them.
+                index = self._frame_at_pts(packet.pts) if packet.pts is not None and self.match_by_pts else None
+                skip = index is not None and not self._wanted[index]
+                if skip != skipping:
+                    codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
             try:
                 frames = packet.decode()
             except av.FFmpegError:

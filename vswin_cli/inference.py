@@ -167,7 +167,9 @@ class Tagger:
             from vswin_cli.runtime import load_runtime
 
             self._forward = load_runtime(self.model, options.runtime, (spec.clip_len, spec.crop_size, spec.crop_size),
-                                         options.batch_size, options.precision, options.runtime_cache)
+                                         options.precision, options.runtime_cache)
+        # Views go to the network in the model's dtype on PyTorch; the exported runtimes take fp32.
+        self.input_dtype = self.cpu_dtype if getattr(self._forward, "runtime", "torch") == "torch" else None
         if options.compile:
             self._forward = torch.compile(self._forward)
         self.num_views_computed = 0  # views run through the network (identical views count once)
@@ -324,8 +326,8 @@ class Tagger:
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
             x = normalize_views(frames[start:start + self.options.batch_size])
-            if self.cpu_dtype is not None:
-                x = x.to(self.cpu_dtype)
+            if self.input_dtype is not None:
+                x = x.to(self.input_dtype)
             with autocast(self.device, self.options.precision if self.cpu_dtype is None else "fp32"):
                 out = self._forward(x)
             if self.options.features:

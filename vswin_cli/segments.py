@@ -126,6 +126,28 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
         yield VideoFailed(video_pos, VideoError(video.key, type(err).__name__, message))
 
 
+def decode_nice() -> int:
+    """How much lower the decode workers run than the model when it is on the CPU (`os.nice`).
+
+    The model's threads wait for each other at every layer: a thread that loses its core to a decoder
+    holds the others up. Decoders at the lowest priority (19) take the cores when the model's threads
+    wait instead, and a prefetch queue hides the rest: Swin-T bf16 at 360p went from 0.80 of model-only
+    speed to 0.97 (docs/benchmarks.md). `VSWIN_DECODE_NICE=0` turns it off (when other programs share
+    the machine, decoders at the lowest priority yield to them too).
+    """
+    try:
+        return max(0, min(19, int(os.environ.get("VSWIN_DECODE_NICE", "19"))))
+    except ValueError:
+        return 19
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(decode_nice())
+    except (AttributeError, OSError):  # not on this platform, or not allowed: run at the same priority
+        pass
+
+
 def _resized_frames(reader, wanted: np.ndarray, size: int | None, kept_index: np.ndarray,
                     kept: torch.Tensor | None) -> torch.Tensor:
     """Frames `wanted` (ascending) resized so the short side is `size` (None: as decoded); frames in
@@ -179,6 +201,8 @@ class VideoStream(IterableDataset):
         index, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if worker is not None:
             torch.set_num_threads(1)  # many decoders side by side; do not oversubscribe the cores
+            if torch.device(self.options.device).type == "cpu":
+                _lower_priority()
         shared = len(self.positions) < count
         for n, pos in enumerate(self.positions):
             if shared or n % count == index:
