@@ -226,3 +226,22 @@ def test_vswin_tag_on_every_runtime_gives_the_top_labels_of_pytorch(tmp_path, mo
         tolerance = 1e-4 if precision == "fp32" else 0.02  # probabilities; bf16 keeps 8 mantissa bits
         for a, b in zip(ours["top"], theirs["top"]):
             assert abs(a["score"] - b["score"]) <= tolerance
+
+
+def test_compile_on_the_cpu_warns_with_its_measured_cost_and_uses_pytorch(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from conftest import save_tiny_model
+    from test_tag_cli import make_video
+    from vswin_cli import inference
+    from vswin_cli.app import app
+
+    monkeypatch.setenv("VSWIN_RUNTIME", "openvino")
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "openvino"])
+    monkeypatch.setattr(runtime, "load_runtime", lambda *a, **k: pytest.fail("--compile must run on PyTorch"))
+    monkeypatch.setattr(inference.torch, "compile", lambda fn, **k: fn)  # the warning is the point, not inductor
+    video = make_video(tmp_path / "a.mp4", 70)
+    result = CliRunner().invoke(app, ["tag", str(video), *save_tiny_model(tmp_path / "m"), "--workers", "0",
+                                      "--compile", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --compile on the CPU" in result.stderr and "0.59x" in result.stderr

@@ -163,7 +163,7 @@ class Tagger:
         self.model = model.eval().to(self.device, dtype=self.cpu_dtype)
         self.labels, self.model_name, self.spec, self.options = list(labels), model_name, spec, options
         self._forward = self._forward_with_features if options.features else self.model
-        if options.runtime != "torch" and not options.features and self.device.type == "cpu":
+        if options.runtime != "torch" and not (options.features or options.compile) and self.device.type == "cpu":
             from vswin_cli.runtime import load_runtime
 
             self._forward = load_runtime(self.model, options.runtime, (spec.clip_len, spec.crop_size, spec.crop_size),

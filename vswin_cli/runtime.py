@@ -116,6 +116,10 @@ def check_runtime(name: str, device: str | torch.device = "cpu", precision: str 
     return name
 
 
+# docs/benchmarks.md: Swin-T fp32 on the 2-core AMX Xeon, inductor: 0.59x eager after about 3 minutes.
+COMPILE_ON_CPU = ("--compile on the CPU: torch.compile took minutes and ran Swin-T at 0.59x eager speed here "
+                  "(docs/benchmarks.md), and it runs the network on PyTorch, not the fastest runtime; drop --compile")
+
 # Issue 16, AVX2-only Zen 3, Swin-T view: emulated bf16 26.7 s against 2.4 s in fp32.
 BF16_EMULATED_COST = "about 11x slower than fp32"
 

@@ -49,7 +49,7 @@ def tag(
     batch_size: Annotated[int, typer.Option(min=1, help="Views per forward pass (across segments and videos).", rich_help_panel=RUN)] = 8,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster after).", rich_help_panel=RUN)] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model on PyTorch (CUDA: slow start, faster after; on the CPU it was slower than eager, with a warning).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
 ) -> None:
@@ -86,7 +86,7 @@ def tag(
     from vswin_cli.progress import TagProgress
     from vswin_cli.protocol import ClipSpec
     from vswin_cli.resolve import resolve_model
-    from vswin_cli.runtime import check_runtime, tune_allocator
+    from vswin_cli.runtime import COMPILE_ON_CPU, check_runtime, tune_allocator
 
     shard, run_device = current_shard(), resolve_device(device)
     missing = [v.path for v in videos if not v.path.exists()]
@@ -96,6 +96,8 @@ def tag(
     check_output(output)
     run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
     check_runtime(runtime, run_device, run_precision)
+    if compile_model and run_device.type == "cpu":
+        sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
