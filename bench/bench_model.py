@@ -28,11 +28,13 @@ peak. Prints a Markdown table; ratios compare implementations measured in this s
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import os
 import platform
 import resource
+import shutil
 import tempfile
 import statistics
 import sys
@@ -259,7 +261,8 @@ def main(argv=None) -> None:
     print("| arch | dtype | batch | impl | views/s | vs torchvision | vs reference | vs ours | wall s/view | CPU s/view | faults/fwd |"
           + (" TFLOP/s | % peak |" if device == "cuda" else ""))
     print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if device == "cuda" else ""))
-    cache_dir = tempfile.mkdtemp(prefix="bench-model-")
+    cache_dir = tempfile.mkdtemp(prefix="bench-model-")  # exported files (100+ MB each): removed at exit
+    atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     for arch in archs:
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
