@@ -325,11 +325,18 @@ def test_unwanted_non_reference_frames_are_skipped_without_changing_a_pixel(vide
         assert decoded_skipping < 0.9 * decoded_full  # unwanted non-reference B-frames were not decoded
 
 
-@pytest.mark.parametrize("name", ["bikes.mp4", "chaplin.mp4", "demo.mp4", "cockatoo.mp4", "h264_10bit.mp4"])
+@pytest.mark.parametrize("name", [
+    "videos/bikes.mp4", "videos/chaplin.mp4", "videos/demo.mp4", "videos/cockatoo.mp4", "videos/h264_10bit.mp4",
+    # Damaged files: FFmpeg conceals a broken frame from the last decoded picture, skipped or not, so a
+    # decode error turns skipping off and the read is done again (both gave other pixels before).
+    "videos/corrupt_mid_mdat.mp4", "videos-extra/corrupted.mp4",
+    # H.264 in AVI: packets carry decode order, not the frame they hold (21 frames went missing before).
+    "videos-extra/S001C001P001R001A001_rgb.avi",
+])
 def test_skipping_non_reference_frames_is_exact_on_real_h264(name):
     from conftest import shared_path
 
-    path = shared_path("videos", name)
+    path = shared_path(*name.split("/"))
     with open_video(path, backend="pyav") as reader:
         n = reader.num_frames
     reads = [np.arange(0, n, 2)[i:i + 64] for i in range(0, (n + 1) // 2, 64)]  # tag-sized chunks

@@ -240,6 +240,11 @@ class _UnreliablePts(Exception):
     """Decoded frames carry timestamps that cannot be matched to the container's frame list."""
 
 
+class _SkippingUnsafe(Exception):
+    """A packet failed to decode while non-reference frames were being skipped: FFmpeg conceals damage
+    from the last decoded picture, skipped or not, so a damaged file is decoded whole."""
+
+
 class _DecoderProblem(Exception):
     """A backend returned something it should not have (malformed frames, a skip failure)."""
 
@@ -270,7 +275,10 @@ class _PyAVSource:
         self.match_by_pts = True
         # Frames the current read wants (a boolean per frame index), for skipping unwanted non-reference
         # frames; None when this codec's non-reference frames cannot be skipped.
-        self.skip_nonref = index.codec in SKIP_NONREF_CODECS and os.environ.get("VSWIN_SKIP_NONREF", "1") != "0"
+        # Only where packets carry presentation timestamps (MP4/MOV, Matroska/WebM): an AVI's packets carry
+        # decode order, and a packet's timestamp must name the frame it holds.
+        self.skip_nonref = (index.codec in SKIP_NONREF_CODECS and os.environ.get("VSWIN_SKIP_NONREF", "1") != "0"
+                            and any(name in index.container_format for name in ("mp4", "matroska")))
         self._wanted = np.zeros(len(index.pts), bool) if self.skip_nonref else None
         self._frames = None  # the decode generator, kept between reads (None: seek first)
         self._last: int | None = None  # index of the last frame it yielded
@@ -308,12 +316,18 @@ class _PyAVSource:
         keyframe and decoding the same frames again.
         """
         try:
-            try:
-                found = self._read_pass(wanted, store)
-            except _UnreliablePts:
-                self.match_by_pts = False
+            while True:  # each retry turns one thing off for good, so this ends after three passes at most
+                try:
+                    found = self._read_pass(wanted, store)
+                except _UnreliablePts:
+                    self.match_by_pts = False
+                except _SkippingUnsafe:
+                    self._wanted = None
+                else:
+                    if self._wanted is None or len(found) == len(wanted):
+                        break
+                    self._wanted = None  # a wanted frame went missing while skipping: never skip again here
                 self._frames = None
-                found = self._read_pass(wanted, store)
         except BaseException:
             self._frames = None  # the decoder's position is unknown after a failure
             raise
@@ -387,7 +401,7 @@ class _PyAVSource:
         out_of_order = 0
         count = anchor - 1
         codec = self.stream.codec_context
-        skipping = False
+        codec.skip_frame, skipping = "DEFAULT", False  # a previous generator may have left it skipping
         for packet in self.container.demux(self.stream):
             if self._wanted is not None:
                 # An unwanted frame that no other frame refers to is not decoded at all (about a quarter
@@ -400,6 +414,8 @@ class _PyAVSource:
             try:
                 frames = packet.decode()
             except av.FFmpegError:
+                if self._wanted is not None:
+                    raise _SkippingUnsafe() from None
                 continue
             for frame in frames:
                 count += 1
