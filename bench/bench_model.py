@@ -137,15 +137,18 @@ def prepare(impl: str, arch: str, tv_module, device: str, dtype, x, cache_dir: s
 
 
 def exported_runs(impl: str, dtype_name: str, device: str) -> bool:
-    """Whether an exported-runtime row exists for this dtype and device (CPU only; ONNX Runtime fp32 only;
-    OpenVINO fp32, and bf16 where it computes bf16 on this CPU)."""
-    from vswin_cli.runtime import openvino_runs_bf16
+    """Whether an exported-runtime row exists for this dtype and device: "default" on the CPU, the others
+    where `vswin tag --runtime` would accept them (`vswin_cli.runtime.check_runtime`)."""
+    from vswin_cli.errors import ConfigError
+    from vswin_cli.runtime import check_runtime
 
-    if device != "cpu":
+    if impl == "default":
+        return device == "cpu"
+    try:
+        check_runtime(impl, device, dtype_name)
+    except ConfigError:
         return False
-    if impl == "default" or dtype_name == "fp32":
-        return True
-    return impl == "openvino" and dtype_name == "bf16" and openvino_runs_bf16()
+    return True
 
 
 def time_models(models: dict, x, repeats: int, warmup: int, device: str, stat: str = "median") -> dict:

@@ -42,10 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import VideoSwin, get_config  # noqa: E402
 from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
 from vswin_cli.segments import SegmentViews, VideoStream  # noqa: E402
-from vswin_cli.transforms import normalize_views  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
-from vswin_cli.options import autocast  # noqa: E402
 from vswin_cli.runtime import cpu_precision, tune_allocator  # noqa: E402
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3), num_classes=400)
@@ -157,20 +155,17 @@ def end_to_end(tagger: Tagger, videos) -> tuple[float, float, int, float]:
 
 @torch.inference_mode()
 def model_only(tagger: Tagger, num_views: int) -> tuple[float, float]:
-    """(seconds, CPU seconds) to run `num_views` views (uint8 in device memory, normalised per batch)
-    through the tagger's own runner, converted as `Tagger._score` converts them."""
+    """(seconds, CPU seconds) to run `num_views` views (uint8 in device memory) through the tagger's own
+    `forward_views`, a batch at a time, as `vswin tag` scores them."""
     spec, options, device = tagger.spec, tagger.options, tagger.device
     size = spec.crop_size
     frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
     start, cpu_start = time.perf_counter(), cpu_seconds()
     done = 0
     while done < num_views:
-        x = normalize_views(frames[: min(options.batch_size, num_views - done)])
-        if tagger.input_dtype is not None:
-            x = x.to(tagger.input_dtype)
-        with autocast(device, options.precision if tagger.cpu_dtype is None else "fp32"):
-            tagger._forward(x)
-        done += len(x)
+        batch = frames[: min(options.batch_size, num_views - done)]
+        tagger.forward_views(batch)
+        done += len(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, cpu_seconds() - cpu_start

@@ -274,12 +274,11 @@ class _PyAVSource:
         self.concealed: set[int] = set()
         self.match_by_pts = True
         # Frames the current read wants (a boolean per frame index), for skipping unwanted non-reference
-        # frames; None when this codec's non-reference frames cannot be skipped.
-        # Only where packets carry presentation timestamps (MP4/MOV, Matroska/WebM): an AVI's packets carry
-        # decode order, and a packet's timestamp must name the frame it holds.
-        self.skip_nonref = (index.codec in SKIP_NONREF_CODECS and os.environ.get("VSWIN_SKIP_NONREF", "1") != "0"
-                            and any(name in index.container_format for name in ("mp4", "matroska")))
-        self._wanted = np.zeros(len(index.pts), bool) if self.skip_nonref else None
+        # frames; None where they are not skipped: other codecs, and containers whose packets do not carry
+        # presentation timestamps (an AVI's are in decode order; a packet's must name the frame it holds).
+        skip_nonref = (index.codec in SKIP_NONREF_CODECS and os.environ.get("VSWIN_SKIP_NONREF", "1") != "0"
+                       and any(name in index.container_format for name in ("mp4", "matroska")))
+        self._wanted = np.zeros(len(index.pts), bool) if skip_nonref else None
         self._frames = None  # the decode generator, kept between reads (None: seek first)
         self._last: int | None = None  # index of the last frame it yielded
 
@@ -404,9 +403,9 @@ class _PyAVSource:
         codec.skip_frame, skipping = "DEFAULT", False  # a previous generator may have left it skipping
         for packet in self.container.demux(self.stream):
             if self._wanted is not None:
-                # An unwanted frame that no other frame refers to is not decoded at all (about a quarter
-                # of an H.264 file with B-frames at the default frame interval). Only while frames are
-                # matched by pts: counting frames needs every one of them.
+                # An unwanted frame that no other frame refers to is not decoded at all (up to half of an
+                # x264 file with B-frame pyramids at the default frame interval, little where B-frames are
+                # few). Only while frames are matched by pts: counting frames needs every one of them.
                 index = self._frame_at_pts(packet.pts) if packet.pts is not None and self.match_by_pts else None
                 skip = index is not None and not self._wanted[index]
                 if skip != skipping:

@@ -319,17 +319,22 @@ class Tagger:
                     f"{videos[pos].path}: the decoder process was killed (out of memory?) while reading it ({reason})")
 
 
+    def forward_views(self, frames: torch.Tensor):
+        """The network's output for uint8 views (B, T, S, S, 3) on the device: normalised, in the dtype
+        and autocast of this run, through the runtime it chose (logits, or (logits, features))."""
+        x = normalize_views(frames)
+        if self.input_dtype is not None:
+            x = x.to(self.input_dtype)
+        with autocast(self.device, self.options.precision if self.cpu_dtype is None else "fp32"):
+            return self._forward(x)
+
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
         frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
         for start in range(0, len(frames), self.options.batch_size):
-            x = normalize_views(frames[start:start + self.options.batch_size])
-            if self.input_dtype is not None:
-                x = x.to(self.input_dtype)
-            with autocast(self.device, self.options.precision if self.cpu_dtype is None else "fp32"):
-                out = self._forward(x)
+            out = self.forward_views(frames[start:start + self.options.batch_size])
             if self.options.features:
                 logits.append(out[0].float())
                 features.append(out[1].float())

@@ -131,9 +131,9 @@ def decode_nice() -> int:
 
     The model's threads wait for each other at every layer: a thread that loses its core to a decoder
     holds the others up. Decoders at the lowest priority (19) take the cores when the model's threads
-    wait instead, and a prefetch queue hides the rest: Swin-T bf16 at 360p went from 0.80 of model-only
-    speed to 0.97 (docs/benchmarks.md). `VSWIN_DECODE_NICE=0` turns it off (when other programs share
-    the machine, decoders at the lowest priority yield to them too).
+    wait instead: Swin-T bf16 (OpenVINO) at 360p, end to end 1.38 views/s at nice 19, 1.30 at nice 0 and
+    1.21 at nice 10 (medians of 3, docs/benchmarks.md). `VSWIN_DECODE_NICE=0` turns it off (when other
+    programs share the machine, decoders at the lowest priority yield to them too).
     """
     try:
         return max(0, min(19, int(os.environ.get("VSWIN_DECODE_NICE", "19"))))
