@@ -11,6 +11,8 @@ from vswin_cli.transforms import (
     MEAN_RGB,
     STD_RGB,
     center_crop_offset,
+    crop_views,
+    gather_views,
     make_views,
     normalize,
     resize_bilinear_cv2,
@@ -118,7 +120,8 @@ def test_bad_input_is_rejected():
 
 
 RESIZE_CASES = [((120, 160), (224, 298)), ((720, 1280), (224, 398)), ((17, 33), (224, 435)), ((1, 1), (224, 224)),
-                ((360, 640), (224, 398)), ((1080, 1920), (224, 398)), ((257, 301), (224, 262)), ((48, 64), (224, 299))]
+                ((360, 640), (224, 398)), ((1080, 1920), (224, 398)), ((257, 301), (224, 262)), ((48, 64), (224, 299)),
+                ((448, 796), (224, 398))]  # the last: an exact 2x shrink (the 2x2-mean shortcut)
 
 
 @pytest.mark.parametrize("src,dst", RESIZE_CASES)
@@ -157,3 +160,17 @@ def test_resize_of_a_numpy_view_and_a_single_frame():
     strided = frames.numpy()[::2]  # a non-contiguous batch
     assert torch.equal(resize_short_side(strided.copy()), resize_short_side(frames[::2].contiguous()))
     assert torch.equal(resize_short_side(frames[1:2])[0], resize_short_side(frames)[1])
+
+
+@pytest.mark.parametrize("num_crops,size_hw", [(1, (24, 41)), (3, (24, 41)), (3, (37, 24))])
+def test_gather_views_equals_cropping_gathered_clips(num_crops, size_hw):
+    """What a decode worker sends (crops gathered from the chunk's frames) equals cropping whole clips
+    gathered first, repeated frames and several clips included."""
+    frames = _random_frames(10, *size_hw, seed=7)
+    rows = torch.tensor([[0, 2, 2, 5], [3, 4, 8, 9]])
+    expected = crop_views(frames[rows], 24, num_crops)
+    got = gather_views(frames, rows, 24, num_crops)
+    assert got.shape == (num_crops * 2, 4, 24, 24, 3) and got.is_contiguous()
+    assert torch.equal(got, expected)
+    if num_crops == 3:  # crop-major: view 1 is the first crop (left or top) of the second clip
+        assert torch.equal(got[1], frames[rows[1]][:, :24, :24])

@@ -775,19 +775,20 @@ class VideoReader:
         expected = (height, width, 3)
         resize = None
         if resize_short is not None and out.shape[1:3] != (self.height, self.width):
-            from vswin_cli.transforms import resize_short_side  # torch only when resizing
+            from vswin_cli.transforms import resize_frame_into  # torch only when resizing
 
-            resize = resize_short_side
+            resize = resize_frame_into
 
         def store(position: int, frame: np.ndarray) -> None:
             if frame.shape != expected or frame.dtype != np.uint8:
                 raise _DecoderProblem(f"decoder returned malformed frames {frame.shape} {frame.dtype} "
                                       f"(expected {expected})")
             if rotate:
-                frame = np.ascontiguousarray(np.rot90(frame, self._rot90_k))  # (h, w, 3) counter-clockwise
+                frame = np.rot90(frame, self._rot90_k)  # (h, w, 3) counter-clockwise, a view
             if resize is not None:
-                frame = resize(frame[None], resize_short)[0]  # (1, H, W, 3) -> (h', w', 3), torch uint8
-            out[position] = np.asarray(frame)
+                resize(np.ascontiguousarray(frame), out[position])  # (H, W, 3) -> (h', w', 3) in place
+            else:
+                out[position] = frame
 
         return store
 

@@ -29,7 +29,7 @@ from vswin_cli.errors import VswinError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan, plan_segments, plan_views, segment_lengths
-from vswin_cli.transforms import crop_views
+from vswin_cli.transforms import gather_views
 
 if TYPE_CHECKING:
     from vswin_cli.inference import TagOptions
@@ -112,12 +112,13 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
                 kept_index, kept = wanted, frames
                 for plan in chunk:
                     rows = torch.from_numpy(np.searchsorted(wanted, plan.clips))  # (U, T) rows of `frames`
-                    clips = frames[rows]  # (U, T, h, w, 3)
                     weights = torch.from_numpy(np.tile(plan.weights, spec.num_crops))
                     if resize_here:
-                        yield SegmentViews(video_pos, plan, crop_views(clips, spec.crop_size, spec.num_crops), weights)
+                        yield SegmentViews(video_pos, plan, gather_views(frames, rows, spec.crop_size, spec.num_crops),
+                                           weights)
                     else:
-                        yield SegmentViews(video_pos, plan, clips.contiguous(), weights, cropped=False)
+                        clips = torch.index_select(frames, 0, rows.reshape(-1)).view(*rows.shape, *frames.shape[1:])
+                        yield SegmentViews(video_pos, plan, clips, weights, cropped=False)  # (U, T, H, W, 3)
             yield VideoDecoded(video_pos, len(segments), reader.num_frames, float(reader.fps), float(reader.duration))
     except Exception as err:  # a bad file must never stop the run
         if os.environ.get("VSWIN_DEBUG") == "1" and not isinstance(err, VswinError):
