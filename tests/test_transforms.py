@@ -15,6 +15,7 @@ from vswin_cli.transforms import (
     gather_views,
     make_views,
     normalize,
+    normalize_views,
     resize_bilinear_cv2,
     resize_short_side,
     resized_size,
@@ -174,3 +175,11 @@ def test_gather_views_equals_cropping_gathered_clips(num_crops, size_hw):
     assert torch.equal(got, expected)
     if num_crops == 3:  # crop-major: view 1 is the first crop (left or top) of the second clip
         assert torch.equal(got[1], frames[rows[1]][:, :24, :24])
+
+
+def test_normalize_views_is_normalize_laid_out_channels_first():
+    """The fused channels-first normalisation gives exactly the bytes of `normalize` then a permute."""
+    views = _random_frames(6, 5, 5, seed=8).view(2, 3, 5, 5, 3)  # (V, T, S, S, 3)
+    got = normalize_views(views)
+    assert got.shape == (2, 3, 3, 5, 5) and got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.equal(got, normalize(views).permute(0, 4, 1, 2, 3))
