@@ -111,9 +111,15 @@ def resize_bilinear_cv2(frames: torch.Tensor, height: int, width: int) -> torch.
             resize_frame_into(frame, out[i])
         return torch.from_numpy(out)
     if src_h == 2 * height and src_w == 2 * width:
-        quads = frames.reshape(-1, height, 2, width, 2, 3).to(torch.int32)  # (T, h, 2, w, 2, 3)
-        return ((quads.sum(dim=(2, 4)) + 2) >> 2).to(torch.uint8)
+        return _shrink_2x(frames)
     return _resize_torch(frames, height, width)
+
+
+def _shrink_2x(frames: torch.Tensor) -> torch.Tensor:
+    """OpenCV's exact-2x INTER_LINEAR shortcut (INTER_AREA: the rounded 2x2 mean), uint8 (T, 2h, 2w, 3) -> (T, h, w, 3)."""
+    count, src_h, src_w = frames.shape[:3]
+    quads = frames.reshape(count, src_h // 2, 2, src_w // 2, 2, 3).to(torch.int32)  # (T, h, 2, w, 2, 3)
+    return ((quads.sum(dim=(2, 4)) + 2) >> 2).to(torch.uint8)
 
 
 def resize_frame_into(frame: np.ndarray, out: np.ndarray) -> None:
@@ -124,8 +130,7 @@ def resize_frame_into(frame: np.ndarray, out: np.ndarray) -> None:
     if (src_h, src_w) == (height, width):
         out[...] = frame
     elif src_h == 2 * height and src_w == 2 * width:
-        quads = frame.reshape(height, 2, width, 2, 3).astype(np.int32)  # (h, 2, w, 2, 3)
-        out[...] = (quads.sum(axis=(1, 3)) + 2) >> 2
+        out[...] = _shrink_2x(torch.from_numpy(frame)[None])[0].numpy()
     elif _use_cv2(src_h, src_w, height, width):
         _cv2_resize(frame, out)
     else:
