@@ -28,7 +28,7 @@ def run_one(arch: str, grad_checkpointing: bool, batch_size: int, steps: int, wa
     import torch.nn.functional as F
 
     from models import VideoSwin, get_config
-    from vswin_cli.options import autocast
+    from vswin_cli.precision import autocast
     from vswin_cli.train import param_groups
 
     torch.manual_seed(0)

@@ -172,7 +172,8 @@ def to_our_state_dict(obj: object, fmt: str, model: nn.Module, path: str) -> tup
 
 
 def load_checkpoint(
-    model: nn.Module, path: str | Path, format: str = "auto", strict: bool = True, drop_head: bool = False
+    model: nn.Module, path: str | Path, format: str = "auto", strict: bool = True, drop_head: bool = False,
+    checkpoint: object | None = None,
 ) -> LoadReport:
     """Load a weights file into a `VideoSwin`.
 
@@ -185,13 +186,15 @@ def load_checkpoint(
             False, matching tensors load and the rest is listed in the report (fine-tuning).
         drop_head: discard the file's classifier (`head.*`) and keep the model's freshly initialised
             one; everything else still loads strictly. ImageNet-2D files always drop their head.
+        checkpoint: what `read_checkpoint(path)` already returned, so the file is not read again.
 
     Returns:
         A `LoadReport` (format, loaded/dropped/missing keys, labels and config of vswin files).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    return _load_object(model, read_checkpoint(path), str(path), format, strict, drop_head)
+    obj = read_checkpoint(path) if checkpoint is None else checkpoint
+    return _load_object(model, obj, str(path), format, strict, drop_head)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, LoadReport]:

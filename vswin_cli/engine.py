@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from vswin_cli.distributed import current_shard, gather_to_rank0
 from vswin_cli.errors import ConfigError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.metrics import Metrics, metrics_from_ranked
-from vswin_cli.options import autocast
+from vswin_cli.precision import autocast
 from vswin_cli.outputs import OutputFile
 from vswin_cli.resume import Kept, read_jsonl
 from vswin_cli.protocol import ClipSpec
@@ -137,7 +136,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
                   on_video=None) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Class probabilities of listed videos with the published test protocol, across ranks.
 
-    Each video is one segment (the whole video) scored by `inference.Tagger`: the same decode, views and
+    Each video is one segment (the whole video) scored by `api.Tagger.classify`: the same decode, views and
     softmax-then-mean as `vswin tag`, so tag and eval cannot drift apart.
 
     Args:
@@ -148,32 +147,25 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
         device: where the model lives.
         max_views: views per forward pass.
         workers: decoding processes.
-        precision: "fp32", "bf16" or "fp16" (see `inference.TagOptions`).
-        runtime, runtime_cache: the CPU runtime of the network (see `inference.TagOptions`).
+        precision: "fp32", "bf16" or "fp16" (see `inference.RunOptions`).
+        runtime, runtime_cache: the CPU runtime of the network (see `inference.RunOptions`).
         on_video: optional callable(index, probs | None, error | None) as each of this rank's videos is done.
 
     Returns:
         On rank 0, `(index in entries, (K,) float32 probabilities or None, error or None)` for every
         entry, in order; [] on other ranks.
     """
-    from vswin_cli.inference import TagOptions, Tagger
+    from vswin_cli.api import Tagger
 
     shard = current_shard()
     mine = shard.take(range(len(entries)))
     net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    options = TagOptions(window_s=math.inf, batch_size=max_views, workers=workers, device=str(device),
-                         precision=precision, top_k=0, runtime=runtime, runtime_cache=runtime_cache)
-    tagger = Tagger(net, class_names, "eval", spec, options)
+    tagger = Tagger(net, class_names, name="eval", device=device, precision=precision, runtime=runtime,
+                    runtime_cache=runtime_cache)
     videos = [VideoInput(entries[i].path, str(i)) for i in mine]
     local = []
-    for video, scores in tagger.scores(videos):
-        index = int(video.key)
-        if scores.failed is not None:
-            item = (index, None, scores.failed.message.removeprefix(f"{video.key}: "))
-        elif not scores.probs:
-            item = (index, None, "no frames")
-        else:
-            item = (index, scores.probs[0].numpy(), None)
+    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers):
+        item = (int(scored.video), scored.probs, scored.error)
         local.append(item)
         if on_video is not None:
             on_video(*item)

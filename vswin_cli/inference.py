@@ -1,9 +1,9 @@
 """The engine from videos to per-segment probabilities: batches views, runs the model, streams results.
 
-`Tagger` takes the uint8 views that decode workers produce (`vswin_cli.segments`), batches them across
+`Engine` takes the uint8 views that decode workers produce (`vswin_cli.segments`), batches them across
 segments and videos, normalises them on the device, runs the model, and averages each segment's views
-(softmax each, weighted mean: `models.average_views`). `Tagger.stream` hands on each segment as soon
-as it and the ones before it are scored, then the video's summary, in input order; `Tagger.scores`
+(softmax each, weighted mean: `models.average_views`). `Engine.stream` hands on each segment as soon
+as it and the ones before it are scored, then the video's summary, in input order; `Engine.scores`
 gives `eval` the probabilities. Used by `vswin tag`, `vswin eval` (one whole-video segment) and `train`'s
 validation. The views follow the official Video Swin protocol (SwinTransformer/Video-Swin-Transformer,
 Apache-2.0; `../shared/spec/pipeline.md`).
@@ -29,55 +29,95 @@ from vswin_cli.aggregate import (
     top_k,
 )
 from vswin_cli.inputs import VideoInput
-from vswin_cli.options import autocast
+from vswin_cli.precision import autocast
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan
-from vswin_cli.segments import SegmentViews, VideoDecoded, VideoStream
+from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoStream
 from vswin_cli.transforms import crop_views, normalize_views, resize_short_side
 
 @dataclass(frozen=True)
-class TagOptions:
-    """How to run: segmenting, batching, device.
+class RunOptions:
+    """How the network runs in one tag or eval run.
 
     Attributes:
-        window_s, stride_s: segment length and step in seconds; None = the clip span
-            (clip_len * frame_interval frames at the video's own frame rate), stride = window.
-        batch_size: views per forward pass.
-        workers: decoding processes (0 decodes in the main process).
-        device: torch device string ("cpu", "cuda", "cuda:1", ...).
-        precision: "fp32", "fp16" or "bf16" (autocast; fp16 on CUDA only).
-        compile: run the model through `torch.compile` (slow first batch, faster after).
-        top_k, threshold: tags kept per segment and per video.
-        merge: also emit events joining consecutive segments with the same top label.
-        features: add each segment's pooled embedding (weighted mean over its views).
-        fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
-        backend: video decoding backend for `open_video`.
-        verbose: let the decoders' own log lines through (FFmpeg's, decord's).
+        device: where the model runs (a `torch.device`, resolved once by the caller).
+        precision: "fp32", "fp16" or "bf16", already resolved for `device` (`precision.resolve_precision`).
         runtime: the CPU runtime of the network (`vswin_cli.runtime.load_runtime`: "torch", "auto",
-            "onnxruntime", "openvino"); CUDA and `features` always run torch.
+            "onnxruntime", "openvino"); CUDA, `--features` and `--compile` always run torch.
         runtime_cache: where exported files for the other runtimes are kept.
-        resize_on_device: decode workers send full-size frames and the resize and crops run on the
-            device (same integer arithmetic, same pixels); on a GPU this takes the costliest CPU step
-            off the decode workers.
+        compile: run the model through `torch.compile` (slow first batch, faster after).
+        batch_views: views per forward pass (across segments and videos).
+        workers: decoding processes (0 decodes in the main process).
     """
 
-    window_s: float | None = None
-    stride_s: float | None = None
-    batch_size: int = 8
-    workers: int = 0
-    device: str = "cpu"
+    device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    runtime: str = "torch"
+    runtime_cache: str | None = None
     compile: bool = False
+    batch_views: int = 8
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """What the records of a run hold.
+
+    Attributes:
+        top_k, threshold: tags kept per segment and per video (0 keeps none; scores below the threshold go).
+        merge: also emit events joining consecutive segments with the same top label.
+        features: add each segment's pooled embedding (weighted mean over its views).
+    """
+
     top_k: int = 5
     threshold: float = 0.0
     merge: bool = False
     features: bool = False
-    fast_decode: bool = False
-    backend: str = "auto"
-    resize_on_device: bool = False
-    verbose: bool = False
-    runtime: str = "torch"
-    runtime_cache: str | None = None
+
+
+class Network:
+    """The model as a run calls it: on its device, in its dtype, through the runtime it chose.
+
+    Args:
+        model: a `VideoSwin` (any module mapping (N, 3, T, H, W) to logits, with `forward_features` and
+            `head` when `features` is asked for); moved to the device (and to bf16 for a CPU bf16 run).
+        clip_shape: (T, S, S) of the views it will see (the exported runtimes are built for one shape).
+        run: device, precision, runtime, compile.
+        features: also return each view's pooled embedding.
+
+    Attributes:
+        runtime: the runtime that actually runs it ("torch", "openvino", ...): what `auto` chose.
+    """
+
+    def __init__(self, model: torch.nn.Module, clip_shape: tuple[int, int, int], run: RunOptions, features: bool = False):
+        self.device, self.precision, self.features = run.device, run.precision, features
+        # On the CPU, bf16 runs a bf16 model (the oneDNN bf16 kernels); autocast is for CUDA.
+        self.cpu_dtype = torch.bfloat16 if self.device.type == "cpu" and run.precision == "bf16" else None
+        self.model = model.eval().to(self.device, dtype=self.cpu_dtype)
+        self._forward = self._forward_with_features if features else self.model
+        if run.runtime != "torch" and not (features or run.compile) and self.device.type == "cpu":
+            from vswin_cli.runtime import load_runtime
+
+            self._forward = load_runtime(self.model, run.runtime, clip_shape, run.precision, run.runtime_cache)
+        self.runtime = getattr(self._forward, "runtime", "torch")
+        # Views go to the network in the model's dtype on PyTorch; the exported runtimes take fp32.
+        self.input_dtype = self.cpu_dtype if self.runtime == "torch" else None
+        if run.compile:
+            self._forward = torch.compile(self._forward)
+
+    def __call__(self, frames: torch.Tensor):
+        """The output for uint8 views (B, T, S, S, 3) on the device: normalised, in this run's dtype and
+        autocast: logits (B, K), or (logits, pooled features (B, C)) with `features`."""
+        x = normalize_views(frames)
+        if self.input_dtype is not None:
+            x = x.to(self.input_dtype)
+        with autocast(self.device, self.precision if self.cpu_dtype is None else "fp32"):
+            return self._forward(x)
+
+    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
+        pooled = self.model.forward_features(x)
+        return self.model.head(pooled), pooled
 
 
 @dataclass
@@ -86,11 +126,11 @@ class VideoScores:
 
     Attributes:
         probs: segment index -> float32 (K,) class probabilities (softmax per view, weighted mean).
-        features: segment index -> float32 (C,) pooled embedding (with `TagOptions.features`).
+        features: segment index -> float32 (C,) pooled embedding (with `RecordOptions.features`).
         plans: segment index -> its `SegmentPlan` (frames and times).
         decoded: the video's frame count, fps and duration, once it is fully read.
         failed: why the video could not be tagged, or None.
-        emitted: segments already handed on in order (`Tagger.run` streams them, then drops their data).
+        emitted: segments already handed on in order (`Engine.stream` streams them, then drops their data).
     """
 
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -120,7 +160,7 @@ class VideoScores:
 
 @dataclass(frozen=True)
 class ScoredSegment:
-    """One segment as `Tagger.run` streams it: its record and its probabilities (kept for `--resume`)."""
+    """One segment as `Engine.stream` streams it: its record and its probabilities (kept for `--resume`)."""
 
     result: SegmentResult
     probs: torch.Tensor  # float32 (K,)
@@ -143,35 +183,30 @@ class _WorkerDied(Exception):
     """A DataLoader worker process ended without finishing (killed by a signal, or crashed)."""
 
 
-class Tagger:
+class Engine:
     """Runs a model over videos and yields one `VideoResult` per video, in input order.
 
+    The local engine: decode workers (`segments.VideoStream` in a DataLoader) feed this process, which
+    batches the views, runs the `Network` and hands on each segment as soon as it is scored.
+
     Args:
-        model: a `VideoSwin` (any module mapping (N, 3, T, H, W) to logits, with
-            `forward_features` and `head` when features are asked for).
+        model: a `VideoSwin` (see `Network`); ignored when `network` is given.
         labels: class names, one per model output.
         model_name: written into every record.
         spec: the views per segment.
-        options: see `TagOptions`.
+        run: see `RunOptions`.
+        decode: see `segments.DecodeOptions`.
+        records: see `RecordOptions`.
+        network: an already built `Network` for `spec`'s clip shape (`vswin_cli.api` keeps them between runs).
     """
 
-    def __init__(self, model: torch.nn.Module, labels: Sequence[str], model_name: str, spec: ClipSpec,
-                 options: TagOptions):
-        self.device = torch.device(options.device)
-        # On the CPU, bf16 runs a bf16 model (the oneDNN bf16 kernels); autocast is for CUDA.
-        self.cpu_dtype = torch.bfloat16 if self.device.type == "cpu" and options.precision == "bf16" else None
-        self.model = model.eval().to(self.device, dtype=self.cpu_dtype)
-        self.labels, self.model_name, self.spec, self.options = list(labels), model_name, spec, options
-        self._forward = self._forward_with_features if options.features else self.model
-        if options.runtime != "torch" and not (options.features or options.compile) and self.device.type == "cpu":
-            from vswin_cli.runtime import load_runtime
-
-            self._forward = load_runtime(self.model, options.runtime, (spec.clip_len, spec.crop_size, spec.crop_size),
-                                         options.precision, options.runtime_cache)
-        # Views go to the network in the model's dtype on PyTorch; the exported runtimes take fp32.
-        self.input_dtype = self.cpu_dtype if getattr(self._forward, "runtime", "torch") == "torch" else None
-        if options.compile:
-            self._forward = torch.compile(self._forward)
+    def __init__(self, model: torch.nn.Module | None, labels: Sequence[str], model_name: str, spec: ClipSpec,
+                 run: RunOptions = RunOptions(), decode: DecodeOptions = DecodeOptions(),
+                 records: RecordOptions = RecordOptions(), network: Network | None = None):
+        self.labels, self.model_name, self.spec = list(labels), model_name, spec
+        self.run_options, self.decode, self.records = run, decode, records
+        self.network = network or Network(model, (spec.clip_len, spec.crop_size, spec.crop_size), run, records.features)
+        self.device = run.device
         self.num_views_computed = 0  # views run through the network (identical views count once)
 
     def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
@@ -256,8 +291,8 @@ class Tagger:
 
     def _score_stream(self, videos, todo: list[int], starts: dict[int, int], states: dict[int, VideoScores]) -> Iterator[None]:
         """Decode `todo` (from segment `starts[pos]` on) and score; yields after each item that arrived."""
-        workers = self.options.workers
-        stream = VideoStream(videos, todo, self.spec, self.options, starts)
+        workers = self.run_options.workers
+        stream = VideoStream(videos, todo, self.spec, self.decode, starts)
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -284,7 +319,7 @@ class Tagger:
                 pending.append(item)
                 # The first segment goes through at once (the model would idle while a whole batch is
                 # decoded, and a short video would get no decode/model overlap); then full batches.
-                if not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.options.batch_size:
+                if not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.run_options.batch_views:
                     self._score(pending, states)
                     pending = []
             elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)
@@ -304,7 +339,7 @@ class Tagger:
         The videos being decoded at that moment are the suspects (one per worker). A lone suspect is
         the cause; of several, each gets one more try and fails on its second death as a suspect.
         """
-        workers = max(self.options.workers, 1)
+        workers = max(self.run_options.workers, 1)
         reading = [pos for pos in todo if pos in states and states[pos].decoded is None and states[pos].failed is None]
         if len(todo) >= workers:  # whole videos dealt to workers: each worker's first unread one
             suspects = {reading_pos for w in range(workers)
@@ -319,23 +354,15 @@ class Tagger:
                     f"{videos[pos].path}: the decoder process was killed (out of memory?) while reading it ({reason})")
 
 
-    def forward_views(self, frames: torch.Tensor):
-        """The network's output for uint8 views (B, T, S, S, 3) on the device: normalised, in the dtype
-        and autocast of this run, through the runtime it chose (logits, or (logits, features))."""
-        x = normalize_views(frames)
-        if self.input_dtype is not None:
-            x = x.to(self.input_dtype)
-        with autocast(self.device, self.options.precision if self.cpu_dtype is None else "fp32"):
-            return self._forward(x)
-
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
         frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
         logits, features = [], []
-        for start in range(0, len(frames), self.options.batch_size):
-            out = self.forward_views(frames[start:start + self.options.batch_size])
-            if self.options.features:
+        batch = self.run_options.batch_views
+        for start in range(0, len(frames), batch):
+            out = self.network(frames[start:start + batch])
+            if self.records.features:
                 logits.append(out[0].float())
                 features.append(out[1].float())
             else:
@@ -365,14 +392,9 @@ class Tagger:
         resized = resize_short_side(frames.flatten(0, 1), self.spec.resize_short)  # (U*T, h, w, 3) uint8
         return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec.crop_size, self.spec.num_crops)
 
-    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
-        pooled = self.model.forward_features(x)
-        return self.model.head(pooled), pooled
-
     def _segment_result(self, key: str, index: int, state: VideoScores) -> SegmentResult:
         """The record of one scored segment (top-k labels, times, frames, optional embedding)."""
-        span, opts = state.plans[index].segment, self.options
+        span, opts = state.plans[index].segment, self.records
         features = state.features.get(index)
         return SegmentResult(
             video=key, segment=index, start=round(span.t_start, 3), end=round(span.t_end, 3),
@@ -386,7 +408,7 @@ class Tagger:
         """The whole video: its segments, the frame-weighted summary and the merged events; or its error."""
         if state.failed is not None:
             return VideoResult(video=key, error=state.failed)
-        opts, info = self.options, state.decoded
+        opts, info = self.records, state.decoded
         video_summary = VideoSummary(
             video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
             fps=round(info.fps, 3), top=top_k(summary.mean(), self.labels, opts.top_k, opts.threshold),

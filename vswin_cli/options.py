@@ -1,20 +1,19 @@
-"""Options shared by several commands, each declared once (Typer `Annotated` aliases), and the precision rule.
+"""Options shared by several commands, each declared once (Typer `Annotated` aliases).
+
+The precision rule they feed is `vswin_cli.precision` (no Typer there, so the library never imports the CLI).
 
 Importing this module must stay cheap (no torch, no PyAV): `vswin --help` imports every command module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli.errors import UsageError
 
 MODEL = "Model"
 VIEWS = "Segments and views"
@@ -31,9 +30,13 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-def default_workers() -> int:
-    """Decoding processes when `--workers` is not given: the CPU cores, at most 8."""
-    return min(8, os.cpu_count() or 1)
+def check_model_name(model: str | None) -> None:
+    """`--model NAME` must be a zoo name or an existing file: checked before PyTorch loads (usage error, exit 2)."""
+    if model is None or Path(model).expanduser().is_file():
+        return
+    from vswin_cli.zoo import get_entry
+
+    get_entry(model)  # UnknownModelError names the close matches
 
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo model name, e.g. swin-b-k600 (see `vswin models`), or a checkpoint file.", rich_help_panel=MODEL)]
@@ -46,43 +49,8 @@ FrameIntervalOpt = Annotated[Optional[int], typer.Option(min=1, help="Frame step
 CropSizeOpt = Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size (default: the model's: 224 for the released models; a `vswin train` checkpoint stores its own).", rich_help_panel=VIEWS)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr (errors still).", rich_help_panel=OUT)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More on stderr, including the video decoders' own log lines.", rich_help_panel=OUT)]
+BatchViewsOpt = Annotated[int, typer.Option("--batch-views", min=1, help="Views per forward pass, across segments and videos (memory; the results do not change).", rich_help_panel=RUN)]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Decoding processes (0: decode in the main process). Default: CPU cores, at most 8.", rich_help_panel=RUN)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.", rich_help_panel=RUN)]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, and on CPUs with native bf16 (AVX512_BF16/AMX); fp32 elsewhere.", rich_help_panel=RUN)]
 RuntimeOpt = Annotated[str, typer.Option("--runtime", envvar="VSWIN_RUNTIME", help="CPU runtime of the network: auto (the fastest installed, measured once), torch, onnxruntime or openvino (pip install 'vswin[cpu]').", rich_help_panel=RUN)]
-
-
-def resolve_precision(precision: str | Precision, device, cpu_native_bf16: bool = False) -> str:
-    """The autocast precision: "auto" -> "bf16" on CUDA; on the CPU "bf16" where the CPU computes bf16
-    natively and `cpu_native_bf16` asks for it (inference), else "fp32". "fp16" is refused off CUDA;
-    an explicit "bf16" on a CPU without native bf16 is kept, with a warning naming its cost.
-
-    Args:
-        precision: "auto", "fp32", "fp16" or "bf16" (or the enum).
-        device: a device string ("cpu", "cuda:1") or `torch.device`.
-        cpu_native_bf16: let "auto" pick bf16 on a CPU with AVX512_BF16/AMX (tag, eval; not train).
-    """
-    value = Precision(precision).value
-    on_cuda = str(device).startswith("cuda")
-    if value == "fp16" and not on_cuda:
-        raise UsageError("--precision fp16 needs a CUDA device", hint="use --precision fp32 or bf16 on CPU")
-    if on_cuda:
-        return "bf16" if value == "auto" else value
-    if value == "auto" and not cpu_native_bf16:
-        return "fp32"
-    from vswin_cli.runtime import cpu_precision
-
-    value, warning = cpu_precision(value)
-    if warning:
-        sys.stderr.write(f"warning: {warning}\n")
-    return value
-
-
-def autocast(device, precision: str):
-    """The autocast context of a resolved `precision` ("fp32" = none) on `device` (a `torch.device`)."""
-    import torch
-
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -9,7 +9,6 @@ input order. Temporary names are unique per run and short, so any valid `-o` nam
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -28,50 +27,11 @@ except ImportError:  # Windows: no advisory locks
 from vswin_cli.aggregate import SegmentResult, VideoResult
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.files import temp_file, write_text_atomic
+from vswin_cli.files import sibling, temp_file, write_text_atomic
 from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
 from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl, read_results_jsonl, segment_from_record
 from vswin_cli.writers import get_writer
-
-
-NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems
-
-
-def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
-    """`path` + `suffix` in the same folder (dot-prefixed if `hidden`); a hashed short name where that
-    would exceed NAME_MAX."""
-    name = ("." if hidden else "") + path.name + suffix
-    if len(name.encode()) > NAME_MAX:
-        name = f".vswin-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}{suffix}"
-    return path.with_name(name)
-
-
-def check_output(output: str) -> None:
-    """Check `-o` before any work: its folder exists and is writable, and it is not a folder itself.
-
-    Raises:
-        ConfigError: naming the path, the reason and what to do.
-    """
-    if output == "-":
-        return
-    path = Path(output)
-    if path.is_dir():
-        raise UsageError(f"-o {output}: is a folder", hint="give a file name inside it, e.g. -o " + str(path / "tags.jsonl"))
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"-o {output}: the folder {folder} does not exist", hint=f"create it first: mkdir -p {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"-o {output}: the folder {folder} is not writable", hint="choose another folder, or fix its permissions")
-    if len(path.name.encode()) > NAME_MAX:
-        raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
-    try:  # what os.access cannot tell: a read-only file system, or root on a folder it may not write
-        fd, probe = temp_file(folder)
-    except OSError as err:
-        raise ConfigError(f"-o {output}: cannot write in {folder} ({err.strerror})",
-                          hint="choose a writable folder for the output") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def write_output(target: str, text: str) -> None:
@@ -126,8 +86,19 @@ class OutputFile:
     def part_path(self) -> Path:
         return sibling(self.path, ".part")
 
-    def open(self) -> TextIO:
-        """Open the stream to write into: stdout, or `PATH.part` holding the resumed videos' lines."""
+    def open(self, run: dict | None = None) -> TextIO:
+        """Open the stream to write into: stdout, or `PATH.part` holding the resumed videos' lines.
+
+        Args:
+            run: the run record of this run; a resumed output made by a different run (another model,
+                precision, runtime, views...) is refused rather than mixed.
+        """
+        if run is not None and self.kept.run is not None and self.kept.run != run:
+            differ = sorted(k for k in set(run) | set(self.kept.run) if run.get(k) != self.kept.run.get(k))
+            raise UsageError(f"-o {self.path}: cannot resume: the output was made with other settings "
+                             f"({', '.join(f'{k} {self.kept.run.get(k)} -> {run.get(k)}' for k in differ)})",
+                             hint="resume with the same options (--model, --views, --precision, --runtime, ...), "
+                                  "or write to a new file")
         if self.to_stdout:
             self.stream = sys.stdout
             return self.stream
@@ -166,11 +137,17 @@ class OutputFile:
     def _reorder(self, order: Sequence[str]) -> None:
         """Rewrite `PATH.part` with each video's lines at its input position (through a temporary file)."""
         by_video: dict[str, list[bytes]] = {}
+        header: list[bytes] = []  # the run record
         with open(self.part_path, "rb") as f:
             for line in f:
-                by_video.setdefault(json.loads(line)["video"], []).append(line)
+                record = json.loads(line)
+                if record.get("record") == "run":
+                    header.append(line)
+                else:
+                    by_video.setdefault(record["video"], []).append(line)
         fd, tmp = temp_file(self.path.parent)
         with open(fd, "wb") as out:
+            out.writelines(header[:1])
             for key in dict.fromkeys(order):
                 out.writelines(by_video.pop(key, ()))
             for lines in by_video.values():  # videos no longer in the inputs stay, after the others
@@ -232,6 +209,7 @@ def run_tag(
     on_result: Callable[[VideoResult], None] | None = None,
     barrier: Callable[[], None] | None = None,
     on_segment: Callable[[SegmentResult], None] | None = None,
+    run: dict | None = None,
 ) -> TagReport:
     """Tag `videos` into `output`, skipping those already complete there with `resume`.
 
@@ -248,6 +226,7 @@ def run_tag(
         on_result: called after each video is written (progress, logging).
         on_segment: called after each segment is written (progress in video time).
         barrier: waits for every rank (default: a gloo process group); used only when sharded.
+        run: the run record written first (`api.Tagger.run_record`: what produced the output).
 
     Returns:
         A `TagReport`. Ctrl-C ends the run early with `interrupted=True`; what was written is kept (the
@@ -256,7 +235,8 @@ def run_tag(
     final = OutputFile(output, resume=resume, lock=shard.rank == 0)
     if shard.world_size == 1:
         todo = [v for v in videos if v.key not in final.done]
-        report = _tag_into(tagger, todo, final, output_format, on_result, on_segment, order=[v.key for v in videos])
+        report = _tag_into(tagger, todo, final, output_format, on_result, on_segment, order=[v.key for v in videos],
+                           run=run)
         return TagReport(report.num_tagged, report.num_failed, len(videos) - len(todo), report.num_segments,
                          report.interrupted)
 
@@ -272,17 +252,19 @@ def run_tag(
     (barrier or process_group_barrier)()
     if shard.rank == 0:
         merge_shards(videos, sorted(shard_file.parent.glob(f"rank*-of-{shard.world_size}.jsonl")), final,
-                     output_format)
+                     output_format, run)
     return TagReport(report.num_tagged, report.num_failed, skipped, report.num_segments, False)
 
 
 def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], final: OutputFile,
-                 output_format: str) -> None:
+                 output_format: str, run: dict | None = None) -> None:
     """Write the shards' results into `final` in input order (after what it keeps from a resumed run)."""
     results: dict[str, VideoResult] = {}
     for path in shard_files:
         results.update(read_results_jsonl(path))
-    writer = get_writer(output_format, final.open())
+    writer = get_writer(output_format, final.open(run))
+    if run is not None:
+        writer.write_run(run)
     for video in videos:
         if video.key in results and video.key not in final.done:
             writer.write_video(results[video.key])
@@ -297,11 +279,13 @@ def merge_shards(videos: Sequence[VideoInput], shard_files: Sequence[Path], fina
 
 def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_format: str,
               on_result: Callable[[VideoResult], None] | None, on_segment: Callable[[SegmentResult], None] | None,
-              order: Sequence[str] | None = None) -> TagReport:
-    """Stream `tagger.stream` into `out`: each segment as it is scored, each video's summary when done."""
+              order: Sequence[str] | None = None, run: dict | None = None) -> TagReport:
+    """Stream `tagger.stream` into `out`: the run record, each segment as it is scored, each video's summary when done."""
     resumed = _resumed_videos(videos, out)
     log = out.resume_log if output_format == "jsonl" and not out.to_stdout else None
-    writer = get_writer(output_format, out.open())
+    writer = get_writer(output_format, out.open(run))
+    if run is not None:  # a resumed output's run line is moved back to the top by `OutputFile.commit`
+        writer.write_run(run)
     if log is not None:
         log.open()
     tagged = failed = segments = 0

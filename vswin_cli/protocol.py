@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from vswin_cli.errors import ConfigError, UsageError
 
 
+def check_crops(num_crops: int) -> None:
+    """Crops per clip are 1 (CenterCrop) or 3 (ThreeCrop: left, right, middle); anything else is a usage error."""
+    if num_crops not in (1, 3):
+        raise UsageError(f"--crops {num_crops}: crops per clip must be 1 (centre crop) or 3 (left, right, middle)",
+                         hint="use --crops 1 or --crops 3 (or --views fast, paper or CLIPSx1 / CLIPSx3)")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """How clips are sampled and cropped: a model's test protocol, the views `tag` takes of a segment,
@@ -41,8 +48,7 @@ class ClipSpec:
             object.__setattr__(self, "resize_short", self.crop_size)
         if self.sampling not in ("kinetics", "uniform"):
             raise ConfigError(f"unknown sampling {self.sampling!r}", hint="use 'kinetics' or 'uniform'")
-        if self.num_crops not in (1, 3):
-            raise ConfigError(f"{self.num_crops} crops per clip is not supported", hint="use 1 (centre) or 3 crops")
+        check_crops(self.num_crops)
         if self.sampling == "uniform" and self.num_clips != 1:
             raise ConfigError("uniform (SSv2) sampling takes one clip", hint="use 1 clip")
         for name in ("clip_len", "frame_interval", "num_clips", "crop_size", "resize_short"):
@@ -54,23 +60,21 @@ class ClipSpec:
             raise ConfigError("three crops need the short side resized to the crop size (ThreeCrop)")
 
     @classmethod
-    def for_views(cls, base: ClipSpec, views: str | None = None, *, clips: int | None = None,
-                  crops: int | None = None, clip_len: int | None = None, frame_interval: int | None = None,
+    def for_views(cls, base: ClipSpec, clips: int | None = None, crops: int | None = None, *,
+                  clip_len: int | None = None, frame_interval: int | None = None,
                   crop_size: int | None = None) -> ClipSpec:
-        """A spec from command-line options over a model's `base` protocol (tag, eval and train alike).
+        """A spec from the run's options over a model's `base` protocol (tag, eval and train alike).
 
         Args:
             base: the model's protocol (its sampling, clip shape and published views).
-            views: "paper" (the base's clips x crops), "fast" (1 x 1), "CLIPSxCROPS" (e.g. "4x3"), or
-                None (= "paper").
-            clips, crops: override the clips and crops that `views` gives.
+            clips, crops: views per segment (`parse_views` of `--views`, or `--clips`/`--crops`);
+                None keeps the base's (the published protocol).
             clip_len, frame_interval, crop_size: override the base's (None keeps it).
         """
-        num_clips, num_crops = parse_views(views, base)
         size = crop_size or base.crop_size
         return cls(sampling=base.sampling, clip_len=clip_len or base.clip_len,
-                   frame_interval=frame_interval or base.frame_interval, num_clips=clips or num_clips,
-                   num_crops=crops or num_crops, crop_size=size, resize_short=size)
+                   frame_interval=frame_interval or base.frame_interval, num_clips=clips or base.num_clips,
+                   num_crops=crops or base.num_crops, crop_size=size, resize_short=size)
 
     @property
     def num_views(self) -> int:
@@ -114,14 +118,15 @@ def get_protocol(protocol: str | ClipSpec) -> ClipSpec:
         raise ConfigError(f"unknown test protocol {protocol!r}", f"choose one of: {', '.join(PROTOCOLS)}") from None
 
 
-def parse_views(views: str | None, base: ClipSpec) -> tuple[int, int]:
-    """(clips, crops) of a `--views` value: "paper"/None = the base protocol's, "fast" = 1 x 1, "CxK" = C x K.
+def parse_views(views: str | None) -> tuple[int | None, int | None]:
+    """(clips, crops) of a `--views` value: "paper"/None = (None, None), the model's published protocol;
+    "fast" = (1, 1); "CxK" = (C, K).
 
     Raises:
-        ConfigError: naming the value and the accepted forms.
+        UsageError: naming the value and the accepted forms.
     """
     if views is None or views == "paper":
-        return base.num_clips, base.num_crops
+        return None, None
     if views == "fast":
         return 1, 1
     try:
@@ -129,6 +134,7 @@ def parse_views(views: str | None, base: ClipSpec) -> tuple[int, int]:
     except ValueError:
         raise UsageError(f"--views {views!r} is not fast, paper or CLIPSxCROPS",
                           hint="e.g. --views fast, --views paper or --views 4x3") from None
-    if clips < 1 or crops not in (1, 3):
-        raise UsageError(f"--views {views!r}: clips must be >= 1 and crops 1 or 3", hint="e.g. --views 4x3 or 1x1")
+    if clips < 1:
+        raise UsageError(f"--views {views!r}: clips must be >= 1", hint="e.g. --views 4x3 or 1x1")
+    check_crops(crops)
     return clips, crops

@@ -86,3 +86,15 @@ class VideoResult:
     summary: VideoSummary | None = None
     events: tuple[Event, ...] = ()
     error: VideoError | None = None
+
+    @property
+    def top(self) -> tuple[LabelScore, ...]:
+        """The whole video's tags, best first (empty for a video that failed)."""
+        return self.summary.top if self.summary is not None else ()
+
+    def records(self) -> list[dict]:
+        """Exactly the JSON Lines dicts `vswin tag` writes for this video: its segments, events and video
+        record, or its error record."""
+        from vswin_cli.writers import video_records
+
+        return video_records(self)

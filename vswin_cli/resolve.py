@@ -20,17 +20,21 @@ class ResolvedModel:
     """A model ready for inference or fine-tuning.
 
     Args:
-        model: `VideoSwin` in eval mode on the requested device.
+        model: `VideoSwin` in eval mode on the CPU (the run that uses it moves it, once).
         labels: class names, `len(labels) == model.config.num_classes`.
         protocol: the entry's test protocol; for local files the one a `vswin train` checkpoint stores,
             else `KINETICS_TEST` (`SSV2_TEST` with the SSv2 labels).
         name: the zoo entry name, or the weights file path.
+        sha256: the weights file's SHA-256 (a zoo entry's verified hash; a local file is hashed).
+        arch: the architecture ("swin-t", "swin-s", "swin-b"), or "custom" for another config.
     """
 
     model: Any
     labels: list[str]
     protocol: ClipSpec
     name: str
+    sha256: str = ""
+    arch: str = ""
 
 
 def resolve_model(
@@ -38,7 +42,6 @@ def resolve_model(
     weights: str | Path | None = None,
     arch: str | None = None,
     labels: str | Path | None = None,
-    device: str = "cpu",
     offline: bool | None = None,
     drop_head: bool = False,
     mirror: str | None = None,
@@ -55,14 +58,13 @@ def resolve_model(
         labels: a label file, a label-map name (`kinetics400`...) or a zoo entry name; overrides the
             entry's or file's labels. Its length must equal the head's classes (with `drop_head`, the
             new head gets `len(labels)` classes).
-        device: where to put the model ("cpu", "cuda", "cuda:1"...).
         offline: never download (default `VSWIN_OFFLINE`).
         drop_head: keep a freshly initialised classifier (fine-tuning on new classes).
         mirror: base URL for downloads (default `VSWIN_MIRROR`).
         progress: show download progress on stderr.
 
     Returns:
-        `ResolvedModel(model (eval mode, on `device`), labels, protocol, name)`. Without any labels
+        `ResolvedModel(model (eval mode, on the CPU), labels, protocol, name, sha256, arch)`. Without any labels
         (a file with no stored names and no `labels`), the labels are the class indices "0", "1", ...
     """
     if model is not None and weights is not None:
@@ -74,11 +76,11 @@ def resolve_model(
     if model is not None:
         if arch is not None:
             raise ConfigError(f"--arch is only used with --weights; {model} already fixes the architecture", "drop --arch")
-        return _resolve_entry(get_entry(model), labels, device, offline, drop_head, mirror, progress)
-    return _resolve_file(Path(weights).expanduser(), arch, labels, device, offline, drop_head, mirror)
+        return _resolve_entry(get_entry(model), labels, offline, drop_head, mirror, progress)
+    return _resolve_file(Path(weights).expanduser(), arch, labels, offline, drop_head, mirror)
 
 
-def _resolve_entry(entry, labels, device, offline, drop_head, mirror, progress) -> ResolvedModel:
+def _resolve_entry(entry, labels, offline, drop_head, mirror, progress) -> ResolvedModel:
     if not entry.is_classifier and not drop_head:
         raise ConfigError(
             f"{entry.name} is an ImageNet 2D initialisation, not a video classifier",
@@ -94,10 +96,11 @@ def _resolve_entry(entry, labels, device, offline, drop_head, mirror, progress) 
     net = _load(cfg, path, entry.format, drop_head)
     names = names if names is not None else [str(i) for i in range(cfg.num_classes)]
     _check_label_count(names, cfg.num_classes, labels or entry.labels)
-    return ResolvedModel(net.to(device).eval(), names, entry.protocol or KINETICS_TEST, entry.name)
+    return ResolvedModel(net.eval(), names, entry.protocol or KINETICS_TEST, entry.name,
+                         entry.sha256 or _file_sha256(path), arch_name(cfg))
 
 
-def _resolve_file(path: Path, arch, labels, device, offline, drop_head, mirror) -> ResolvedModel:
+def _resolve_file(path: Path, arch, labels, offline, drop_head, mirror) -> ResolvedModel:
     from models.checkpoint import CheckpointError, detect_format, read_checkpoint
     from models.config import config_from_dict, get_config
 
@@ -131,14 +134,14 @@ def _resolve_file(path: Path, arch, labels, device, offline, drop_head, mirror) 
         names = list(stored_labels)
     if drop_head and names is not None:
         cfg = cfg.replace(num_classes=len(names))
-    net = _load(cfg, path, fmt, drop_head)
+    net = _load(cfg, path, fmt, drop_head, checkpoint=obj)
     names = names if names is not None else [str(i) for i in range(cfg.num_classes)]
     _check_label_count(names, cfg.num_classes, labels or path)
     if fmt == "vswin" and obj.get("protocol"):  # the clip shape a `vswin train` model was trained and tested on
         protocol = ClipSpec(**obj["protocol"])
     else:
         protocol = SSV2_TEST if labels == "sthv2" else KINETICS_TEST
-    return ResolvedModel(net.to(device).eval(), names, protocol, str(path))
+    return ResolvedModel(net.eval(), names, protocol, str(path), _file_sha256(path), arch_name(cfg))
 
 
 def _shape_overrides(obj, fmt: str) -> dict:
@@ -157,7 +160,24 @@ def _shape_overrides(obj, fmt: str) -> dict:
     return overrides
 
 
-def _load(cfg, path: Path, fmt: str, drop_head: bool):
+def arch_name(cfg) -> str:
+    """The architecture a config is ("swin-t", "swin-s", "swin-b"; the window and class count aside), else "custom"."""
+    from models.config import VARIANTS
+
+    for name, variant in VARIANTS.items():
+        if (variant.embed_dim, variant.depths, variant.num_heads) == (cfg.embed_dim, cfg.depths, cfg.num_heads):
+            return name
+    return "custom"
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _load(cfg, path: Path, fmt: str, drop_head: bool, checkpoint=None):
     import torch
 
     from models.checkpoint import CheckpointError, load_checkpoint
@@ -172,7 +192,7 @@ def _load(cfg, path: Path, fmt: str, drop_head: bool):
             net = VideoSwin.from_config(cfg)
         net.to_empty(device="cpu")
     try:
-        load_checkpoint(net, path, format=fmt, strict=True, drop_head=drop_head)
+        load_checkpoint(net, path, format=fmt, strict=True, drop_head=drop_head, checkpoint=checkpoint)
     except CheckpointError as err:
         raise ConfigError(err.message, err.hint) from None
     return net

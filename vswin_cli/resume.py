@@ -54,11 +54,13 @@ class Kept:
         done: the keys of those videos.
         partial: video key -> the records of its first segments (0, 1, ...) where the run stopped
             inside the video (`--resume` continues after them).
+        run: the output's `run` record (what produced it), if it has one.
     """
 
     lines: list[str]
     done: set[str]
     partial: dict[str, list[dict]] = field(default_factory=dict)
+    run: dict | None = None
 
 
 def read_completed_jsonl(path: Path) -> Kept:
@@ -74,8 +76,12 @@ def read_completed_jsonl(path: Path) -> Kept:
     """
     by_video: dict[str, list[dict]] = {}
     complete, failed = set(), set()
+    run = None
     for record in read_jsonl(path):
         key, kind = record.get("video"), record.get("record")
+        if kind == "run" and run is None:
+            run = record
+            continue
         if not isinstance(key, str) or kind not in ("segment", "event", "video", "error"):
             raise ConfigError(f"{path}: cannot resume, a record is not a vswin tag record: {str(record)[:80]}",
                               hint="resume only from a file that `vswin tag --format jsonl` wrote, or drop --resume")
@@ -85,7 +91,7 @@ def read_completed_jsonl(path: Path) -> Kept:
         by_video.setdefault(key, []).append(record)
         if kind == "video":
             complete.add(key)
-    kept = Kept([], set(), {})
+    kept = Kept([], set(), {}, run)
     for key, records in by_video.items():
         if key in complete:
             kept.lines.extend(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -1,6 +1,6 @@
 """Decode workers: from a video file to its segments' uint8 views (decode -> plan -> resize -> crop).
 
-The hand-off to the model process (`inference.Tagger`) is `SegmentViews` per segment, then one
+The hand-off to the model process (`inference.Engine`) is `SegmentViews` per segment, then one
 `VideoDecoded` (or a `VideoFailed`) per video. Where the time goes, and what is done about it:
 - Decoding runs in worker processes (a torch DataLoader); the main process only batches and runs the model.
 - Each needed frame is decoded once, for all its clips, crops and overlapping segments (frames are
@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -26,15 +24,36 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vswin_cli.aggregate import VideoError
 from vswin_cli.decode import open_video
 from vswin_cli.errors import VswinError
+from vswin_cli.frames import Frames
 from vswin_cli.inputs import VideoInput
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan, plan_segments, plan_views, segment_lengths
 from vswin_cli.transforms import gather_views
 
-if TYPE_CHECKING:
-    from vswin_cli.inference import TagOptions
-
 MAX_FRAMES_PER_READ = 256  # frames decoded and resized at once per video (also bounded by decode.DECODE_MEMORY_BUDGET)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What a decode worker needs to know: how to cut a video into segments and how to read it.
+
+    Attributes:
+        window_s, stride_s: segment length and step in seconds; None = the clip span
+            (clip_len * frame_interval frames at the video's own frame rate), stride = window;
+            `math.inf` = the whole video as one segment (the published test protocol: eval).
+        backend: the decoder of `decode.open_video` ("auto", "pyav", "decord").
+        fast_decode: decode at reduced resolution (faster; pixels differ slightly from the official).
+        resize_on_device: send full-size frames; the resize and crops run on the model's device (same
+            integer arithmetic, same pixels); on a GPU this takes the costliest CPU step off the workers.
+        lower_priority: worker processes run at `decode_nice()` (the model shares their CPU cores).
+    """
+
+    window_s: float | None = None
+    stride_s: float | None = None
+    backend: str = "auto"
+    fast_decode: bool = False
+    resize_on_device: bool = False
+    lower_priority: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ class VideoFailed:
     error: VideoError
 
 
-def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: TagOptions,
+def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: DecodeOptions,
                   first_segment: int = 0, share: tuple[int, int] = (0, 1)) -> Iterator:
     """Decode one video and yield its `SegmentViews`, then one `VideoDecoded` (or a `VideoFailed`).
 
@@ -95,7 +114,8 @@ def segment_views(video_pos: int, video: VideoInput, spec: ClipSpec, options: Ta
     """
     try:
         short_side = spec.resize_short if options.fast_decode else None
-        with open_video(video.path, backend=options.backend, short_side=short_side) as reader:
+        opened = video.path.open() if isinstance(video.path, Frames) else open_video(video.path, options.backend, short_side)
+        with opened as reader:
             window_s, stride_s = segment_lengths(options.window_s, options.stride_s, spec.span_frames,
                                                  reader.fps, reader.duration)
             segments = plan_segments(reader.timestamps, window_s, stride_s)
@@ -192,7 +212,7 @@ class VideoStream(IterableDataset):
     """Every video's items. Each worker process takes every `num_workers`-th video; with fewer videos
     than workers, the workers share each video's segments instead (one long video keeps all busy)."""
 
-    def __init__(self, videos: Sequence[VideoInput], positions: Sequence[int], spec: ClipSpec, options: TagOptions,
+    def __init__(self, videos: Sequence[VideoInput], positions: Sequence[int], spec: ClipSpec, options: DecodeOptions,
                  first_segment: dict[int, int]):
         self.videos, self.positions, self.spec, self.options = videos, list(positions), spec, options
         self.first_segment = first_segment
@@ -202,7 +222,7 @@ class VideoStream(IterableDataset):
         index, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if worker is not None:
             torch.set_num_threads(1)  # many decoders side by side; do not oversubscribe the cores
-            if torch.device(self.options.device).type == "cpu":
+            if self.options.lower_priority:
                 _lower_priority()
         shared = len(self.positions) < count
         for n, pos in enumerate(self.positions):

@@ -37,7 +37,7 @@ from vswin_cli.engine import score_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
 from vswin_cli.files import write_text_atomic
 from vswin_cli.metrics import compute_metrics
-from vswin_cli.options import resolve_precision
+from vswin_cli.precision import resolve_precision
 from vswin_cli.progress import StepProgress
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.train_augment import is_direction_sensitive

@@ -17,7 +17,7 @@ from vswin_cli.errors import ConfigError
 
 CSV_COLUMNS = (
     "record", "video", "segment", "start", "end", "start_frame", "end_frame",
-    "rank", "label", "index", "score", "views", "model", "error_type", "error_message",
+    "rank", "label", "index", "score", "views", "model", "error_type", "error_message", "run",
 )
 
 
@@ -72,6 +72,10 @@ class ResultWriter:
         self.stream = stream
         self._streamed: tuple[str, int] = ("", 0)  # (video, segments already written by write_segment)
 
+    def write_run(self, run: dict) -> None:
+        """Write the run record (what produced the output: `api.Tagger.run_record`), before any video."""
+        self._write_records([run])
+
     def write_segment(self, segment: SegmentResult) -> None:
         """Write one segment record now (JSON Lines, CSV, TSV); the JSON document waits for `write_video`."""
         video, count = self._streamed
@@ -105,11 +109,15 @@ class JsonlWriter(ResultWriter):
 
 
 class JsonWriter(ResultWriter):
-    """One JSON document `{"videos": [{video, segments, events, summary} | {video, error}]}`."""
+    """One JSON document `{"run": {...}, "videos": [{video, segments, events, summary} | {video, error}]}`."""
 
     def __init__(self, stream: TextIO):
         super().__init__(stream)
+        self.run: dict | None = None
         self.videos: list[dict] = []
+
+    def write_run(self, run: dict) -> None:
+        self.run = {k: v for k, v in run.items() if k != "record"}
 
     def write_segment(self, segment: SegmentResult) -> None:
         pass  # one document: the whole video is written from `write_video`
@@ -127,13 +135,18 @@ class JsonWriter(ResultWriter):
         })
 
     def close(self) -> None:
-        json.dump({"videos": self.videos}, self.stream, ensure_ascii=False, indent=1)
+        document = {"run": self.run, "videos": self.videos} if self.run is not None else {"videos": self.videos}
+        json.dump(document, self.stream, ensure_ascii=False, indent=1)
         self.stream.write("\n")
         self.stream.flush()
 
 
 class CsvWriter(ResultWriter):
-    """One row per segment and rank (plus event, video summary and error rows), with a header."""
+    """One row per segment and rank (plus event, video summary and error rows), with a header.
+
+    The run record is the first row: `record` = run, `model` = the model's name, and the whole record as
+    compact JSON in the `run` column (empty in every other row).
+    """
 
     delimiter = ","
 
@@ -170,6 +183,8 @@ def _without_record(record: dict) -> dict:
 
 def _csv_rows(record: dict) -> list[dict]:
     kind = record["record"]
+    if kind == "run":
+        return [{"record": "run", "model": record["model"], "run": json.dumps(record, ensure_ascii=False, separators=(",", ":"))}]
     base = {"record": kind, "video": record["video"]}
     if kind == "error":
         return [{**base, "error_type": record["error"]["type"], "error_message": record["error"]["message"]}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,8 +12,8 @@ import typer
 
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
-    OUT, RUN, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
-    PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers, resolve_precision,
+    OUT, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
+    PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, check_model_name,
 )
 
 
@@ -28,8 +29,7 @@ def eval(  # noqa: A001 (the command's name)
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N videos (after --shuffle-seed).", rich_help_panel=OUT)] = None,
     shuffle_seed: Annotated[Optional[int], typer.Option(help="Shuffle the list with this seed first (a random --limit subset).", rich_help_panel=OUT)] = None,
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Deprecated, no effect: videos now stream through the same engine as `tag` (use --max-views).", rich_help_panel=RUN, show_default=False)] = None,
-    max_views: Annotated[int, typer.Option(min=1, help="Views per forward pass (memory).", rich_help_panel=RUN)] = 12,
+    batch_views: BatchViewsOpt = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
 ) -> None:
@@ -46,42 +46,48 @@ def eval(  # noqa: A001 (the command's name)
 
       torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
-    from vswin_cli.cache import cache_dir
+    from vswin_cli.api import TagSettings
+    from vswin_cli.files import check_output
+
+    if resume and predictions is None:
+        raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
+    settings = TagSettings(window=math.inf, views=views, clip_len=clip_len, frame_interval=frame_interval,
+                           crop_size=crop_size, top_k=0, batch_views=batch_views, workers=workers)
+    check_model_name(model)
+    if not dataset.is_file():
+        raise UsageError(f"--dataset {dataset}: no such file", hint="give the labelled list file (see `vswin eval --help`)")
+    for path in (output, per_class, predictions):
+        check_output(str(path) if path is not None else "-")
+
+    # PyTorch and the decoders load only now that the command line is known to be usable.
+    from vswin_cli.api import default_workers, load
     from vswin_cli.datasets import parse_list
     from vswin_cli.decode import set_decoder_logging
     from vswin_cli.distributed import setup_device
     from vswin_cli.engine import evaluate_list, select_entries
     from vswin_cli.metrics import eval_summary, per_class_csv
-    from vswin_cli.outputs import check_output, write_output
-    from vswin_cli.protocol import PROTOCOLS, ClipSpec, parse_views
-    from vswin_cli.resolve import resolve_model
-    from vswin_cli.runtime import check_runtime, tune_allocator
+    from vswin_cli.outputs import write_output
+    from vswin_cli.runtime import tune_allocator
 
-    if resume and predictions is None:
-        raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
-    parse_views(views, PROTOCOLS["k400"])  # the values alone, before any model is loaded
-    for path in (output, per_class, predictions):
-        check_output(str(path) if path is not None else "-")
     run_device, rank, _world = setup_device(device)
     set_decoder_logging(verbose)
-    run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
-    check_runtime(runtime, run_device, run_precision)
     tune_allocator()
-    resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet and rank == 0)
-    spec = ClipSpec.for_views(resolved.protocol, views, clip_len=clip_len, frame_interval=frame_interval, crop_size=crop_size)
-    entries = select_entries(parse_list(dataset, data_root, resolved.labels), limit, shuffle_seed)
+    tagger = load(model, weights=weights, arch=arch, labels=labels, device=run_device, precision=precision,
+                  runtime=runtime, progress=not quiet and rank == 0)
+    spec = settings.spec(tagger.protocol)
+    entries = select_entries(parse_list(dataset, data_root, tagger.labels), limit, shuffle_seed)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not quiet and rank == 0 else (lambda msg: None)
-    say(f"evaluating {len(entries)} videos with {resolved.name}: {spec.num_clips} clips x {spec.num_crops} crops of "
+    say(f"evaluating {len(entries)} videos with {tagger.name}: {spec.num_clips} clips x {spec.num_crops} crops of "
         f"{spec.clip_len} frames on {run_device}")
     report = evaluate_list(
-        resolved.model, entries, spec, resolved.labels, run_device, max_views=max_views,
-        workers=default_workers() if workers is None else workers, precision=run_precision,
-        predictions=predictions, resume=resume, runtime=runtime, runtime_cache=str(cache_dir() / "exported"),
+        tagger.model, entries, spec, tagger.labels, run_device, max_views=batch_views,
+        workers=default_workers() if workers is None else workers, precision=tagger.precision,
+        predictions=predictions, resume=resume, runtime=tagger.runtime,
         progress=_every(10.0, lambda done, total: say(f"  {done}/{total} videos")),
     )
     if report is None:  # not rank 0
         return
-    write_output(output, json.dumps(eval_summary(report, resolved.name, dataset, spec, len(entries)), indent=2) + "\n")
+    write_output(output, json.dumps(eval_summary(report, tagger.name, dataset, spec, len(entries)), indent=2) + "\n")
     per_class_path = per_class or (Path(output).with_suffix(".per_class.csv") if output != "-" else None)
     if per_class_path is not None:
         write_output(str(per_class_path), per_class_csv(report.metrics))

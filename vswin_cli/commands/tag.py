@@ -11,12 +11,11 @@ from typing import Annotated, Optional
 import typer
 
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.inputs import find_videos, read_path_list
+from vswin_cli.inputs import read_path_list
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
-    OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
-    PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, default_workers,
-    resolve_precision,
+    OUT, RUN, VIEWS, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
+    PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, check_model_name,
 )
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
@@ -46,7 +45,7 @@ def tag(
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write an HTML report of the run (as `vswin report -o FILE`; needs -o).", rich_help_panel=OUT, show_default=False)] = None,
     annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Also write each video again with its labels drawn on, into this folder (as `vswin annotate`; needs -o).", rich_help_panel=OUT, show_default=False)] = None,
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Views per forward pass (across segments and videos).", rich_help_panel=RUN)] = 8,
+    batch_views: BatchViewsOpt = 8,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model on PyTorch (CUDA: slow start, faster after; on the CPU it was slower than eager, with a warning).", rich_help_panel=RUN)] = False,
@@ -65,10 +64,21 @@ def tag(
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
+    # Everything that can be checked without PyTorch is checked first, so a usage error answers at once.
+    from vswin_cli.api import TagSettings, find_inputs
+    from vswin_cli.files import check_output
+
     fmt = _output_format(output, output_format)
-    _check_usage(resume, output, fmt, features, window, stride, views, crops)
+    _check_usage(resume, output, fmt, features)
     if (report or annotate) and output == "-":
         raise UsageError("--report and --annotate read the results back from the output file", hint="add -o FILE")
+    settings = TagSettings(
+        window=window, stride=stride, views=views, clips=clips, crops=crops, clip_len=clip_len,
+        frame_interval=frame_interval, crop_size=crop_size, top_k=top_k, threshold=threshold, merge=merge,
+        features=features, batch_views=batch_views, workers=workers, backend=Backend(backend).value,
+        fast_decode=fast_decode, compile=compile_model,
+    )
+    check_model_name(model)
     skipped = []
 
     def skip(path: str, why: str) -> None:
@@ -76,45 +86,33 @@ def tag(
         if not quiet:
             sys.stderr.write(f"warning: skipped {path}: {why}\n")
 
-    videos = find_videos(_sources(inputs or [], from_list), glob=glob, on_skip=skip)  # before the model
-    # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
-    from vswin_cli.cache import cache_dir
-    from vswin_cli.decode import set_decoder_logging
-    from vswin_cli.distributed import current_shard, resolve_device
-    from vswin_cli.inference import TagOptions, Tagger
-    from vswin_cli.outputs import check_output, run_tag
-    from vswin_cli.progress import TagProgress
-    from vswin_cli.protocol import ClipSpec
-    from vswin_cli.resolve import resolve_model
-    from vswin_cli.runtime import COMPILE_ON_CPU, check_runtime, tune_allocator
-
-    shard, run_device = current_shard(), resolve_device(device)
+    videos = find_inputs(_sources(inputs or [], from_list), glob, on_skip=skip)
     missing = [v.path for v in videos if not v.path.exists()]
     if len(missing) == len(videos):  # nothing to tag at all: say so before any model is loaded
-        raise ConfigError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                          hint="check the paths")
+        raise UsageError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                         hint="check the paths")
     check_output(output)
-    run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
-    check_runtime(runtime, run_device, run_precision)
-    if compile_model and run_device.type == "cpu":
+
+    # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
+    from vswin_cli.api import load
+    from vswin_cli.decode import set_decoder_logging
+    from vswin_cli.distributed import current_shard
+    from vswin_cli.outputs import run_tag
+    from vswin_cli.progress import TagProgress
+    from vswin_cli.runtime import COMPILE_ON_CPU, tune_allocator
+
+    shard = current_shard()
+    tagger = load(model, weights=weights, arch=arch, labels=labels, device=device, precision=precision, runtime=runtime,
+                  progress=not quiet)
+    if compile_model and tagger.device.type == "cpu":
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
-    resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
-    spec = ClipSpec.for_views(resolved.protocol, views, clips=clips, crops=crops, clip_len=clip_len,
-                              frame_interval=frame_interval, crop_size=crop_size)
-    options = TagOptions(
-        window_s=window, stride_s=stride, batch_size=batch_size, workers=default_workers() if workers is None else workers,
-        device=str(run_device), precision=run_precision, compile=compile_model, top_k=top_k,
-        threshold=threshold, merge=merge, features=features, fast_decode=fast_decode, backend=Backend(backend).value,
-        resize_on_device=run_device.type == "cuda", verbose=verbose, runtime=runtime,
-        runtime_cache=str(cache_dir() / "exported"),
-    )
-    tagger = Tagger(resolved.model, resolved.labels, resolved.name, spec, options)
+    engine = tagger.engine(settings)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
-        run = run_tag(tagger, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
-                      on_segment=progress.on_segment)
+        run = run_tag(engine, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
+                      on_segment=progress.on_segment, run=tagger.run_record(settings, engine))
     if not quiet:
         done = f", {run.num_skipped} already done" if run.num_skipped else ""
         left_out = f", {len(skipped)} path(s) skipped while scanning (see the warnings)" if skipped else ""
@@ -175,15 +173,7 @@ def _sources(inputs: list[str], from_list: Path | None) -> list[str]:
     return sources
 
 
-def _check_usage(resume, output, fmt, features, window, stride, views, crops) -> None:
-    from vswin_cli.protocol import PROTOCOLS, parse_views
-
-    parse_views(views, PROTOCOLS["k400"])  # the values alone; the model's protocol fills in "paper" later
-    if crops not in (None, 1, 3):
-        raise UsageError(f"--crops {crops}: must be 1 (centre crop) or 3 (left, right, middle)")
-    for name, seconds in (("--window", window), ("--stride", stride)):
-        if seconds is not None and not seconds > 0:
-            raise UsageError(f"{name} must be a positive number of seconds, got {seconds}")
+def _check_usage(resume, output, fmt, features) -> None:
     if resume and (output == "-" or fmt != "jsonl"):
         raise UsageError("--resume needs JSON Lines output in a file", hint="use -o PATH.jsonl (and no other --format)")
     if features and fmt in ("csv", "tsv"):
