@@ -14,7 +14,7 @@ DataLoader as `vswin tag`, no model: the views/s and clip frames/s the CPU can d
 model (model-only above). The slowest of the three bounds the end-to-end rate.
 
     python bench/bench_tag.py --arch tiny --views fast --workers 2
-    python bench/bench_tag.py --arch swin-b --views paper --device cuda --workers all --batch-size 16 \
+    python bench/bench_tag.py --arch swin-b --views paper --device cuda --workers all --batch-views 16 \
         --size 720x1280 --json tag.json
 
 Weights are random (no download); speed does not depend on them.
@@ -23,6 +23,7 @@ Weights are random (no download); speed does not depend on them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -40,7 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
-from vswin_cli.inference import TagOptions, Tagger  # noqa: E402
+from vswin_cli.api import Tagger, TagSettings  # noqa: E402
+from vswin_cli.inference import Engine  # noqa: E402
 from vswin_cli.segments import SegmentViews, VideoStream  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
@@ -93,15 +95,17 @@ def bitrate_mbps(videos, seconds: float) -> float:
     return sum(Path(v.path).stat().st_size for v in videos) * 8 / 1e6 / (seconds * len(videos))
 
 
-def decode_only(videos, spec: ClipSpec, options: TagOptions, keep: int = 4) -> dict:
-    """One pass of the decode workers alone (same stream and DataLoader settings as `Tagger.run`).
+def decode_only(engine: Engine, videos, keep: int = 4) -> dict:
+    """One pass of the decode workers alone (same stream and DataLoader settings as `Engine.run`).
 
     Returns:
         seconds, views and clip frames delivered, and the first `keep` items (for `transfer_only`).
     """
     loader = torch.utils.data.DataLoader(
-        VideoStream(videos, range(len(videos)), spec, options, {}), batch_size=None, num_workers=options.workers,
-        pin_memory=options.device.startswith("cuda"), prefetch_factor=4 if options.workers else None)
+        VideoStream(videos, range(len(videos)), engine.spec, engine.decode, {}), batch_size=None,
+        num_workers=engine.run_options.workers, pin_memory=engine.device.type == "cuda",
+        prefetch_factor=4 if engine.run_options.workers else None)
+    spec = engine.spec
     views = frames = 0
     kept = []
     start = time.perf_counter()
@@ -115,7 +119,7 @@ def decode_only(videos, spec: ClipSpec, options: TagOptions, keep: int = 4) -> d
     return {"seconds": time.perf_counter() - start, "views": views, "clip_frames": frames, "items": kept}
 
 
-def transfer_only(tagger: Tagger, items: list) -> tuple[float, int]:
+def transfer_only(tagger: Engine, items: list) -> tuple[float, int]:
     """(seconds, views) to bring `items` onto the device as `vswin tag` does (copy, resize, crops)."""
     if not items:
         return 0.0, 0
@@ -140,7 +144,7 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def end_to_end(tagger: Tagger, videos) -> tuple[float, float, int, float]:
+def end_to_end(tagger: Engine, videos) -> tuple[float, float, int, float]:
     """(seconds, CPU seconds, views computed, video seconds tagged) for one pass over the videos."""
     tagger.num_views_computed = 0
     start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -154,18 +158,18 @@ def end_to_end(tagger: Tagger, videos) -> tuple[float, float, int, float]:
 
 
 @torch.inference_mode()
-def model_only(tagger: Tagger, num_views: int) -> tuple[float, float]:
-    """(seconds, CPU seconds) to run `num_views` views (uint8 in device memory) through the tagger's own
-    `forward_views`, a batch at a time, as `vswin tag` scores them."""
-    spec, options, device = tagger.spec, tagger.options, tagger.device
+def model_only(tagger: Engine, num_views: int) -> tuple[float, float]:
+    """(seconds, CPU seconds) to run `num_views` views (uint8 in device memory) through the engine's own
+    `Network`, a batch at a time, as `vswin tag` scores them."""
+    spec, batch, device = tagger.spec, tagger.run_options.batch_views, tagger.device
     size = spec.crop_size
-    frames = torch.randint(0, 256, (options.batch_size, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
+    frames = torch.randint(0, 256, (batch, spec.clip_len, size, size, 3), dtype=torch.uint8, device=device)
     start, cpu_start = time.perf_counter(), cpu_seconds()
     done = 0
     while done < num_views:
-        batch = frames[: min(options.batch_size, num_views - done)]
-        tagger.forward_views(batch)
-        done += len(batch)
+        views = frames[: min(batch, num_views - done)]
+        tagger.network(views)
+        done += len(views)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, cpu_seconds() - cpu_start
@@ -180,7 +184,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--size", default="240x320", help="HxW of the generated videos")
     parser.add_argument("--workers", default="2", help="decode processes, or 'all' (every CPU core)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-views", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default=None,
                         help="fp32/bf16/fp16 (default as vswin tag: bf16 on CUDA, on the CPU bf16 where native, else fp32)")
@@ -208,11 +212,12 @@ def main() -> None:
     paper = args.views == "paper"
     spec = ClipSpec(num_clips=4 if paper else 1, num_crops=3 if paper else 1, crop_size=args.crop_size)
     on_device = args.resize_on == "device" or (args.resize_on == "auto" and args.device.startswith("cuda"))
-    options = TagOptions(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=precision,
-                         resize_on_device=on_device, runtime=args.runtime,
-                         runtime_cache=str(Path(tempfile.gettempdir()) / "vswin-bench-exported"))
-    tagger = Tagger(build_model(args.arch), [str(i) for i in range(400)], "bench", spec, options)
-    runtime_used = getattr(tagger._forward, "runtime", "torch")
+    door = Tagger(build_model(args.arch), [str(i) for i in range(400)], name="bench", device=torch.device(args.device),
+                  precision=precision, runtime=args.runtime,
+                  runtime_cache=str(Path(tempfile.gettempdir()) / "vswin-bench-exported"))
+    tagger = door.engine(TagSettings(batch_views=args.batch_views, workers=args.workers), spec=spec)
+    tagger.decode = dataclasses.replace(tagger.decode, resize_on_device=on_device)
+    runtime_used = tagger.network.runtime
 
     end_to_end(tagger, videos[:1])  # warm-up: worker start, allocator, kernels
     e2e_runs, model_runs = [], []
@@ -222,13 +227,13 @@ def main() -> None:
         model_runs.append(model_only(tagger, num_views))
     (e2e, e2e_cpu), (only, only_cpu) = ([statistics.median(c) for c in zip(*runs)] for runs in (e2e_runs, model_runs))
     decode_start = cpu_seconds()
-    decoded = decode_only(videos, spec, options)
+    decoded = decode_only(tagger, videos)
     decode_cpu = cpu_seconds() - decode_start
     transfer_s, transfer_views = transfer_only(tagger, decoded.pop("items"))
     print(f"vswin tag benchmark: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"arch={args.arch} views={args.views} ({spec.num_views}/segment) device={args.device} "
-          f"precision={precision} runtime={runtime_used} workers={args.workers} batch={args.batch_size} "
+          f"precision={precision} runtime={runtime_used} workers={args.workers} batch={args.batch_views} "
           f"resize={'device' if on_device else 'workers'} torch={torch.__version__} "
           f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"input: {len(videos)} videos x {args.seconds:g} s, {height}x{width} @ {args.fps} fps (H.264); "
@@ -253,7 +258,7 @@ def main() -> None:
             "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "arch": args.arch, "views": args.views, "views_per_segment": spec.num_views, "precision": precision,
             "runtime": runtime_used, "load_average": os.getloadavg(),
-            "crop_size": args.crop_size, "workers": args.workers, "batch_size": args.batch_size, "resize": "device" if on_device else "workers",
+            "crop_size": args.crop_size, "workers": args.workers, "batch_views": args.batch_views, "resize": "device" if on_device else "workers",
             "cpus": os.cpu_count(), "videos": len(videos), "video_seconds_each": args.seconds, "size": [height, width],
             "fps": args.fps, "bitrate_mbps": bitrate_mbps(videos, args.seconds), "repeats": args.repeats,
             "views_per_pass": num_views,

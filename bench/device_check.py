@@ -64,7 +64,7 @@ def full_steps(out: Path, videos: Path) -> list[dict]:
         for views in ("paper", "fast"):
             steps.append({"name": f"tag-{name}-{views}", "timeout": 40, "json": f"tag_{name}_{views}.json", "argv": [
                 PY, "bench/bench_tag.py", "--arch", "swin-b", "--views", views, "--size", size, "--device", "cuda",
-                "--workers", "all", "--batch-size", "16", "--repeats", "1", "--folder", folder[name], *common,
+                "--workers", "all", "--batch-views", "16", "--repeats", "1", "--folder", folder[name], *common,
                 "--json", str(out / f"tag_{name}_{views}.json")]})
     # Compiling steps after the eager ones, each alone (with ours again for a same-run ratio): flex
     # compiles one kernel per stage and shift (8 for swin-b), torch.compile the whole network; a slow
@@ -97,7 +97,7 @@ def dry_steps(out: Path, videos: Path) -> list[dict]:
             "--fps", "15", "--folder", str(videos / "tiny")]},
         *({"name": f"tag-tiny-{views}", "timeout": 60, "json": f"tag_tiny_{views}.json", "argv": [
             PY, "bench/bench_tag.py", "--arch", "tiny", "--views", views, "--size", "48x64", "--videos", "2",
-            "--seconds", "1", "--fps", "15", "--device", "cpu", "--workers", "1", "--batch-size", "4", "--crop-size", "32",
+            "--seconds", "1", "--fps", "15", "--device", "cpu", "--workers", "1", "--batch-views", "4", "--crop-size", "32",
             "--repeats", "1", "--folder", str(videos / "tiny"), "--json", str(out / f"tag_tiny_{views}.json")]}
           for views in ("fast", "paper")),
     ]

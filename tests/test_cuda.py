@@ -25,7 +25,7 @@ import torch
 from models import VideoSwin, flex, load_checkpoint, swin3d
 from tests.conftest import REPO, save_tiny_model, shared_path
 from vswin_cli.decode import open_video
-from vswin_cli.inference import Tagger
+from vswin_cli.inference import Engine
 from vswin_cli.segments import SegmentViews
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.transforms import crop_views, resize_short_side
@@ -132,7 +132,7 @@ def test_flex_attention_through_the_network(device):
 
 
 def views_both_ways(frames: torch.Tensor, spec: ClipSpec, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(views made on `device` by `Tagger._views_on_device`, views made by the CPU decode workers).
+    """(views made on `device` by `Engine._views_on_device`, views made by the CPU decode workers).
 
     frames: uint8 (U, T, H, W, 3) full-size clips.
     """
@@ -142,7 +142,7 @@ def views_both_ways(frames: torch.Tensor, spec: ClipSpec, device: str) -> tuple[
     on_cpu = crop_views(resized.view(clips, clip_len, *resized.shape[1:]), spec.crop_size, spec.num_crops)
     item = SegmentViews(0, None, frames, torch.ones(clips), cropped=False)
     tagger = SimpleNamespace(device=torch.device(device), spec=spec)  # all `_views_on_device` reads
-    on_device = Tagger._views_on_device(tagger, item)
+    on_device = Engine._views_on_device(tagger, item)
     assert on_device.device.type == device
     return on_device.cpu(), on_cpu
 
@@ -234,7 +234,7 @@ def cpu_tags(tiny_model):
 def test_tag_gives_the_cpu_top_labels(tiny_model, cpu_tags, device, precision):
     """CPU twins: bf16 on the CPU, and fp32 with two decode workers and another batch size (the same
     comparison). On CUDA the frames go through pinned memory, the device-side resize and autocast."""
-    ours = tag(tiny_model, "--device", device, "--precision", precision, "--workers", "2", "--batch-size", "3")
+    ours = tag(tiny_model, "--device", device, "--precision", precision, "--workers", "2", "--batch-views", "3")
     assert any(seg for entry in cpu_tags.values() for seg in entry["segments"])
     labels = {t[0]["label"] for entry in cpu_tags.values() for t in entry["segments"]}
     assert len(labels) > 1  # the comparison can tell labels apart

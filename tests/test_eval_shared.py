@@ -37,7 +37,7 @@ def test_eval_on_the_shared_videos_reports_failures_and_completes(tmp_path):
     out = tmp_path / "m.json"
     preds = tmp_path / "p.jsonl"
     args = ["eval", "--dataset", str(tmp_path / "list.csv"), "--data-root", str(videos), "--weights", str(weights),
-            "-o", str(out), "--predictions", str(preds), "--workers", "2", "--batch-size", "4"]
+            "-o", str(out), "--predictions", str(preds), "--workers", "2", "--batch-views", "4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output  # some inputs failed, after all others were done
     metrics = json.loads(out.read_text())

@@ -77,7 +77,7 @@ def long_video(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("long") / "long.mp4", 1000, height=24, width=32)
 
 
-ARGS = ["--batch-size", "1", "--top-k", "2", "--merge"]
+ARGS = ["--batch-views", "1", "--top-k", "2", "--merge"]
 
 
 def test_a_second_run_on_the_same_output_is_refused_at_once(tiny, folder, tmp_path):
@@ -143,6 +143,7 @@ def test_a_killed_decode_worker_costs_only_its_video(tiny, folder, tmp_path):
 def test_segments_are_streamed_before_the_video_ends(tiny, long_video):
     proc = _start([str(long_video), *tiny, *ARGS], "long.mp4", hang_after=5)
     try:
+        assert json.loads(proc.stdout.readline())["record"] == "run"  # what produced the output comes first
         lines = [proc.stdout.readline() for _ in range(3)]  # stdout: JSON Lines as they are scored
         assert [json.loads(line)["segment"] for line in lines] == [0, 1, 2]
         assert proc.poll() is None  # the decoder still hangs at segment 5 of 16

@@ -79,6 +79,8 @@ def test_a_device_this_machine_lacks_is_a_usage_error_before_the_model(command, 
         "eval": ["eval", "--dataset", tmp_path / "list.txt", "-m", "swin-t-k400"],
         "train": ["train", "--train-list", tmp_path / "list.txt", "--out-dir", tmp_path / "run", "-m", "swin-t-k400"],
     }[command]
+    (tmp_path / "a.mp4").write_bytes(b"")  # the inputs exist: the device is the first thing wrong
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
     result = invoke(*args, "--device", device)
     assert_error(result, 2, f"--device {device}" if device != "gpu" else "'gpu'")  # not the offline error
 

@@ -127,7 +127,8 @@ def run(tmp_path_factory):
                 writer.write_video(video)
             writer.close()
     records = [json.loads(line) for line in outputs["jsonl"].read_text().splitlines()]
-    return root, clips, outputs, records
+    assert records[0]["record"] == "run"  # what produced the file; the videos follow
+    return root, clips, outputs, records[1:]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv"])

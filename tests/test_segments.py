@@ -9,7 +9,8 @@ from test_tag_cli import LABELS, make_video
 from test_tag_inference import _tiny_model
 
 import vswin_cli.segments as segments
-from vswin_cli.inference import TagOptions, Tagger
+from vswin_cli.inference import Engine, RunOptions
+from vswin_cli.segments import DecodeOptions
 from vswin_cli.inputs import find_videos
 from vswin_cli.protocol import ClipSpec
 
@@ -26,7 +27,7 @@ def _as_worker(monkeypatch, stream, index: int, count: int) -> list:
 def test_one_long_video_is_shared_by_every_worker(tmp_path, monkeypatch):
     videos = find_videos([str(make_video(tmp_path / "long.mp4", 600, height=24, width=32))])
     monkeypatch.setattr(segments, "MAX_FRAMES_PER_READ", 64)  # one segment per chunk
-    stream = segments.VideoStream(videos, [0], SPEC, TagOptions(), {})
+    stream = segments.VideoStream(videos, [0], SPEC, DecodeOptions(), {})
     parts = [_as_worker(monkeypatch, stream, i, 2) for i in range(2)]
     assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])  # both busy, nothing twice
     assert sorted(parts[0] + parts[1]) == [(0, i) for i in range(10)]  # 600 frames = 10 segments of 64 (the last moved back)
@@ -34,7 +35,7 @@ def test_one_long_video_is_shared_by_every_worker(tmp_path, monkeypatch):
 
 def test_as_many_videos_as_workers_are_dealt_whole(tmp_path, monkeypatch):
     videos = find_videos([str(make_video(tmp_path / f"{i}.mp4", 130, seed=i)) for i in range(2)])
-    stream = segments.VideoStream(videos, [0, 1], SPEC, TagOptions(), {})
+    stream = segments.VideoStream(videos, [0, 1], SPEC, DecodeOptions(), {})
     parts = [_as_worker(monkeypatch, stream, i, 2) for i in range(2)]
     assert {pos for pos, _ in parts[0]} == {0} and {pos for pos, _ in parts[1]} == {1}
 
@@ -48,7 +49,7 @@ def test_decode_workers_yield_the_cores_to_a_model_on_the_cpu(tmp_path, monkeypa
     else:
         monkeypatch.setenv("VSWIN_DECODE_NICE", env)
     videos = find_videos([str(make_video(tmp_path / "a.mp4", 70))])
-    stream = segments.VideoStream(videos, [0], SPEC, TagOptions(device=device), {})
+    stream = segments.VideoStream(videos, [0], SPEC, DecodeOptions(lower_priority=device == "cpu"), {})
     calls = []
     monkeypatch.setattr(segments, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=1))
     monkeypatch.setattr(segments.torch, "set_num_threads", lambda n: None)
@@ -64,6 +65,6 @@ def test_decode_workers_yield_the_cores_to_a_model_on_the_cpu(tmp_path, monkeypa
 @pytest.mark.slow
 def test_shared_decoding_gives_the_same_tags(tmp_path):
     videos = find_videos([str(make_video(tmp_path / "long.mp4", 600, height=24, width=32))])
-    alone = list(Tagger(_tiny_model(), LABELS, "tiny", SPEC, TagOptions(workers=0)).run(videos))
-    shared = list(Tagger(_tiny_model(), LABELS, "tiny", SPEC, TagOptions(workers=2)).run(videos))
+    alone = list(Engine(_tiny_model(), LABELS, "tiny", SPEC, RunOptions(workers=0)).run(videos))
+    shared = list(Engine(_tiny_model(), LABELS, "tiny", SPEC, RunOptions(workers=2)).run(videos))
     assert shared == alone and len(alone[0].segments) == 10

@@ -14,7 +14,8 @@ from test_tag_cli import LABELS, TINY, make_video
 
 from models import VideoSwin
 from vswin_cli.distributed import Shard
-from vswin_cli.inference import TagOptions, Tagger
+from vswin_cli.inference import Engine, RecordOptions, RunOptions
+from vswin_cli.segments import DecodeOptions
 from vswin_cli.segments import segment_views
 from vswin_cli.outputs import run_tag
 from vswin_cli.sampling import plan_views
@@ -54,12 +55,12 @@ def test_identical_views_go_through_the_network_once(tmp_path):
     batch_sizes = []
     model.register_forward_hook(lambda module, args, out: batch_sizes.append(args[0].shape[0]))
     spec = ClipSpec(num_clips=4, num_crops=3, crop_size=32)
-    tagger = Tagger(model, LABELS, "tiny", spec, TagOptions(batch_size=16))
+    tagger = Engine(model, LABELS, "tiny", spec, RunOptions(batch_views=16))
     [result] = list(tagger.run(find_videos([str(tmp_path / "v.mp4")])))
     assert sum(batch_sizes) == 3 == tagger.num_views_computed  # 3 crops, not 12 views
     assert result.segments[0].views == 12  # but reported as the protocol's 12
     # and the weighted result equals running all 12 views
-    frames = next(segment_views(0, VideoInput(tmp_path / "v.mp4", "v"), spec, TagOptions())).frames
+    frames = next(segment_views(0, VideoInput(tmp_path / "v.mp4", "v"), spec, DecodeOptions())).frames
     with torch.inference_mode():
         all_twelve = model(normalize_views(frames.repeat_interleave(4, dim=0))).softmax(-1).mean(0)
     assert [t.index for t in result.segments[0].top] == all_twelve.argsort(descending=True)[:5].tolist()
@@ -76,7 +77,7 @@ def test_paper_views_of_a_whole_video_match_the_official_pipeline(name, whole_te
     """
     video = shared_path("videos", name)
     golden = json.loads(shared_path("fixtures", "pipeline", name, "k400.json").read_text())
-    options = TagOptions(window_s=1e6, backend="pyav")
+    options = DecodeOptions(window_s=1e6, backend="pyav")
     items = list(segment_views(0, VideoInput(video, name), PAPER, options))
     views = items[0]
     assert len(items) == 2 and views.plan.segment.start_frame == 0 and views.plan.segment.end_frame == golden["total_frames"]
@@ -100,7 +101,7 @@ def test_sharded_run_merges_to_the_same_output(tmp_path):
     (tmp_path / "in" / "9_bad.mp4").write_text("not a video")
     videos = find_videos([str(tmp_path / "in")])
     spec = ClipSpec(num_clips=2, num_crops=1, crop_size=32)
-    tagger = Tagger(_tiny_model(), LABELS, "tiny", spec, TagOptions(batch_size=3, top_k=2))
+    tagger = Engine(_tiny_model(), LABELS, "tiny", spec, RunOptions(batch_views=3), records=RecordOptions(top_k=2))
 
     single = run_tag(tagger, videos, str(tmp_path / "single.jsonl"))
     assert (single.num_tagged, single.num_failed) == (6, 1)
@@ -117,8 +118,8 @@ def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_pa
     make_video(tmp_path / "v.mp4", 200)
     videos = find_videos([str(tmp_path / "v.mp4")])
     spec = ClipSpec(num_clips=2, num_crops=3, crop_size=32)
-    options = TagOptions(window_s=2.0, stride_s=1.0, top_k=5)  # 50-frame windows every 25 frames
-    whole = list(Tagger(_tiny_model(), LABELS, "tiny", spec, options).run(videos))
+    options = DecodeOptions(window_s=2.0, stride_s=1.0)  # 50-frame windows every 25 frames
+    whole = list(Engine(_tiny_model(), LABELS, "tiny", spec, decode=options).run(videos))
 
     decoded = []
     real_open = inference.open_video
@@ -131,7 +132,7 @@ def test_each_frame_is_decoded_once_across_chunks_and_overlapping_windows(tmp_pa
 
     monkeypatch.setattr(inference, "open_video", counting_open)
     monkeypatch.setattr(inference, "MAX_FRAMES_PER_READ", 40)  # many small chunks
-    chunked = list(Tagger(_tiny_model(), LABELS, "tiny", spec, options).run(videos))
+    chunked = list(Engine(_tiny_model(), LABELS, "tiny", spec, decode=options).run(videos))
     assert chunked == whole
     assert len(decoded) == len(set(decoded))  # no frame decoded twice
     assert len(whole[0].segments) == 7  # starts 0, 1, ..., 6 s in an 8 s video
@@ -143,9 +144,9 @@ def test_resize_on_the_device_gives_the_same_results(tmp_path):
     videos = find_videos([str(tmp_path / "wide.mp4")])
     spec = ClipSpec(num_clips=4, num_crops=3, crop_size=32)
     results = [
-        list(Tagger(_tiny_model(), LABELS, "tiny", spec, TagOptions(window_s=2.0, resize_on_device=on)).run(videos))
+        list(Engine(_tiny_model(), LABELS, "tiny", spec, decode=DecodeOptions(window_s=2.0, resize_on_device=on)).run(videos))
         for on in (False, True)
     ]
     assert results[0] == results[1] and len(results[0][0].segments) == 2
-    raw = next(segment_views(0, videos[0], spec, TagOptions(resize_on_device=True)))
+    raw = next(segment_views(0, videos[0], spec, DecodeOptions(resize_on_device=True)))
     assert not raw.cropped and raw.frames.shape[2:] == (48, 96, 3)  # full size leaves the worker

@@ -54,7 +54,7 @@ def _wait_for_videos(part, count: int, proc, timeout: float = 120.0) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_resume_after_a_killed_run_gives_the_uninterrupted_output(tiny, folder, tmp_path, how):
-    args = [str(folder), *tiny, "--batch-size", "1", "--top-k", "2", "--merge"]
+    args = [str(folder), *tiny, "--batch-views", "1", "--top-k", "2", "--merge"]
     full = run([*args, "-o", str(tmp_path / "full.jsonl")])
     assert full.exit_code == 1  # 5_bad.mp4 fails; every other video is tagged
     expected = (tmp_path / "full.jsonl").read_text(encoding="utf-8")

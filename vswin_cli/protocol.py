@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from vswin_cli.errors import ConfigError, UsageError
 
 
-def check_crops(num_crops: int) -> None:
-    """Crops per clip are 1 (CenterCrop) or 3 (ThreeCrop: left, right, middle); anything else is a usage error."""
+def check_crops(num_crops: int, given: str | None = None) -> None:
+    """Crops per clip are 1 (CenterCrop) or 3 (ThreeCrop: left, right, middle); anything else is a usage error.
+
+    Args:
+        given: the option as the user wrote it (default `--crops N`).
+    """
     if num_crops not in (1, 3):
-        raise UsageError(f"--crops {num_crops}: crops per clip must be 1 (centre crop) or 3 (left, right, middle)",
-                         hint="use --crops 1 or --crops 3 (or --views fast, paper or CLIPSx1 / CLIPSx3)")
+        raise UsageError(f"{given or f'--crops {num_crops}'}: crops 1 or 3 only (1: centre crop; 3: left, right, middle)",
+                         hint="e.g. --views 4x3, --views 1x1 or --crops 3")
 
 
 @dataclass(frozen=True)
@@ -136,5 +140,5 @@ def parse_views(views: str | None) -> tuple[int | None, int | None]:
                           hint="e.g. --views fast, --views paper or --views 4x3") from None
     if clips < 1:
         raise UsageError(f"--views {views!r}: clips must be >= 1", hint="e.g. --views 4x3 or 1x1")
-    check_crops(crops)
+    check_crops(crops, f"--views {views!r}")
     return clips, crops

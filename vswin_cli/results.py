@@ -155,6 +155,8 @@ def _read_jsonl(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
             continue
         try:
             record = json.loads(line)
+            if record["record"] == "run":  # what produced the file, not a video
+                continue
             kind, key = record["record"], record["video"]
         except (ValueError, KeyError, TypeError):
             raise _bad(path, number, f"not a vswin JSON Lines record: {line.strip()[:80]!r}") from None
@@ -256,6 +258,8 @@ def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator
         if len(row) != len(CSV_COLUMNS):
             raise _bad(path, number, f"{len(row)} fields, expected {len(CSV_COLUMNS)}")
         kind, key = row[col["record"]], row[col["video"]]
+        if kind == "run":  # what produced the file, not a video
+            continue
         if current is None or key != current.key:
             if current is not None:
                 close_segment()

@@ -166,7 +166,8 @@ def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
     """
     records: dict[str, list[dict]] = {}
     for record in read_jsonl(path):
-        records.setdefault(record["video"], []).append(record)
+        if record.get("record") != "run":
+            records.setdefault(record["video"], []).append(record)
     results = {}
     for key, items in records.items():
         errors = [r for r in items if r["record"] == "error"]

@@ -109,7 +109,7 @@ class JsonlWriter(ResultWriter):
 
 
 class JsonWriter(ResultWriter):
-    """One JSON document `{"run": {...}, "videos": [{video, segments, events, summary} | {video, error}]}`."""
+    """One JSON document `{"videos": [{video, segments, events, summary} | {video, error}], "run": {...}}`."""
 
     def __init__(self, stream: TextIO):
         super().__init__(stream)
@@ -135,7 +135,7 @@ class JsonWriter(ResultWriter):
         })
 
     def close(self) -> None:
-        document = {"run": self.run, "videos": self.videos} if self.run is not None else {"videos": self.videos}
+        document = {"videos": self.videos, "run": self.run} if self.run is not None else {"videos": self.videos}
         json.dump(document, self.stream, ensure_ascii=False, indent=1)
         self.stream.write("\n")
         self.stream.flush()
