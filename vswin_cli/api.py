@@ -132,7 +132,8 @@ def load(model: str | os.PathLike | None = None, *, weights: str | os.PathLike |
         weights: a local checkpoint instead of `model` (vswin, official mmaction or torchvision file).
         arch: with `weights` that do not say their architecture: "swin-t", "swin-s", "swin-b" or a config.json.
         labels: a class-name file or label-set name (default: the model's).
-        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N", or a `torch.device`.
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N", or a `torch.device` (taken as it is:
+            one the caller already resolved, as `vswin eval` does when it joins a torchrun group).
         precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16", "fp16".
         runtime: the CPU runtime: "auto" (the fastest installed, measured once), "torch", "onnxruntime",
             "openvino".
@@ -142,12 +143,14 @@ def load(model: str | os.PathLike | None = None, *, weights: str | os.PathLike |
     Raises:
         ConfigError / UsageError: an unknown name, a bad file, a device this machine lacks.
     """
+    import torch
+
     from vswin_cli.distributed import resolve_device
     from vswin_cli.precision import resolve_precision
     from vswin_cli.resolve import resolve_model
     from vswin_cli.runtime import check_runtime
 
-    run_device = resolve_device(device)
+    run_device = device if isinstance(device, torch.device) else resolve_device(device)
     run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
     check_runtime(runtime, run_device, run_precision)
     resolved = resolve_model(model=None if model is None else str(model), weights=weights, arch=arch, labels=labels,

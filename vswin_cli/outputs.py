@@ -195,7 +195,7 @@ class TagReport:
     num_tagged: int
     num_failed: int
     num_skipped: int  # already complete in the output being resumed
-    num_segments: int
+    num_segments: int  # segment records written (also those of a video cut by Ctrl-C)
     interrupted: bool
 
 
@@ -296,13 +296,14 @@ def _tag_into(tagger, videos: Sequence[VideoInput], out: OutputFile, output_form
                 if log is not None:  # before the record: a kept record always has its probabilities
                     log.write(item.result.video, item.result.segment, item.probs)
                 writer.write_segment(item.result)
+                segments += writer.streams_segments
                 if on_segment is not None:
                     on_segment(item.result)
                 continue
             writer.write_video(item)
             tagged += 1
             failed += item.error is not None
-            segments += len(item.segments)
+            segments += 0 if writer.streams_segments else len(item.segments)
             if on_result is not None:
                 on_result(item)
     except KeyboardInterrupt:

@@ -100,7 +100,12 @@ class TrainConfig:
             raise ConfigError(f"--min-crop-area must be in (0, 1], got {self.min_crop_area}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("--lr must be positive, --weight-decay and --warmup-epochs non-negative")
-        ClipSpec(sampling=self.sampling, clip_len=self.clip_len, frame_interval=self.frame_interval)  # validates
+        self.clip_spec()  # validates the clip shape
+
+    def clip_spec(self, num_clips: int = 1, num_crops: int = 1, resize_short: int | None = None) -> ClipSpec:
+        """The clips this recipe trains on (1 clip, 1 crop), or its validation and test views."""
+        return ClipSpec(sampling=self.sampling, clip_len=self.clip_len, frame_interval=self.frame_interval,
+                        num_clips=num_clips, num_crops=num_crops, crop_size=self.crop_size, resize_short=resize_short)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float = 0.1) -> float:
@@ -140,14 +145,12 @@ def eval_spec_for_training(cfg: TrainConfig, num_clips: int | None = None, num_c
     """The test protocol that matches how `cfg` trained (stored in checkpoints for `vswin eval --weights`)."""
     if num_clips is None:
         num_clips = 1 if cfg.sampling == "uniform" else 4
-    return ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=num_clips,
-                    num_crops=num_crops, crop_size=cfg.crop_size)
+    return cfg.clip_spec(num_clips, num_crops)
 
 
 def val_spec(cfg: TrainConfig) -> ClipSpec:
     """The official val pipeline: 1 clip, Resize(-1, 256/224 * crop), CenterCrop(crop)."""
-    return ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=1,
-                    num_crops=1, crop_size=cfg.crop_size, resize_short=round(cfg.crop_size * 256 / 224))
+    return cfg.clip_spec(resize_short=round(cfg.crop_size * 256 / 224))
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -315,8 +318,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progr
     model.to(device)
     train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
 
-    spec = ClipSpec(sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, num_clips=1,
-                    num_crops=1, crop_size=cfg.crop_size)
+    spec = cfg.clip_spec()
     train_set = TrainClips(train_entries, spec, flip=flip, seed=cfg.seed, min_crop_area=cfg.min_crop_area)
     # One sampler for 1 or many processes: the order depends only on (seed, epoch).
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)

@@ -3,8 +3,9 @@
 `sample_test_views(path, protocol)` = DecordInit -> SampleFrames(test_mode) -> DecordDecode ->
 Resize(-1, 224) -> ThreeCrop(224) -> Normalize -> FormatShape('NCTHW') of the Video Swin test configs
 (SwinTransformer/Video-Swin-Transformer @ db018fb, Apache-2.0; `../shared/spec/pipeline.md`). The
-pieces are `protocol.ClipSpec`, `sampling.clip_indices`, `decode.open_video` and `transforms.make_views`;
-`vswin tag` and `vswin eval` run the same stages through `inference.Tagger`.
+pieces are `protocol.ClipSpec`, `sampling.clip_indices`, `decode.open_video` and the decode workers' own
+`VideoReader.read(..., resize_short)` -> `transforms.gather_views` -> `normalize_views`, the path every view of
+`vswin tag` and `vswin eval` takes.
 """
 
 from __future__ import annotations
@@ -18,30 +19,30 @@ from vswin_cli.decode import VideoReader, open_video
 from vswin_cli.errors import VideoDecodeError
 from vswin_cli.protocol import ClipSpec, get_protocol
 from vswin_cli.sampling import clip_indices
-from vswin_cli.transforms import make_views
+from vswin_cli.transforms import gather_views, normalize_views
 
 
 def views_from_reader(reader: VideoReader, indices: np.ndarray, protocol: str | ClipSpec,
                       device: torch.device | str | None = None) -> torch.Tensor:
-    """Decode `indices` from an open reader and build the views (each distinct frame decoded and resized once).
+    """Decode `indices` from an open reader and build the views, as the decode workers of `vswin tag` do
+    (each distinct frame decoded and resized once, as it is decoded; crops gathered; normalised).
 
     Args:
         reader: an open `VideoReader`.
         indices: int (num_clips, clip_len) frame indices, as from `clip_indices`.
-        protocol: the crops to take (`num_crops`).
-        device: where to resize and normalise (default: CPU).
+        protocol: the crops to take (`num_crops`) and their size.
+        device: where to normalise (default: CPU).
 
     Returns:
         float32 (num_crops*num_clips, 3, clip_len, 224, 224) on `device`, crop-major.
     """
     spec = get_protocol(protocol)
     indices = np.asarray(indices)
-    distinct, order = np.unique(indices.reshape(-1), return_inverse=True)
-    frames = torch.from_numpy(reader.read(distinct))
-    if device is not None:
-        frames = frames.to(device)
-    return make_views(frames, indices.shape[0], indices.shape[1], spec.num_crops, order=order.reshape(-1),
-                      short_side=spec.resize_short, crop=spec.crop_size)
+    distinct = np.unique(indices.reshape(-1))
+    frames = torch.from_numpy(reader.read(distinct, resize_short=spec.resize_short))  # (F, h, w, 3) uint8
+    rows = torch.from_numpy(np.searchsorted(distinct, indices))  # (num_clips, clip_len) rows of `frames`
+    views = gather_views(frames, rows, spec.crop_size, spec.num_crops)  # (V, T, S, S, 3) uint8, crop-major
+    return normalize_views(views.to(device) if device is not None else views)
 
 
 def sample_test_views(path: str | os.PathLike, protocol: str | ClipSpec = "k400", backend: str = "auto",

@@ -68,6 +68,8 @@ class ResultWriter:
         stream: where to write (a file opened for text, or stdout).
     """
 
+    streams_segments = True  # each segment is in the stream as soon as `write_segment` returns
+
     def __init__(self, stream: TextIO):
         self.stream = stream
         self._streamed: tuple[str, int] = ("", 0)  # (video, segments already written by write_segment)
@@ -110,6 +112,8 @@ class JsonlWriter(ResultWriter):
 
 class JsonWriter(ResultWriter):
     """One JSON document `{"videos": [{video, segments, events, summary} | {video, error}], "run": {...}}`."""
+
+    streams_segments = False
 
     def __init__(self, stream: TextIO):
         super().__init__(stream)
