@@ -158,3 +158,19 @@ def test_cli_and_api_share_one_settings_check():
     """The tag command builds a `TagSettings` (no second validation of the same values in the command)."""
     source = (REPO / "vswin_cli" / "commands" / "tag.py").read_text()
     assert "TagSettings(" in source and "parse_views" not in source and "for_views" not in source
+
+
+def test_the_readme_python_example_runs(model_files, clips, capsys):
+    """The README's front-door block, with the tiny model in place of the zoo one and the test clips as clips/."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "vswin_cli.load(" in b)
+    folder, _ = model_files
+    tiny = f'weights={str(folder / "tiny.pth")!r}, arch={str(folder / "tiny.json")!r}, labels={str(folder / "labels.txt")!r}'
+    code = block.replace('vswin_cli.load("swin-t-k400")', f"vswin_cli.load({tiny})")
+    code = code.replace('"clips/"', repr(str(clips))).replace('views="fast"', 'views="fast", crop_size=32')
+    assert code != block
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "broken.mp4 failed:" in out and re.search(r"^a\.mp4 \S", out, flags=re.M) and " s  " in out
