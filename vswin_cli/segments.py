@@ -152,9 +152,8 @@ def decode_nice() -> int:
 
     The model's threads wait for each other at every layer: a thread that loses its core to a decoder
     holds the others up. Decoders at the lowest priority (19) take the cores when the model's threads
-    wait instead: Swin-T bf16 (OpenVINO) at 360p, end to end 1.38 views/s at nice 19, 1.30 at nice 0 and
-    1.21 at nice 10 (medians of 3, docs/benchmarks.md). `VSWIN_DECODE_NICE=0` turns it off (when other
-    programs share the machine, decoders at the lowest priority yield to them too).
+    wait instead (the end-to-end figures per nice level are in docs/benchmarks.md). `VSWIN_DECODE_NICE=0`
+    turns it off (when other programs share the machine, decoders at the lowest priority yield to them too).
     """
     try:
         return max(0, min(19, int(os.environ.get("VSWIN_DECODE_NICE", "19"))))
