@@ -196,6 +196,8 @@ def tag(tiny_model: list[str], *options: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for line in done.stdout.splitlines():
         record = json.loads(line)
+        if record["record"] == "run":
+            continue
         entry = out.setdefault(Path(record["video"]).name, {"segments": []})
         if record["record"] == "video":
             entry["video"] = record["top"]
