@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from vswin_cli.datasets import ListEntry
 from vswin_cli.distributed import current_shard, gather_to_rank0
 from vswin_cli.errors import ConfigError
 from vswin_cli.inputs import VideoInput
-from vswin_cli.files import write_bytes_atomic
+from vswin_cli.files import temp_file, write_bytes_atomic
 from vswin_cli.metrics import Metrics, metrics_from_probs, scores_file_bytes
 from vswin_cli.options import autocast
 from vswin_cli.outputs import OutputFile, sibling
@@ -230,6 +231,16 @@ def read_predictions(path: Path, probs_log: ResumeLog | None = None, probs: dict
     return Kept([json.dumps(r) + "\n" for r in records], {r["video"] for r in records})
 
 
+def _reopen_probs_log(log: ResumeLog, kept: dict[str, np.ndarray]) -> None:
+    """Open `log` holding the kept videos' probabilities, swapped in whole: under torchrun the other
+    ranks may still be reading the old file for `--resume`."""
+    fd, tmp = temp_file(log.path.parent)
+    log.stream = open(fd, "w", encoding="utf-8")
+    for video, row in kept.items():
+        log.write(video, 0, torch.from_numpy(row))
+    os.replace(tmp, log.path)  # the open handle now writes into the log
+
+
 def evaluate_list(
     model: torch.nn.Module,
     entries: list[ListEntry],
@@ -279,9 +290,7 @@ def evaluate_list(
     todo = [e for e in entries if e.rel_path not in out.done]
     stream = out.open() if predictions is not None and shard.rank == 0 else None
     if stream is not None:
-        probs_log.open()  # rewritten: the kept videos' probabilities, then each new one's
-        for video, row in probs.items():
-            probs_log.write(video, 0, torch.from_numpy(row))
+        _reopen_probs_log(probs_log, probs)
     done = len(entries) - len(todo)
 
     def keep(index, video_probs, error) -> None:

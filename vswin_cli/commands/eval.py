@@ -24,7 +24,7 @@ def eval(  # noqa: A001 (the command's name)
     output: Annotated[str, typer.Option("--output", "-o", help="metrics JSON file (written atomically), or - for stdout.", rich_help_panel=OUT)] = "-",
     per_class: Annotated[Optional[Path], typer.Option(help="Per-class accuracy CSV (default with -o FILE: FILE's name + .per_class.csv).", rich_help_panel=OUT)] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Per-video predictions as JSON Lines (top-5, or the error); each video's probabilities go to the hidden .FILE.probs beside it, for --resume.", rich_help_panel=OUT)] = None,
-    scores: Annotated[Optional[Path], typer.Option(help="Every listed video's probabilities as a numpy .npz (scores, failed, labels, videos, errors, class_names), written atomically: recompute any metric later with vswin_cli.metrics.metrics_from_scores_file.", rich_help_panel=OUT)] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="Every listed video's probabilities as a numpy .npz (scores, failed, labels, videos, errors, class_names), written atomically, to recompute any metric later.", rich_help_panel=OUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the videos already in --predictions and evaluate the rest.", rich_help_panel=OUT)] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N videos (after --shuffle-seed).", rich_help_panel=OUT)] = None,
     shuffle_seed: Annotated[Optional[int], typer.Option(help="Shuffle the list with this seed first (a random --limit subset).", rich_help_panel=OUT)] = None,
@@ -36,8 +36,10 @@ def eval(  # noqa: A001 (the command's name)
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.
 
-    The metrics are those of the authors' evaluation code (mmaction2 0.x): mean_class_accuracy averages
-    over the predicted and the true classes; mean_class_accuracy_present over the classes the list holds.
+    The metrics are the authors' (mmaction2 0.x): mean_class_accuracy
+    averages over the predicted and the true classes, mean_class_accuracy_present
+    over the classes the list holds. --scores saves every video's probabilities;
+    vswin_cli.metrics.metrics_from_scores_file recomputes the metrics from them.
 
     Videos that fail to decode are listed (in the JSON and on stderr) and counted; the exit status is
     then 1, after all other videos are done.
