@@ -170,6 +170,10 @@ def test_a_file_that_is_not_a_scores_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "y.npz", scores=np.zeros((1, 2)))
     with pytest.raises(ConfigError, match="no failed, labels"):
         metrics_from_scores_file(tmp_path / "y.npz")
+    np.savez(tmp_path / "z.npz", scores=SCORES.astype(np.float32), failed=np.zeros(4, bool), labels=LABELS,
+             videos=np.array(list("abcd")), errors=np.array([""] * 4), class_names=np.array(NAMES[:5]))
+    with pytest.raises(ConfigError, match="disagree in size"):  # 6 scores per video, 5 class names
+        metrics_from_scores_file(tmp_path / "z.npz")
 
 
 def test_per_class_csv():

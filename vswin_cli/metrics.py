@@ -226,7 +226,11 @@ def metrics_from_scores_file(path: str | Path) -> Metrics:
     if missing:
         raise ConfigError(f"{path}: not a `vswin eval --scores` file (no {', '.join(missing)})",
                           hint="give the .npz that `vswin eval --scores` wrote")
-    failed = arrays["failed"]
+    failed, scores = arrays["failed"], arrays["scores"]
+    if scores.ndim != 2 or scores.shape != (len(failed), len(arrays["class_names"])) or len(arrays["labels"]) != len(failed):
+        raise ConfigError(f"{path}: the scores file's arrays disagree in size: scores {scores.shape}, "
+                          f"{len(arrays['labels'])} labels, {len(failed)} failed flags, {len(arrays['class_names'])} classes",
+                          hint="give the .npz that `vswin eval --scores` wrote, unchanged")
     return compute_metrics(arrays["scores"][~failed], arrays["labels"][~failed], [str(n) for n in arrays["class_names"]],
                            num_failed=int(failed.sum()))
 
