@@ -145,3 +145,33 @@ def test_eval_on_a_partial_class_list_reports_what_the_authors_code_reports(tmp_
     assert metrics["mean_class_accuracy"] == 1 / num_classes  # the right class 1, every other class 0
     assert metrics["mean_class_accuracy_present"] == 0.5  # classes present: the right one 1, the other 0
     assert metrics_from_scores_file(npz).summary() == {k: metrics[k] for k in metrics_from_scores_file(npz).summary()}
+
+
+def test_resume_after_a_kill_gives_the_scores_of_an_uninterrupted_run(tmp_path):
+    import numpy as np
+
+    videos = shared_path("videos")
+    names = READABLE[:8] + ["not_a_video.mp4"]
+    _write_list(tmp_path / "list.csv", [(name, i % 3) for i, name in enumerate(names)])
+    preds, probs_log = tmp_path / "p.jsonl", tmp_path / ".p.jsonl.probs"
+    args = ["eval", "--dataset", str(tmp_path / "list.csv"), "--data-root", str(videos), "--weights",
+            str(_tiny_weights(tmp_path)), "--workers", "0", "-q", "--predictions", str(preds), "-o", str(tmp_path / "m.json")]
+    assert CliRunner().invoke(app, args + ["--scores", str(tmp_path / "whole.npz")]).exit_code == 1
+    whole = json.loads((tmp_path / "m.json").read_text())
+
+    # As a kill leaves it: PATH.part with 6 records and a torn 7th, the probabilities of only the first 4
+    # scored videos and a torn 5th. The 2 scored records without probabilities must run again.
+    lines = preds.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert [json.loads(line)["video"] for line in lines] == names
+    preds.unlink()
+    (tmp_path / "p.jsonl.part").write_text("".join(lines[:6]) + lines[6][:20], encoding="utf-8")
+    saved = probs_log.read_text().splitlines(keepends=True)
+    probs_log.write_text("".join(saved[:4]) + saved[4][:30])
+    result = CliRunner().invoke(app, args + ["--scores", str(tmp_path / "resumed.npz"), "--resume"])
+    assert result.exit_code == 1, result.output
+    resumed = json.loads((tmp_path / "m.json").read_text())
+    assert resumed["num_videos_resumed"] == 4
+    assert {k: v for k, v in resumed.items() if k != "num_videos_resumed"} == {k: v for k, v in whole.items() if k != "num_videos_resumed"}
+    with np.load(tmp_path / "whole.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        assert all(np.array_equal(a[key], b[key], equal_nan=key == "scores") for key in a.files)
+    assert sorted(json.loads(line)["video"] for line in preds.read_text(encoding="utf-8").splitlines()) == sorted(names)
