@@ -10,7 +10,7 @@ def run(*args):
 
 
 def test_help_explains_both_commands():
-    for command, words in (("eval", ["--dataset", "--views", "--predictions", "--resume", "torchrun"]),
+    for command, words in (("eval", ["--dataset", "--views", "--predictions", "--resume", "--scores", "metrics_from_scores_file", "torchrun"]),
                            ("train", ["--train-list", "--arch", "--init", "--accum-steps", "--resume", "torchrun"])):
         result = run(command, "--help")
         assert result.exit_code == 0
@@ -30,6 +30,14 @@ def test_resume_without_predictions_is_refused_with_a_hint(tmp_path):
     result = run("eval", "--dataset", str(tmp_path / "l.txt"), "--model", "swin-t-k400", "--resume")
     assert result.exit_code == 2  # a usage error
     assert "Error: --resume needs --predictions" in result.output
+
+
+def test_a_scores_file_not_named_npz_is_refused_before_any_work(tmp_path):
+    (tmp_path / "l.txt").write_text("a.mp4 0\n")
+    result = run("eval", "--dataset", str(tmp_path / "l.txt"), "--model", "swin-t-k400", "--scores", str(tmp_path / "s.npy"))
+    assert result.exit_code == 2  # a usage error
+    assert "Error: --scores" in result.output and "ends in .npz" in result.output
+    assert not (tmp_path / "s.npy").exists()
 
 
 def test_train_needs_exactly_one_starting_point(tmp_path):

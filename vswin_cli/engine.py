@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,10 +24,11 @@ from vswin_cli.datasets import ListEntry
 from vswin_cli.distributed import current_shard, gather_to_rank0
 from vswin_cli.errors import ConfigError
 from vswin_cli.inputs import VideoInput
-from vswin_cli.metrics import Metrics, metrics_from_ranked
+from vswin_cli.files import sibling, temp_file, write_bytes_atomic
+from vswin_cli.metrics import Metrics, metrics_from_probs, scores_file_bytes
 from vswin_cli.precision import autocast
 from vswin_cli.outputs import OutputFile
-from vswin_cli.resume import Kept, read_jsonl
+from vswin_cli.resume import Kept, ResumeLog, read_jsonl
 from vswin_cli.protocol import ClipSpec
 
 
@@ -164,7 +167,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
                     runtime_cache=runtime_cache)
     videos = [VideoInput(entries[i].path, str(i)) for i in mine]
     local = []
-    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers):
+    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers) if videos else ():
         item = (int(scored.video), scored.probs, scored.error)
         local.append(item)
         if on_video is not None:
@@ -202,14 +205,33 @@ def prediction_record(entry: ListEntry, probs: np.ndarray | None, error: str | N
     return record
 
 
-def read_predictions(path: Path) -> Kept:
-    """The complete records of an earlier predictions JSONL (a torn last line is dropped), for `--resume`."""
-    kept = Kept([], set())
-    for record in read_jsonl(path):
-        if "video" in record and ("top" in record or "error" in record):
-            kept.lines.append(json.dumps(record) + "\n")
-            kept.done.add(record["video"])
-    return kept
+def read_predictions(path: Path, probs_log: ResumeLog | None = None, probs: dict[str, np.ndarray] | None = None) -> Kept:
+    """The complete records of an earlier predictions JSONL (a torn last line is dropped), for `--resume`.
+
+    Args:
+        path: the predictions file (or its `.part`).
+        probs_log: the probabilities kept beside it; with it, a scored video is kept only when its
+            probabilities are there too (else it is evaluated again), and they are added to `probs`.
+        probs: receives {video: (K,) float32 probabilities} of the kept scored videos.
+    """
+    records = [r for r in read_jsonl(path) if "video" in r and ("top" in r or "error" in r)]
+    if probs_log is not None:
+        found = probs_log.read({r["video"]: [{"segment": 0}] for r in records if "top" in r})
+        saved = {video: rows[0].numpy() for video, rows in found.items() if rows}
+        records = [r for r in records if "error" in r or r["video"] in saved]
+        if probs is not None:
+            probs.update((r["video"], saved[r["video"]]) for r in records if "top" in r)
+    return Kept([json.dumps(r) + "\n" for r in records], {r["video"] for r in records})
+
+
+def _reopen_probs_log(log: ResumeLog, kept: dict[str, np.ndarray]) -> None:
+    """Open `log` holding the kept videos' probabilities, swapped in whole: under torchrun the other
+    ranks may still be reading the old file for `--resume`."""
+    fd, tmp = temp_file(log.path.parent)
+    log.stream = open(fd, "w", encoding="utf-8")
+    for video, row in kept.items():
+        log.write(video, 0, torch.from_numpy(row))
+    os.replace(tmp, log.path)  # the open handle now writes into the log
 
 
 def evaluate_list(
@@ -224,6 +246,7 @@ def evaluate_list(
     precision: str = "fp32",
     predictions: Path | None = None,
     resume: bool = False,
+    scores: Path | None = None,
     progress=None,
     runtime: str = "torch",
     runtime_cache: str | None = None,
@@ -240,33 +263,45 @@ def evaluate_list(
         workers: decoding processes per rank.
         precision: autocast precision.
         predictions: JSONL file of per-video records, written through `PATH.part` (one line per video as
-            it finishes on a single process; by rank 0 after the gather under torchrun).
-        resume: keep the complete records already in `predictions` and evaluate only the other videos.
+            it finishes on a single process; by rank 0 after the gather under torchrun). Each scored
+            video's probabilities go to the hidden `.PATH.probs` beside it first, for `resume`.
+        resume: keep the complete records already in `predictions` (those whose probabilities are in
+            `.PATH.probs`, and the failed ones) and evaluate only the other videos.
+        scores: `.npz` file of every listed video's probabilities (`metrics.scores_file_bytes`),
+            written atomically by rank 0 when the run ends.
         progress: optional callable(done, total) on rank 0.
 
     Returns:
         `EvalReport` on rank 0, None on other ranks. Failed videos are listed, never dropped silently.
     """
     shard = current_shard()
-    out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume, read_done=read_predictions,
-                     lock=shard.rank == 0)
+    probs_log = ResumeLog(sibling(predictions, ".probs", hidden=True)) if predictions is not None else None
+    probs: dict[str, np.ndarray] = {}
+    out = OutputFile(str(predictions) if predictions is not None else "-", resume=resume,
+                     read_done=lambda path: read_predictions(path, probs_log, probs), lock=shard.rank == 0)
     records = {r["video"]: r for r in map(json.loads, out.kept_lines)}
     todo = [e for e in entries if e.rel_path not in out.done]
     stream = out.open() if predictions is not None and shard.rank == 0 else None
+    if stream is not None:
+        _reopen_probs_log(probs_log, probs)
     done = len(entries) - len(todo)
 
-    def keep(index, probs, error) -> None:
-        record = prediction_record(todo[index], probs, error, class_names)
+    def keep(index, video_probs, error) -> None:
+        record = prediction_record(todo[index], video_probs, error, class_names)
         records[record["video"]] = record
+        if video_probs is not None:
+            probs[record["video"]] = video_probs
         if stream is not None:
+            if video_probs is not None:  # before the record, so a kept record always has its probabilities
+                probs_log.write(record["video"], 0, torch.from_numpy(video_probs))
             stream.write(json.dumps(record) + "\n")
             stream.flush()
 
-    def on_video(index, probs, error) -> None:
+    def on_video(index, video_probs, error) -> None:
         nonlocal done
         done += 1
         if shard.world_size == 1:  # as videos finish, so --resume keeps them; else after the gather
-            keep(index, probs, error)
+            keep(index, video_probs, error)
         if progress is not None and shard.rank == 0:
             progress(done, len(entries))
 
@@ -276,6 +311,7 @@ def evaluate_list(
     except BaseException:
         if stream is not None:
             out.commit(final=False)  # keep PATH.part for --resume
+            probs_log.close(delete=False)
         raise
     if shard.rank != 0:
         return None
@@ -283,10 +319,13 @@ def evaluate_list(
         for item in scored:
             keep(*item)
     out.commit()
+    if stream is not None:
+        probs_log.close(delete=False)  # a later --resume of this finished file still has every probability
     ordered = [records[e.rel_path] for e in entries]
-    good = [r for r in ordered if "top" in r]
-    ranked = np.array([[t["index"] for t in r["top"]] for r in good], dtype=np.int64).reshape(len(good), -1)
-    labels = np.array([r["label"] for r in good], dtype=np.int64)
-    metrics = metrics_from_ranked(ranked, labels, class_names, num_failed=len(ordered) - len(good))
+    listed_probs = [probs[r["video"]] if "top" in r else None for r in ordered]
+    metrics = metrics_from_probs(listed_probs, [e.label for e in entries], class_names)
+    if scores is not None:
+        write_bytes_atomic(scores, scores_file_bytes([e.rel_path for e in entries], [e.label for e in entries],
+                                                     listed_probs, [r.get("error") for r in ordered], class_names))
     failed = tuple((r["video"], r["error"]) for r in ordered if "error" in r)
     return EvalReport(metrics=metrics, failed=failed, num_resumed=len(entries) - len(todo))

@@ -31,12 +31,12 @@ from torch.utils.data.distributed import DistributedSampler
 
 from models import save_checkpoint
 from vswin_cli.cache import load_labels
-from vswin_cli.datasets import ListEntry, TrainClips, parse_list
+from vswin_cli.datasets import TrainClips, parse_list
 from vswin_cli.distributed import setup_device
 from vswin_cli.engine import score_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
 from vswin_cli.files import write_text_atomic
-from vswin_cli.metrics import compute_metrics
+from vswin_cli.metrics import metrics_from_probs
 from vswin_cli.precision import resolve_precision
 from vswin_cli.progress import StepProgress
 from vswin_cli.protocol import ClipSpec
@@ -368,7 +368,7 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progr
             scores = score_entries(model, val_entries, val_spec(cfg), class_names, device,
                                    max_views=cfg.batch_size, workers=workers, precision=precision)
             if is_main:
-                metrics = scores_to_metrics(scores, val_entries, class_names)
+                metrics = metrics_from_probs([p for _, p, _ in scores], [val_entries[i].label for i, _, _ in scores], class_names)
                 row.update(val_top1=metrics.top1, val_top5=metrics.top5, val_mean_class_accuracy=metrics.mean_class_accuracy)
         rows.append(row)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}, lr {stats.lr:.3g}, "
@@ -406,14 +406,6 @@ def train(cfg: TrainConfig, stop_after_epoch: int | None = None, log=None, progr
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return rows
-
-
-def scores_to_metrics(scores: list[tuple], entries: list[ListEntry], class_names: list[str]):
-    """`Metrics` of `engine.score_entries` output; failed videos are counted in `num_failed`."""
-    good = [(index, probs) for index, probs, _error in scores if probs is not None]
-    probs = np.stack([p for _, p in good]) if good else np.zeros((0, len(class_names)))
-    labels = np.array([entries[index].label for index, _ in good], dtype=np.int64)
-    return compute_metrics(probs, labels, class_names, num_failed=len(scores) - len(good))
 
 
 def _check_same_config(cfg: TrainConfig, saved: dict, path: Path) -> None:

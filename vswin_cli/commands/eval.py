@@ -24,7 +24,8 @@ def eval(  # noqa: A001 (the command's name)
     views: ViewsOpt = None, clip_len: ClipLenOpt = None, frame_interval: FrameIntervalOpt = None, crop_size: CropSizeOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="metrics JSON file (written atomically), or - for stdout.", rich_help_panel=OUT)] = "-",
     per_class: Annotated[Optional[Path], typer.Option(help="Per-class accuracy CSV (default with -o FILE: FILE's name + .per_class.csv).", rich_help_panel=OUT)] = None,
-    predictions: Annotated[Optional[Path], typer.Option(help="Per-video predictions as JSON Lines (top-5, or the error).", rich_help_panel=OUT)] = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="Per-video predictions as JSON Lines (top-5, or the error); each video's probabilities go to the hidden .FILE.probs beside it, for --resume.", rich_help_panel=OUT)] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="Every listed video's probabilities as a numpy .npz (scores, failed, labels, videos, errors, class_names), written atomically, to recompute any metric later.", rich_help_panel=OUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the videos already in --predictions and evaluate the rest.", rich_help_panel=OUT)] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N videos (after --shuffle-seed).", rich_help_panel=OUT)] = None,
     shuffle_seed: Annotated[Optional[int], typer.Option(help="Shuffle the list with this seed first (a random --limit subset).", rich_help_panel=OUT)] = None,
@@ -35,12 +36,19 @@ def eval(  # noqa: A001 (the command's name)
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.
 
+    The metrics are the authors' (mmaction2 0.x): mean_class_accuracy
+    averages over the predicted and the true classes, mean_class_accuracy_present
+    over the classes the list holds. --scores saves every video's probabilities;
+    vswin_cli.metrics.metrics_from_scores_file recomputes the metrics from them.
+
     Videos that fail to decode are listed (in the JSON and on stderr) and counted; the exit status is
     then 1, after all other videos are done.
 
     Examples:
 
       vswin eval --dataset k400_val.txt --data-root k400/val -m swin-t-k400 -o metrics.json --predictions preds.jsonl
+
+      vswin eval --dataset k400_val.txt --data-root k400/val -m swin-t-k400 -o metrics.json --scores scores.npz
 
       vswin eval --dataset val.txt --weights runs/a/best.pt --limit 200 --shuffle-seed 0 --views fast
 
@@ -56,7 +64,9 @@ def eval(  # noqa: A001 (the command's name)
     check_model_name(model)
     if not dataset.is_file():
         raise UsageError(f"--dataset {dataset}: no such file", hint="give the labelled list file (see `vswin eval --help`)")
-    for path in (output, per_class, predictions):
+    if scores is not None and scores.suffix != ".npz":
+        raise UsageError(f"--scores {scores}: the scores file is a numpy archive and its name ends in .npz")
+    for path in (output, per_class, predictions, scores):
         check_output(str(path) if path is not None else "-")
 
     # PyTorch and the decoders load only now that the command line is known to be usable.
@@ -82,7 +92,7 @@ def eval(  # noqa: A001 (the command's name)
     report = evaluate_list(
         tagger.model, entries, spec, tagger.labels, run_device, max_views=batch_views,
         workers=default_workers() if workers is None else workers, precision=tagger.precision,
-        predictions=predictions, resume=resume, runtime=tagger.runtime,
+        predictions=predictions, resume=resume, scores=scores, runtime=tagger.runtime,
         progress=_every(10.0, lambda done, total: say(f"  {done}/{total} videos")),
     )
     if report is None:  # not rank 0
@@ -92,7 +102,8 @@ def eval(  # noqa: A001 (the command's name)
     if per_class_path is not None:
         write_output(str(per_class_path), per_class_csv(report.metrics))
     m = report.metrics
-    say(f"top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  mean class {m.mean_class_accuracy:.4f}  "
+    say(f"top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  mean class {m.mean_class_accuracy:.4f}, "
+        f"over classes present {m.mean_class_accuracy_present:.4f}  "
         f"({m.num_used} videos used, {m.num_failed} failed)")
     for video, reason in report.failed:
         say(f"  failed: {video}: {reason}")
