@@ -26,7 +26,8 @@ from vswin_cli.inputs import VideoInput
 from vswin_cli.metrics import Metrics, metrics_from_ranked
 from vswin_cli.options import autocast
 from vswin_cli.outputs import OutputFile
-from vswin_cli.resume import Kept, read_jsonl
+from vswin_cli.results import read_jsonl
+from vswin_cli.resume import Kept
 from vswin_cli.protocol import ClipSpec
 
 

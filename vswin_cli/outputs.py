@@ -31,7 +31,8 @@ from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.files import temp_file, write_text_atomic
 from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
-from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl, read_results_jsonl, segment_from_record
+from vswin_cli.results import read_results_jsonl, segment_from_record
+from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl
 from vswin_cli.writers import get_writer
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from vswin_cli.errors import ConfigError
-from vswin_cli.results import Segment, TaggedVideo, read_results, video_roots
+from vswin_cli.records import SegmentResult, VideoResult
+from vswin_cli.results import read_results, video_roots
 
 THUMB_HEIGHT = 36  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT (about 0.6 KB each)
 THUMB_WIDTH = 64
@@ -65,7 +66,7 @@ def write_report(
     title: str | None = None,
     thumbnails: bool = True,
     page_size: int = 25,
-    on_video: Callable[[TaggedVideo], None] | None = None,
+    on_video: Callable[[VideoResult], None] | None = None,
 ) -> ReportSummary:
     """Build one self-contained HTML report from a `vswin tag` results file, streaming.
 
@@ -105,7 +106,7 @@ def write_report(
         with out:
             out.write(_head(title or results_path.name, results_path.name, page_size))
             for video in read_results(results_path):
-                path = _locate(video.key, roots)
+                path = _locate(video.video, roots)
                 out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels, colours))
                 if totals["videos"] == page_size - 1:
                     out.write(_FIRST_PAGE)  # show the first page while the browser still parses the rest
@@ -133,9 +134,9 @@ def _locate(key: str, roots: Iterable[Path]) -> Path | None:
     return None
 
 
-def _count(video: TaggedVideo, counts: dict[str, list[int]]) -> None:
-    if video.summary and video.summary.get("top"):
-        counts.setdefault(video.summary["top"][0].label, [0, 0, 0])[0] += 1
+def _count(video: VideoResult, counts: dict[str, list[int]]) -> None:
+    if video.summary and video.summary.top:
+        counts.setdefault(video.summary.top[0].label, [0, 0, 0])[0] += 1
     for seg in video.segments:
         for rank, tag in enumerate(seg.top):
             entry = counts.setdefault(tag.label, [0, 0, 0])
@@ -167,7 +168,7 @@ def _json(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _lanes(segments: list[Segment]) -> list[int]:
+def _lanes(segments: list[SegmentResult]) -> list[int]:
     """A lane per segment so that overlapping segments (stride < window) never hide each other."""
     lane_ends: list[float] = []
     lanes = []
@@ -187,13 +188,21 @@ def _percent(score: float) -> str:
     return f"{100 * score:.1f}%"
 
 
-def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
+def _duration(video: VideoResult) -> float:
+    """Seconds covered: the summary's duration, else the last segment's end (0 without either)."""
+    if video.summary and video.summary.duration:
+        return video.summary.duration
+    return max((s.end for s in video.segments), default=0.0)
+
+
+def _article(video: VideoResult, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
              labels: dict[str, int], colours: dict[str, str]) -> str:
     esc = html.escape
-    summary = video.summary or {}
+    summary = video.summary
+    summary_top = summary.top if summary else ()
     best: dict[int, float] = {}  # label number -> best score in the video (what the filters test)
     new = []  # labels first seen here: declared (name, colour) on this article, so a page needs no lookahead
-    for tag in [t for seg in video.segments for t in seg.top] + list(summary.get("top", ())):
+    for tag in [t for seg in video.segments for t in seg.top] + list(summary_top):
         if tag.label not in labels:
             labels[tag.label] = len(labels)
             colours[tag.label] = label_colour(tag.label, tag.index)
@@ -203,29 +212,30 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     declared = f" data-labels='{_attr(json.dumps(new, ensure_ascii=False))}'" if new else ""
     head_tags = " ".join(
         f"<span class='tag' style='--c:{colours[t.label]}'>{esc(t.label)} {_percent(t.score)}</span>"
-        for t in summary.get("top", ())[:3])
+        for t in summary_top[:3])
     parts = [
         f"<article class='video' id='v{number}' data-tags='{_attr(_json({k: round(v, 4) for k, v in best.items()}))}'"
         f"{' data-error=1' if video.error else ''}{declared}>",
-        f"<h2><span class='key'>{esc(video.key)}</span> {head_tags}</h2>",
+        f"<h2><span class='key'>{esc(video.video)}</span> {head_tags}</h2>",
     ]
     if video.error is not None:
-        parts.append(f"<p class='error'><b>{esc(video.error['type'])}</b>: {esc(video.error['message'])}</p>")
+        parts.append(f"<p class='error'><b>{esc(video.error.type)}</b>: {esc(video.error.message)}</p>")
     facts = []
-    if video.duration:
-        facts.append(f"{video.duration:.2f} s")
-    if summary.get("num_frames"):
-        facts.append(f"{summary['num_frames']} frames")
-    if summary.get("fps"):
-        facts.append(f"{float(summary['fps']):g} fps")
+    duration = _duration(video)
+    if duration:
+        facts.append(f"{duration:.2f} s")
+    if summary and summary.num_frames:
+        facts.append(f"{summary.num_frames} frames")
+    if summary and summary.fps:  # 0.0: not in the file (CSV/TSV)
+        facts.append(f"{summary.fps:g} fps")
     if video.segments:
         facts.append(f"{len(video.segments)} segments")
-    if summary.get("model"):
-        facts.append(f"model {esc(Path(str(summary['model'])).name)}")
+    if summary and summary.model:
+        facts.append(f"model {esc(Path(summary.model).name)}")
     if facts:
         parts.append(f"<p class='meta'>{' · '.join(facts)}</p>")
     if video.segments:
-        parts.append(_timeline(video.segments, video.duration, labels))
+        parts.append(_timeline(video.segments, duration, labels))
     if path is not None and video.error is None:
         if thumbnails and video.segments:
             parts.append(_sheet(path, video.segments))
@@ -237,7 +247,7 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     return "".join(parts)
 
 
-def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) -> str:
+def _timeline(segments: list[SegmentResult], duration: float, labels: dict[str, int]) -> str:
     """The bars: `data-t` = "start end start_frame end_frame", `data-top` = [[label number, score], ...];
     colour class `cN` = label N (rules written at the end, once per label), opacity = top score."""
     duration = max(duration, max(s.end for s in segments), 1e-6)
@@ -260,7 +270,7 @@ def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) 
             f"<div class='axis'><span>0 s</span><span>{duration:.2f} s</span></div>")
 
 
-def _sheet(path: Path, segments: list[Segment]) -> str:
+def _sheet(path: Path, segments: list[SegmentResult]) -> str:
     """One keyframe (the middle frame) per segment, downscaled, tiled into one JPEG data URI."""
     try:
         uri, cell_w, cell_h, cols = contact_sheet(path, segments)
@@ -271,7 +281,7 @@ def _sheet(path: Path, segments: list[Segment]) -> str:
             f" data-cols='{cols}' data-w='{cell_w}' data-h='{cell_h}' data-src='{uri}'>")
 
 
-def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str, int, int, int]:
+def contact_sheet(path: str | os.PathLike, segments: list[SegmentResult]) -> tuple[str, int, int, int]:
     """Decode each segment's middle frame once, downscale it, and tile them into one JPEG.
 
     Args:
