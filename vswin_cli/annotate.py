@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
+from vswin_cli.files import atomic_file
 from vswin_cli.report import label_colour
 from vswin_cli.records import SegmentResult, VideoResult
 from vswin_cli.results import read_results, video_roots
@@ -174,14 +175,10 @@ def annotate_video(
     output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
     try:
-        result = _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset)
-        os.replace(part, output)
+        with atomic_file(output, temp=part):
+            result = _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset)
     except av.FFmpegError as err:
-        part.unlink(missing_ok=True)
         raise ConfigError(f"{output}: cannot write the labelled video ({err})") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     return AnnotatedVideo(video.video, output, *result)
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from vswin_cli.checkpoint_check import check_checkpoint
 from vswin_cli.download import download_file, file_lock, sha256_of
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, VswinError
-from vswin_cli.files import write_text_atomic
+from vswin_cli.files import atomic_file, write_text_atomic
 from vswin_cli.labels import read_label_file
 from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, LabelMap, PretrainedEntry, get_entry
 
@@ -322,17 +322,15 @@ def import_file(name: str, source: str | Path) -> list[Path]:
             raise ChecksumError(f"{src}: SHA-256 differs from the pinned value for {entry.name}", "get the file again")
         file.check(src)  # before copying: a wrong file never enters the cache
         with file_lock(file.path):
-            partial = file.path.with_name(file.path.name + ".incomplete")
             file.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copyfile(src, partial)
-            except OSError as err:
-                partial.unlink(missing_ok=True)
-                raise DownloadError(
-                    f"{file.path}: cannot copy {src} into the cache ({err.strerror})",
-                    "free some space (or point VSWIN_HOME at a bigger disk) and run the same command again",
-                ) from None
-            os.replace(partial, file.path)
+            with atomic_file(file.path, temp=file.path.with_name(file.path.name + ".incomplete")) as partial:
+                try:
+                    shutil.copyfile(src, partial)
+                except OSError as err:
+                    raise DownloadError(
+                        f"{file.path}: cannot copy {src} into the cache ({err.strerror})",
+                        "free some space (or point VSWIN_HOME at a bigger disk) and run the same command again",
+                    ) from None
         _record(file.path, sha256_of(file.path), file.path.stat().st_size, src.resolve().as_uri())
         written.append(file.path)
     return written

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.files import atomic_file
 from vswin_cli.records import SegmentResult, VideoResult
 from vswin_cli.results import read_results, video_roots
 
@@ -93,16 +94,15 @@ def write_report(
     if not out_html.parent.is_dir():
         raise ConfigError(f"{out_html}: the output folder does not exist", hint="create it first")
     roots = video_roots(results_path, video_root)
-    part = out_html.with_name(out_html.name + ".part")
     counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
     labels: dict[str, int] = {}  # label -> number in the page (first seen first); the page stores numbers
     colours: dict[str, str] = {}  # label -> colour (from its class index, as `vswin annotate` draws it)
     totals = dict(videos=0, segments=0, errors=0, linked=0)
-    try:
-        out = open(part, "w", encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
-    try:
+    with atomic_file(out_html, temp=out_html.with_name(out_html.name + ".part")) as part:
+        try:
+            out = open(part, "w", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
         with out:
             out.write(_head(title or results_path.name, results_path.name, page_size))
             for video in read_results(results_path):
@@ -118,10 +118,6 @@ def write_report(
                 if on_video is not None:
                     on_video(video)
             out.write(_tail(counts, labels, colours, totals, page_size))
-        os.replace(part, out_html)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     return ReportSummary(out_html, totals["videos"], totals["segments"], totals["errors"], totals["linked"],
                          len(counts))
 
