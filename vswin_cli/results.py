@@ -2,17 +2,17 @@
 
 Records become `vswin_cli.records` types here and nowhere else (`segment_from_record`,
 `summary_from_record`, `error_from_record`), for every caller:
-- the report (`vswin report`) and the labelled videos (`vswin annotate`) start from a results file that
-  `vswin tag` wrote (`vswin_cli.writers`). `read_results` streams it: it yields one `VideoResult`
-  per video and keeps only that video's records in memory, so a run over a million videos reads in
-constant memory. The format is recognised from the content (not the extension), so `tags.txt` holding
-JSON Lines works; anything else is refused with a `ConfigError` naming the file and line.
 
-Records of one video are written together by the writers (`ResultWriter.write_video`), so a video ends
-where the next key starts. A JSON document (`{"videos": [...]}`) is decoded element by element from a
-sliding buffer, so it also streams. Event records are not read back (they are derived from the
-  segments); CSV/TSV carry no frame rate or segment count, so there a summary's `fps` is 0.0 (unknown)
-  and its `num_segments` the number of segment records.
+- The report (`vswin report`) and the labelled videos (`vswin annotate`) start from a results file
+  that `vswin tag` wrote (`vswin_cli.writers`). `read_results` streams it: it yields one `VideoResult`
+  per video and keeps only that video's records in memory, so a run over a million videos reads in
+  constant memory. The format is recognised from the content (not the extension), so `tags.txt`
+  holding JSON Lines works; anything else is refused with a `ConfigError` naming the file and line.
+  Records of one video are written together by the writers (`ResultWriter.write_video`), so a video
+  ends where the next key starts. A JSON document (`{"videos": [...]}`) is decoded element by element
+  from a sliding buffer, so it also streams. Event records are not read back (they are derived from
+  the segments); CSV/TSV carry no frame rate or segment count, so there a summary's `fps` is 0.0
+  (unknown) and its `num_segments` the number of segment records.
 - `--resume` (`vswin_cli.resume`) and the merge of torchrun shard files (`read_results_jsonl`) read a
   JSON Lines output that a killed run may have left with a torn last line: `read_jsonl` drops it.
 """
