@@ -280,6 +280,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, labels: list[str] | None
     payload = {"format": "vswin", "config": model.config.to_dict(), "model": model.state_dict(), "labels": labels}
     payload.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Not vswin_cli.files.atomic_file: models/ is importable alone (no vswin_cli), so it keeps this one rename.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is as readable as any file
     try:

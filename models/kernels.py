@@ -37,8 +37,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively through oneDNN (AVX512_BF16/AMX on x86, bf16 on Arm).
 
     This is the check the fast CPU bf16 path makes. Where it is False, bf16 on the CPU is emulated and
-    about 11x slower than fp32 (issue 16: 26.7 s vs 2.4 s per Swin-T view on an AVX2-only Zen 3), so
-    `--precision auto` should pick fp32 there.
+    far slower than fp32 (docs/benchmarks.md), so `--precision auto` should pick fp32 there.
     """
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -133,7 +132,8 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 
     The CPU path for bf16 inference. PyTorch's fused CPU attention kernel runs at about a quarter of
     the matmul rate at these shapes (head_dim 32, N = 392); explicit matmuls plus an in-place softmax
-    on cache-sized chunks are about 1.4x faster (docs/benchmarks.md). Same formula as SDPA.
+    on cache-sized chunks keep the scores in cache and run at the matmul rate (docs/benchmarks.md).
+    Same formula as SDPA.
 
     Args:
         q, k, v: (B, heads, N, head_dim), any strides.

@@ -70,7 +70,7 @@ def test_labelled_copy_keeps_frames_size_rate_and_audio(tagged, tmp_path):
 
 def test_pixels_change_only_inside_the_label_box(tagged, tmp_path):
     root, clips, results = tagged
-    video = next(v for v in read_results(results) if v.key == "talk.mp4")
+    video = next(v for v in read_results(results) if v.video == "talk.mp4")
     drawn = annotate_video(clips / "talk.mp4", video, tmp_path / "drawn.mp4", top_k=3)
     plain = annotate_video(clips / "talk.mp4", video, tmp_path / "plain.mp4", top_k=0)  # same encoder, no labels
     assert plain.box is None and drawn.box is not None
@@ -98,10 +98,14 @@ def test_pixels_change_only_inside_the_label_box(tagged, tmp_path):
 def test_current_segment_is_the_latest_started_and_patches_follow_the_labels():
     """Overlapping windows (stride < window): a frame shows the latest segment that started and has not ended."""
     from vswin_cli.annotate import _Overlays
-    from vswin_cli.results import Segment, Tag
+    from vswin_cli.records import LabelScore, SegmentResult
 
-    segs = [Segment(0, 0.0, 2.0, 0, 50, (Tag("archery", 0.9),)), Segment(1, 1.0, 3.0, 25, 75, (Tag("bowling", 0.5),)),
-            Segment(2, 2.0, 4.0, 50, 100, ()), Segment(3, 5.0, 6.0, 125, 150, (Tag("archery", 0.9),))]
+    def seg(number, start, end, start_frame, end_frame, top):
+        return SegmentResult("a.mp4", number, start, end, start_frame, end_frame, top, 1, "m")
+
+    archery, bowling = LabelScore("archery", 0, 0.9), LabelScore("bowling", 1, 0.5)
+    segs = [seg(0, 0.0, 2.0, 0, 50, (archery,)), seg(1, 1.0, 3.0, 25, 75, (bowling,)),
+            seg(2, 2.0, 4.0, 50, 100, ()), seg(3, 5.0, 6.0, 125, 150, (archery,))]
     overlays = _Overlays(segs, 160, 120, top_k=2)
     current = [overlays.current(f) for f in range(150)]
     assert [c.segment if c else None for c in current[::25]] == [0, 1, 2, 2, None, 3]

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vswin_cli import cache, zoo
+from vswin_cli import cache, cache_contents, zoo
 from vswin_cli.app import app
 
 T400 = zoo.PRETRAINED["swin-t-k400"]
@@ -41,7 +41,7 @@ def filled():
 
 
 def test_list_shows_sizes_entries_and_states(filled):
-    items = {item.path.name: item for item in cache.list_cache()}
+    items = {item.path.name: item for item in cache_contents.list_cache()}
     assert T400.filename + ".lock" not in items and "manifest.json" not in items
     assert items[T400.filename].entries == ("swin-t-k400",) and items[T400.filename].state == "verified"
     assert items[T400.filename].size == 3000 and items[T400.filename].kind == "checkpoint"
@@ -51,7 +51,7 @@ def test_list_shows_sizes_entries_and_states(filled):
     assert partial.state == "incomplete" and partial.entries == ("swin-b-k600",)
     assert items["old_release.pth"].state == "unknown" and items["old_release.pth"].entries == ()
     (filled / "checkpoints" / T400.filename).write_bytes(b"changed")  # size differs from the record
-    assert {i.path.name: i.state for i in cache.list_cache()}[T400.filename] == "cached"
+    assert {i.path.name: i.state for i in cache_contents.list_cache()}[T400.filename] == "cached"
 
     result = invoke("cache", "list")
     assert result.exit_code == 0
@@ -99,7 +99,7 @@ def test_prune_deletes_partial_and_unknown_files_only(filled):
     assert (filled / "checkpoints" / "old_release.pth").exists()
     result = invoke("cache", "prune")
     assert result.exit_code == 0 and "deleted 3 file(s)" in result.stderr
-    assert {i.path.name for i in cache.list_cache()} == {T400.filename, S400.filename, "label_map_k400.txt"}
+    assert {i.path.name for i in cache_contents.list_cache()} == {T400.filename, S400.filename, "label_map_k400.txt"}
     assert (filled / "checkpoints" / (T400.filename + ".lock")).exists()  # a lock may be held: never deleted
 
 

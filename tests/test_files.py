@@ -1,4 +1,4 @@
-"""write_text_atomic: readers see the old or the new whole file, never a part, and no temp file stays."""
+"""write_text_atomic and atomic_file: readers see the old or the new whole file, never a part, and no temp file stays."""
 
 import os
 
@@ -40,3 +40,20 @@ def test_temp_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert path.parent == tmp_path and path.name.startswith(".vswin-")
     assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600: a renamed result keeps this mode
+
+
+def test_atomic_file_with_a_named_temp_publishes_on_success_and_deletes_it_on_failure(tmp_path):
+    from vswin_cli.files import atomic_file
+
+    target, part = tmp_path / "report.html", tmp_path / "report.html.part"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target, temp=part) as tmp:
+            assert tmp == part
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and not part.exists()
+    with atomic_file(target, temp=part) as tmp:
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # readers see the old file until the block ends
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["report.html"]

@@ -31,3 +31,15 @@ def test_quiet_prints_nothing(capsys, monkeypatch):
         bar.on_segment(_segment(0))
         bar.on_result(VideoResult(video="w.mp4", error=VideoError("w.mp4", "VideoDecodeError", "w.mp4: bad")))
     assert capsys.readouterr().err == ""
+
+
+def test_download_bar_shows_the_file_and_its_bytes_on_stderr_only(capsys):
+    with progress.download_progress("weights.pth", enabled=True) as bar:
+        bar.start(total=2048, completed=1024)  # a resumed download starts at its offset
+        bar.advance(1024)
+    out, err = capsys.readouterr()
+    assert out == "" and "weights.pth" in err and "2.0" in err and "kB" in err
+    with progress.download_progress("weights.pth", enabled=False) as bar:
+        bar.start(total=10, completed=0)
+        bar.advance(10)
+    assert capsys.readouterr() == ("", "")

@@ -27,13 +27,8 @@ from vswin_cli.aggregate import LabelScore, SegmentResult, VideoError, VideoResu
 from vswin_cli.app import app
 from vswin_cli.errors import ConfigError
 from vswin_cli.report import write_report
-from vswin_cli.results import read_results
+from vswin_cli.results import read_results, read_results_jsonl
 from vswin_cli.writers import get_writer
-
-try:  # JSON Lines read-back moved from writers to resume in the redesign (issue 10)
-    from vswin_cli.resume import read_results_jsonl
-except ImportError:
-    from vswin_cli.writers import read_results_jsonl
 
 VOID = {"meta", "img", "br", "input", "hr", "link", "source", "wbr"}
 
@@ -136,14 +131,14 @@ def test_every_format_reads_back_the_same_videos(run, fmt):
     _, _, outputs, records = run
     videos = list(read_results(outputs[fmt]))
     keys = list(dict.fromkeys(r["video"] for r in records))
-    assert [v.key for v in videos] == keys
+    assert [v.video for v in videos] == keys
     for video in videos:
-        segments = [r for r in records if r["video"] == video.key and r["record"] == "segment"]
+        segments = [r for r in records if r["video"] == video.video and r["record"] == "segment"]
         assert [(s.start, s.end, s.start_frame, s.end_frame) for s in video.segments] == \
             [(r["start"], r["end"], r["start_frame"], r["end_frame"]) for r in segments]
         assert [[(t.label, t.score) for t in s.top] for s in video.segments] == \
             [[(t["label"], t["score"]) for t in r["top"]] for r in segments]
-        assert (video.error is not None) == (video.key == "broken.mp4")
+        assert (video.error is not None) == (video.video == "broken.mp4")
 
 
 def test_report_has_one_entry_per_video_with_its_segments(run, tmp_path):
@@ -282,18 +277,27 @@ def test_hand_written_results_round_trip_through_every_writer(tmp_path, fmt):
         writer.write_video(VideoResult("bad.mp4", error=VideoError("bad.mp4", "VideoDecodeError", "bad, really")))
         writer.close()
     first, second = read_results(path)
-    assert first.key == name and first.error is None and first.duration == 4.0
+    assert first.video == name and first.error is None and first.summary.duration == 4.0
     assert [(s.start_frame, s.end_frame, [(t.label, t.score) for t in s.top]) for s in first.segments] == \
         [(0, 50, [("x", 0.75), ("y, z", 0.25)]), (50, 100, [])]
-    assert [(t.label, t.score) for t in first.summary["top"]] == [("x", 0.75), ("y, z", 0.25)]
-    assert second.key == "bad.mp4" and second.error == {"type": "VideoDecodeError", "message": "bad, really"}
+    assert [(t.label, t.index, t.score) for t in first.summary.top] == [("x", 0, 0.75), ("y, z", 1, 0.25)]
+    assert (first.summary.num_frames, first.summary.model, first.summary.views) == (100, "m", 1)
+    assert first.summary.fps == (0.0 if fmt in ("csv", "tsv") else 25.0)  # CSV/TSV carry no frame rate
+    assert first.segments[0].features == ((0.5, 1.5) if fmt.startswith("j") else None)
+    if fmt.startswith("j"):  # JSON and JSON Lines read back the very records that were written
+        assert first.segments == segs and first.summary == video.summary
+    assert second.video == "bad.mp4" and second.error == VideoError("bad.mp4", "VideoDecodeError", "bad, really")
     write_report(path, tmp_path / "r.html")
     assert len(parse(tmp_path / "r.html").articles) == 2
 
 
+VIDEO_A = ('{"record": "video", "video": "a", "num_segments": 0, "duration": 0.0, "num_frames": 0, "fps": 25.0, '
+           '"top": [], "views": 1, "model": "m"}')  # a complete video record
+
+
 @pytest.mark.parametrize("content,line", [
     ('{"record": "segment", "video": "a"}\n', 1),  # a segment without its fields
-    ('{"record": "video", "video": "a", "top": []}\nnot json\n', 2),
+    (f"{VIDEO_A}\nnot json\n", 2),
     ("hello\n", 1),
     ("record,video\nsegment,a\n", 1),  # CSV with other columns
     ('{"videos": [{"video": "a", "segments": [{"start": 0}]}]}', 1),
@@ -315,7 +319,7 @@ def test_cli_report_and_its_errors(run, tmp_path, monkeypatch):
     assert "4 video(s)" in ok.stderr and "1 error record(s)" in ok.stderr
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<title>My run</title>" in text and '"page_size": 2' in text
-    (tmp_path / "junk.jsonl").write_text('{"record": "video", "video": "a", "top": []}\n[1, 2]\n')
+    (tmp_path / "junk.jsonl").write_text(f"{VIDEO_A}\n[1, 2]\n")
     bad = CliRunner().invoke(app, ["report", "junk.jsonl", "-o", "r.html"])
     assert bad.exit_code == 1 and "Error: junk.jsonl:2: not a vswin JSON Lines record" in bad.stderr
     assert "Traceback" not in bad.output and not (tmp_path / "r.html").exists()

@@ -15,7 +15,7 @@ from models import convert
 from models.checkpoint import save_checkpoint
 from models.config import Swin3DConfig
 from models.swin3d import VideoSwin
-from vswin_cli import cache, resolve, zoo
+from vswin_cli import cache, checkpoint_check, labels, resolve, zoo
 from vswin_cli.errors import ChecksumError, ConfigError, UnknownModelError
 
 TINY = dict(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=(2, 3, 3))
@@ -138,7 +138,7 @@ def test_label_file_errors(tmp_path):
     short = tmp_path / "label_map_k400.txt"
     short.write_text("a\nb\n")
     with pytest.raises(ChecksumError, match="2 class names, expected 400"):
-        cache._read_label_file(short, 400)
+        labels.read_label_file(short, 400)
     crlf = tmp_path / "crlf.txt"
     crlf.write_bytes(b"x\r\ny\r\n\r\n")
     assert cache.load_labels(crlf) == ["x", "y"]
@@ -233,7 +233,7 @@ def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tm
     entry = zoo.PretrainedEntry(**{**zoo.PRETRAINED["swin-t-in1k"].__dict__, "name": "tiny-in1k", "overrides": dict(TINY)})
     path = tmp_path / "tiny_2d.pth"
     torch.save({"model": _as_imagenet2d(tiny_model.state_dict())}, path)
-    cache.check_checkpoint(path, entry)  # passes: inflates into the tiny 3D backbone
+    checkpoint_check.check_checkpoint(path, entry)  # passes: inflates into the tiny 3D backbone
     with pytest.raises(ConfigError, match="has no video classifier"):
         resolve.resolve_model(weights=path, arch="swin-t")
     config, labels = tmp_path / "tiny.json", tmp_path / "three.txt"
@@ -247,7 +247,7 @@ def test_imagenet2d_file_check_inflates_and_compares_the_backbone(tiny_model, tm
     del bad["layers.1.blocks.0.mlp.fc2.weight"]
     torch.save({"model": bad}, path)
     with pytest.raises(ChecksumError, match="layers.1.blocks.0.mlp.fc2.weight"):
-        cache.check_checkpoint(path, entry)
+        checkpoint_check.check_checkpoint(path, entry)
 
 
 def _as_imagenet2d(state: dict) -> dict:

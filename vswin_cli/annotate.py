@@ -27,8 +27,10 @@ import av
 import numpy as np
 
 from vswin_cli.errors import ConfigError, VideoDecodeError, VswinError
+from vswin_cli.files import atomic_file
 from vswin_cli.report import label_colour
-from vswin_cli.results import Segment, TaggedVideo, read_results, video_roots
+from vswin_cli.records import SegmentResult, VideoResult
+from vswin_cli.results import read_results, video_roots
 
 log = logging.getLogger("vswin.annotate")
 
@@ -121,29 +123,29 @@ def annotate_videos(
         if video.error is not None or not video.segments:
             skipped += 1
             continue
-        source = next((r / video.key for r in roots if (r / video.key).is_file()), None)
+        source = next((r / video.video for r in roots if (r / video.video).is_file()), None)
         result, reason = None, None
         if source is None:
             looked = ", ".join(str(r) for r in roots)
-            reason = f"{video.key}: video file not found (looked in {looked}; give the tagged folder with --videos DIR)"
+            reason = f"{video.video}: video file not found (looked in {looked}; give the tagged folder with --videos DIR)"
         else:
             try:
-                result = annotate_video(source, video, output_path(out_dir, video.key), top_k=top_k, crf=crf,
+                result = annotate_video(source, video, output_path(out_dir, video.video), top_k=top_k, crf=crf,
                                         preset=preset)
             except VswinError as err:
                 reason = str(err)
         if result is None:
-            failures.append((video.key, reason))
+            failures.append((video.video, reason))
         else:
             written += 1
         if on_video is not None:
-            on_video(video.key, result, reason)
+            on_video(video.video, result, reason)
     return AnnotateSummary(written, skipped, tuple(failures))
 
 
 def annotate_video(
     source: str | os.PathLike,
-    video: TaggedVideo,
+    video: VideoResult,
     output: str | os.PathLike,
     *,
     top_k: int = 3,
@@ -173,15 +175,11 @@ def annotate_video(
     output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
     try:
-        result = _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset)
-        os.replace(part, output)
+        with atomic_file(output, temp=part):
+            result = _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset)
     except av.FFmpegError as err:
-        part.unlink(missing_ok=True)
         raise ConfigError(f"{output}: cannot write the labelled video ({err})") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return AnnotatedVideo(video.key, output, *result)
+    return AnnotatedVideo(video.video, output, *result)
 
 
 def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
@@ -272,7 +270,7 @@ def _transcode(source, part, video, index, pts_to_frame, top_k, crf, preset):
 class _Overlays:
     """The label patch of each segment, rendered once, and the current segment of each frame."""
 
-    def __init__(self, segments: list[Segment], width: int, height: int, top_k: int):
+    def __init__(self, segments: list[SegmentResult], width: int, height: int, top_k: int):
         from PIL import ImageFont
 
         self.segments, self.width, self.height, self.top_k = segments, width, height, top_k
@@ -283,7 +281,7 @@ class _Overlays:
         self.active: list[int] = []
         self.box: tuple[int, int, int, int] | None = None
 
-    def current(self, frame: int) -> Segment | None:
+    def current(self, frame: int) -> SegmentResult | None:
         while self.next < len(self.segments) and self.segments[self.next].start_frame <= frame:
             self.active.append(self.next)
             self.next += 1
@@ -305,7 +303,7 @@ class _Overlays:
         region = rgb[:h, :w].astype(np.uint16)
         rgb[:h, :w] = ((region * (255 - alpha) + colour * alpha + 127) // 255).astype(np.uint8)
 
-    def _render(self, seg: Segment):
+    def _render(self, seg: SegmentResult):
         from PIL import Image, ImageDraw
 
         lines = [f"{t.label} {100 * t.score:.1f}%" for t in seg.top[:self.top_k]]

@@ -1,10 +1,11 @@
-"""The local cache of zoo files: paths, the verified manifest, fetch, offline import, verification, label files.
+"""The local cache of zoo files: paths, the verified manifest, fetch, offline import, verification.
 
 `fetch(name)` downloads an entry's checkpoint and label map into the cache (see `vswin_cli.download`
 for resume/lock/retries). Verification: the publishers give no checksums, so where an entry pins no
 SHA-256 the downloaded file must load with `torch.load(weights_only=True)` and match the architecture's
 exact key layout; its SHA-256 then goes into the cache manifest and every later use is checked
-against that record.
+against that record. What a file must contain is checked by `vswin_cli.checkpoint_check` and
+`vswin_cli.labels`; listing and deleting cached files is `vswin_cli.cache_contents`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from vswin_cli.checkpoint_check import check_checkpoint
 from vswin_cli.download import download_file, file_lock, sha256_of
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, VswinError
-from vswin_cli.files import write_text_atomic
-from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, LabelMap, PretrainedEntry, entry_config, get_entry
+from vswin_cli.files import atomic_file, write_text_atomic
+from vswin_cli.labels import read_label_file
+from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, LabelMap, PretrainedEntry, get_entry
 
 # ----------------------------------------------------------------------------------------------- cache
 
@@ -72,13 +75,29 @@ def _record(path: Path, sha256: str, size: int, url: str) -> None:
     _writable_folder(manifest.parent)
     with file_lock(manifest):
         files = read_manifest()
-        files[_relative(path)] = {
+        files[relative_path(path)] = {
             "sha256": sha256,
             "size": size,
             "url": url,
             "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        write_text_atomic(manifest, json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
+        _write_manifest(files)
+
+
+def _write_manifest(files: dict[str, dict]) -> None:
+    write_text_atomic(_manifest_path(), json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n")
+
+
+def forget_deleted_files() -> None:
+    """Drop the manifest records of files that no longer exist."""
+    manifest = _manifest_path()
+    if not manifest.exists():
+        return
+    with file_lock(manifest):
+        files = read_manifest()
+        kept = {rel: record for rel, record in files.items() if (cache_dir() / rel).exists()}
+        if kept != files:
+            _write_manifest(kept)
 
 
 def _writable_folder(folder: Path) -> None:
@@ -93,7 +112,8 @@ def _writable_folder(folder: Path) -> None:
         raise ConfigError(f"{folder}: the cache folder is not writable", "set VSWIN_HOME to a writable folder")
 
 
-def _relative(path: Path) -> str:
+def relative_path(path: Path) -> str:
+    """`path` relative to the cache folder, as the manifest keys it (`checkpoints/NAME.pth`)."""
     return path.relative_to(cache_dir()).as_posix()
 
 
@@ -115,7 +135,7 @@ def _mirror_base(mirror: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class _CachedFile:
+class CachedFile:
     """A file the cache can hold: where it comes from, where it goes, and how to check its content."""
 
     path: Path
@@ -127,24 +147,24 @@ class _CachedFile:
     fetch_hint: str  # the `vswin fetch` command that gets it
 
 
-def _checkpoint_file(entry: PretrainedEntry) -> _CachedFile:
-    return _CachedFile(
+def _checkpoint_file(entry: PretrainedEntry) -> CachedFile:
+    return CachedFile(
         checkpoint_path(entry), entry.url, entry.filename, entry.sha256, entry.size,
         lambda path: check_checkpoint(path, entry), f"vswin fetch {entry.name}",
     )  # fmt: skip
 
 
-def _label_file(label_map: LabelMap, entry_name: str | None = None) -> _CachedFile:
+def _label_file(label_map: LabelMap, entry_name: str | None = None) -> CachedFile:
     entry_name = entry_name or next(e.name for e in PRETRAINED.values() if e.labels == label_map.name)
-    return _CachedFile(
+    return CachedFile(
         labels_path(label_map), label_map.url, label_map.filename, None, None,
-        lambda path: _read_label_file(path, label_map.num_classes), f"vswin fetch {entry_name}",
+        lambda path: read_label_file(path, label_map.num_classes), f"vswin fetch {entry_name}",
     )  # fmt: skip
 
 
-def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool) -> Path:
+def _ensure(file: CachedFile, mirror: str | None, offline: bool, progress: bool) -> Path:
     """Make sure `file` is in the cache and verified; download it if needed (and allowed)."""
-    record = read_manifest().get(_relative(file.path))
+    record = read_manifest().get(relative_path(file.path))
     expected = file.sha256 or (record or {}).get("sha256")
     if file.path.exists():
         try:
@@ -182,7 +202,7 @@ def _ensure(file: _CachedFile, mirror: str | None, offline: bool, progress: bool
     return file.path
 
 
-def _verify_cached(file: _CachedFile, record: dict | None) -> None:
+def _verify_cached(file: CachedFile, record: dict | None) -> None:
     """Check a cached file against its pinned or recorded SHA-256; with neither, check its content and record it."""
     expected = file.sha256 or (record or {}).get("sha256")
     if expected is None:
@@ -197,7 +217,7 @@ def _verify_cached(file: _CachedFile, record: dict | None) -> None:
         )
 
 
-def _download_check(file: _CachedFile, url: str):
+def _download_check(file: CachedFile, url: str):
     """`file.check` for a finished download: errors name the URL rather than the temporary file."""
 
     def check(partial: Path) -> None:
@@ -210,7 +230,7 @@ def _download_check(file: _CachedFile, url: str):
     return check
 
 
-def _check_or_delete(file: _CachedFile) -> None:
+def _check_or_delete(file: CachedFile) -> None:
     try:
         file.check(file.path)
     except VswinError:
@@ -218,7 +238,7 @@ def _check_or_delete(file: _CachedFile) -> None:
         raise
 
 
-def _offline_error(*files: _CachedFile) -> OfflineError:
+def _offline_error(*files: CachedFile) -> OfflineError:
     """Names every missing file, where to download it, and the `--from` command that imports it."""
     names = " and ".join(f.filename for f in files)
     folder = files[0].path.parent if len(files) == 1 else files[0].path.parent.parent
@@ -231,7 +251,7 @@ def _offline_error(*files: _CachedFile) -> OfflineError:
     )
 
 
-def _entry_name(file: _CachedFile) -> str:
+def _entry_name(file: CachedFile) -> str:
     return file.fetch_hint.removeprefix("vswin fetch ")
 
 
@@ -261,7 +281,7 @@ def fetch(
     offline = is_offline(offline)
     paths = []
     for entry in entries:
-        missing = [f for f in _entry_files(entry) if not f.path.exists()]
+        missing = [f for f in entry_files(entry) if not f.path.exists()]
         if offline and missing:
             raise _offline_error(*missing)
         paths.append(_ensure(_checkpoint_file(entry), mirror, offline, progress))
@@ -284,7 +304,7 @@ def import_file(name: str, source: str | Path) -> list[Path]:
     """
     entry = get_entry(name)
     source = Path(source).expanduser()
-    wanted = _entry_files(entry)
+    wanted = entry_files(entry)
     if source.is_dir():
         pairs = [(f, source / f.filename) for f in wanted if (source / f.filename).is_file()]
     elif source.is_file():
@@ -302,17 +322,15 @@ def import_file(name: str, source: str | Path) -> list[Path]:
             raise ChecksumError(f"{src}: SHA-256 differs from the pinned value for {entry.name}", "get the file again")
         file.check(src)  # before copying: a wrong file never enters the cache
         with file_lock(file.path):
-            partial = file.path.with_name(file.path.name + ".incomplete")
             file.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copyfile(src, partial)
-            except OSError as err:
-                partial.unlink(missing_ok=True)
-                raise DownloadError(
-                    f"{file.path}: cannot copy {src} into the cache ({err.strerror})",
-                    "free some space (or point VSWIN_HOME at a bigger disk) and run the same command again",
-                ) from None
-            os.replace(partial, file.path)
+            with atomic_file(file.path, temp=file.path.with_name(file.path.name + ".incomplete")) as partial:
+                try:
+                    shutil.copyfile(src, partial)
+                except OSError as err:
+                    raise DownloadError(
+                        f"{file.path}: cannot copy {src} into the cache ({err.strerror})",
+                        "free some space (or point VSWIN_HOME at a bigger disk) and run the same command again",
+                    ) from None
         _record(file.path, sha256_of(file.path), file.path.stat().st_size, src.resolve().as_uri())
         written.append(file.path)
     return written
@@ -343,12 +361,12 @@ def verify_cache(names: Iterable[str] | None = None) -> list[VerifyResult]:
     manifest = read_manifest()
     if names is None:
         entries = list(PRETRAINED.values())
-        files = {str(f.path): f for e in entries for f in _entry_files(e) if f.path.exists() or _relative(f.path) in manifest}
+        files = {str(f.path): f for e in entries for f in entry_files(e) if f.path.exists() or relative_path(f.path) in manifest}
     else:
-        files = {str(f.path): f for n in names for f in _entry_files(get_entry(n))}
+        files = {str(f.path): f for n in names for f in entry_files(get_entry(n))}
     results = []
     for file in files.values():
-        record = manifest.get(_relative(file.path))
+        record = manifest.get(relative_path(file.path))
         if not file.path.exists():
             results.append(VerifyResult(file.path, False, "recorded but missing from the cache" if record else "not in the cache"))
             continue
@@ -362,7 +380,8 @@ def verify_cache(names: Iterable[str] | None = None) -> list[VerifyResult]:
     return results
 
 
-def _entry_files(entry: PretrainedEntry) -> list[_CachedFile]:
+def entry_files(entry: PretrainedEntry) -> list[CachedFile]:
+    """The cache files of zoo entry `entry`: its checkpoint, then its label map if it has one."""
     return [_checkpoint_file(entry)] + ([_label_file(LABEL_MAPS[entry.labels], entry.name)] if entry.labels else [])
 
 
@@ -373,8 +392,8 @@ def entry_status(entry: PretrainedEntry) -> str:
     """
     manifest = read_manifest()
     states = []
-    for file in _entry_files(entry):
-        record = manifest.get(_relative(file.path))
+    for file in entry_files(entry):
+        record = manifest.get(relative_path(file.path))
         if not file.path.exists():
             states.append("missing")
         elif record is not None and record.get("size") == file.path.stat().st_size:
@@ -403,206 +422,18 @@ def load_labels(name_or_path: str | Path, offline: bool | None = None, mirror: s
     if key in LABEL_MAPS:
         label_map = LABEL_MAPS[key]
         path = _ensure(_label_file(label_map), mirror, is_offline(offline), progress=False)
-        return _read_label_file(path, label_map.num_classes)
+        return read_label_file(path, label_map.num_classes)
     path = Path(key).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"{key}: not a label file or a known label map",
             f"give a text file with one class name per line, or one of: {', '.join(LABEL_MAPS)}",
         )
-    return _read_label_file(path, None)
+    return read_label_file(path, None)
 
 
-def _read_label_file(path: Path, expected_count: int | None) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the label file ({err})", "it must be UTF-8 text, one name per line") from None
-    names = text.splitlines()
-    while names and not names[-1].strip():  # tolerate trailing blank lines only
-        names.pop()
-    for i, label in enumerate(names):
-        if not label.strip():
-            raise ConfigError(f"{path}: line {i + 1} is empty (line i is the name of class i-1)", "remove the blank line")
-    if expected_count is not None and len(names) != expected_count:
-        raise ChecksumError(
-            f"{path}: {len(names)} class names, expected {expected_count}",
-            "the file is not the expected label map; fetch it again or check the mirror",
-        )
-    return [label.strip() for label in names]
-
-
-# --------------------------------------------------------------------------------- checkpoint checks
-
-
-def check_checkpoint(path: Path, entry: PretrainedEntry) -> None:
-    """Check that `path` loads with `weights_only=True` and has exactly `entry`'s key layout and shapes.
-
-    The model is built on the `meta` device, so this costs the file read and no weight memory.
-
-    Raises:
-        ChecksumError: naming the problem (not a checkpoint, missing/unexpected keys, a wrong shape).
-    """
-    import torch
-
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.swin3d import VideoSwin
-
-    with torch.device("meta"):
-        model = VideoSwin.from_config(entry_config(entry))
-    try:
-        load_checkpoint(model, path, format=entry.format, strict=True)
-    except CheckpointError as err:
-        reason = err.message.removeprefix(f"{path}: ")
-        raise ChecksumError(
-            f"{path}: not a {entry.name} checkpoint ({entry.arch}, {entry.num_classes} classes, {entry.format} layout): "
-            f"{reason}",
-            f"the file is damaged or for another model; {entry.name} expects {entry.filename} from {entry.url}",
-        ) from None
-
-
-
-
-# ------------------------------------------------------------------ listing and cleaning (`vswin cache`)
-
-
-@dataclass(frozen=True)
-class CacheItem:
-    """One file in the cache folder, as `vswin cache list` shows it.
-
-    `state`: "verified" (its manifest record matches its size), "cached" (a zoo file not yet verified,
-    or changed since), "incomplete" (an unfinished download, `NAME.incomplete` and its `.json`
-    validator) or "unknown" (not a file of any zoo entry: an old release, something copied in).
-    """
-
-    path: Path
-    size: int
-    entries: tuple[str, ...]  # zoo entries that use the file (a label map serves several)
-    kind: str  # "checkpoint", "labels", "partial" or "other"
-    state: str
-
-
-def _zoo_files() -> dict[str, tuple[str, list[str]]]:
-    """{cache-relative path: (kind, [entry names])} of every file the zoo can put in the cache."""
-    files: dict[str, tuple[str, list[str]]] = {}
-    for entry in PRETRAINED.values():
-        for file in _entry_files(entry):
-            kind = "labels" if file.path.parent.name == "labels" else "checkpoint"
-            files.setdefault(_relative(file.path), (kind, []))[1].append(entry.name)
-    return files
-
-
-def list_cache() -> list[CacheItem]:
-    """Every file under the cache folder (not the manifest or lock files), sorted by path.
-
-    Cheap: sizes and manifest records only, no hashing (`verify_cache` re-hashes).
-    """
-    root = cache_dir()
-    if not root.is_dir():
-        return []
-    manifest, zoo_files = read_manifest(), _zoo_files()
-    items = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = _relative(path)
-        if relative == "manifest.json" or path.name.endswith(".lock") or path.name.startswith(".vswin-"):
-            continue
-        size = path.stat().st_size
-        if path.name.endswith((".incomplete", ".incomplete.json")):
-            final = relative.removesuffix(".json").removesuffix(".incomplete")
-            items.append(CacheItem(path, size, tuple(zoo_files.get(final, ("", []))[1]), "partial", "incomplete"))
-        elif relative in zoo_files:
-            kind, entries = zoo_files[relative]
-            record = manifest.get(relative)
-            state = "verified" if record is not None and record.get("size") == size else "cached"
-            items.append(CacheItem(path, size, tuple(entries), kind, state))
-        else:
-            items.append(CacheItem(path, size, (), "other", "unknown"))
-    return items
-
-
-def cache_size() -> int:
-    """Bytes used by the files `list_cache` lists."""
-    return sum(item.size for item in list_cache())
-
-
-def remove_from_cache(targets: Iterable[str]) -> list[Path]:
-    """Delete cached files by zoo entry name or by file (`vswin cache rm`), and forget their records.
-
-    Args:
-        targets: entry names (their checkpoint, partial downloads, and their label map unless another
-            entry whose checkpoint is still cached uses it), or files: a path inside the cache folder,
-            relative to it, or a bare file name as `vswin cache list` shows it.
-
-    Returns:
-        The paths deleted. Raises `UnknownModelError` for a name that is neither an entry nor a cached
-        file, and `ConfigError` for a path outside the cache folder (nothing is deleted then).
-    """
-    root = cache_dir().resolve()
-    items = {item.path.resolve(): item for item in list_cache()}
-    chosen: list[Path] = []
-    by_name = [(t, [p for p in items if p.name == t]) for t in targets]
-    entry_names = []
-    for target, matches in by_name:
-        if target in PRETRAINED:
-            entry_names.append(target)
-            continue
-        path = Path(target).expanduser()
-        candidate = (path if path.is_absolute() else root / path).resolve()
-        if candidate in items:
-            chosen.append(candidate)
-        elif len(matches) == 1:
-            chosen.append(matches[0])
-        elif path.is_absolute() and root not in candidate.parents:
-            raise ConfigError(f"{target}: not inside the cache folder {root}", "`vswin cache rm` only deletes cached files")
-        else:
-            get_entry(target)  # raises UnknownModelError with "did you mean"
-    removed_entries = set(entry_names)
-    for name in entry_names:
-        chosen += [p for p, item in items.items() if name in item.entries and item.kind in ("checkpoint", "partial")]
-        label_map = PRETRAINED[name].labels
-        if label_map:
-            labels = labels_path(LABEL_MAPS[label_map]).resolve()
-            users = [e for e in PRETRAINED.values() if e.labels == label_map and e.name not in removed_entries
-                     and checkpoint_path(e).exists()]
-            if labels in items and not users:
-                chosen.append(labels)
-    deleted = []
-    for path in dict.fromkeys(chosen):  # once each, in order
-        path.unlink(missing_ok=True)
-        deleted.append(path)
-    _forget_deleted()
-    return deleted
-
-
-def prune_cache(dry_run: bool = False) -> list[CacheItem]:
-    """Delete what no zoo entry needs (`vswin cache prune`): unfinished downloads and unknown files.
-
-    Args:
-        dry_run: only say what would be deleted.
-
-    Returns:
-        The items deleted (or that would be). Manifest records of files that are gone are dropped too.
-    """
-    doomed = [item for item in list_cache() if item.state in ("incomplete", "unknown")]
-    if not dry_run:
-        for item in doomed:
-            item.path.unlink(missing_ok=True)
-        _forget_deleted()
-    return doomed
-
-
-def _forget_deleted() -> None:
-    """Drop the manifest records of files that no longer exist."""
-    manifest = _manifest_path()
-    if not manifest.exists():
-        return
-    with file_lock(manifest):
-        files = read_manifest()
-        kept = {rel: record for rel, record in files.items() if (cache_dir() / rel).exists()}
-        if kept != files:
-            write_text_atomic(manifest, json.dumps({"version": 1, "files": kept}, indent=2, sort_keys=True) + "\n")
 
 
 def missing_entry_files(name: str) -> list[tuple[str, str]]:
     """`(file name, download URL)` of each file of zoo entry `name` that is not in the cache."""
-    return [(f.filename, f.url) for f in _entry_files(get_entry(name)) if not f.path.exists()]
+    return [(f.filename, f.url) for f in entry_files(get_entry(name)) if not f.path.exists()]

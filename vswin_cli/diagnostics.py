@@ -119,10 +119,10 @@ def _video_backends() -> dict[str, Any]:
 
 
 def _cache() -> dict[str, Any]:
-    from vswin_cli import cache
+    from vswin_cli import cache, cache_contents
 
     try:
-        items = cache.list_cache()
+        items = cache_contents.list_cache()
     except Exception as err:  # noqa: BLE001 (a broken manifest is worth reporting, not a crash)
         return {"path": str(cache.cache_dir()), "error": f"{type(err).__name__}: {err}"}
     return {"path": str(cache.cache_dir()), "files": len(items), "bytes": sum(i.size for i in items)}

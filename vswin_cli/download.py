@@ -37,6 +37,7 @@ except ImportError:  # Windows: no inter-process lock (one fetch at a time there
 
 from vswin_cli import __version__
 from vswin_cli.errors import ChecksumError, DownloadError
+from vswin_cli.files import atomic_file
 
 DEFAULT_TIMEOUT_S = 30.0  # per connect/read, not for the whole file; VSWIN_TIMEOUT overrides
 RETRY_BACKOFF_S = 1.0  # first wait before a retry; doubles after each attempt that made no progress
@@ -159,17 +160,15 @@ def download_file(
                 return existing
         partial = dest.with_name(dest.name + ".incomplete")
         resumed_from = partial.stat().st_size if partial.exists() else 0
-        with _progress_bar(dest.name, enabled=progress) as bar:
+        from vswin_cli.progress import download_progress  # Rich loads only when a download starts
+
+        with download_progress(dest.name, enabled=progress) as bar:
             digest, size = _download_with_retries(url, partial, timeout, retries, bar)
         _validator_path(partial).unlink(missing_ok=True)
-        try:
+        with atomic_file(dest, temp=partial):  # a file that fails its checks is deleted, never kept to resume
             _check_complete_file(partial, digest, size, expected_sha256, expected_size, url)
             if check is not None:
                 check(partial)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, dest)
         return DownloadResult(dest, digest, size, downloaded=True, resumed_from=resumed_from)
 
 
@@ -375,40 +374,3 @@ def _connection_error(url: str, reason, timeout: float) -> Exception:
             "no network? download the file elsewhere, import it with `vswin fetch NAME --from FILE` and set VSWIN_OFFLINE=1; or set VSWIN_MIRROR",
         )
     return DownloadError(f"{url}: {reason}", "check the network or the mirror, then run the same command again")
-
-
-class _NoBar:
-    def start(self, total, completed):
-        pass
-
-    def advance(self, n):
-        pass
-
-
-class _RichBar:
-    """One Rich progress bar on stderr for one file (restarted at the right offset on a resume)."""
-
-    def __init__(self, progress, label):
-        self.progress, self.label, self.task = progress, label, None
-
-    def start(self, total, completed):
-        if self.task is None:
-            self.task = self.progress.add_task(self.label, total=total, completed=completed)
-        else:
-            self.progress.update(self.task, total=total, completed=completed)
-
-    def advance(self, n):
-        self.progress.advance(self.task, n)
-
-
-@contextmanager
-def _progress_bar(label: str, enabled: bool):
-    if not enabled:
-        yield _NoBar()
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        yield _RichBar(progress, label)

@@ -28,7 +28,8 @@ from vswin_cli.files import sibling, temp_file, write_bytes_atomic
 from vswin_cli.metrics import Metrics, metrics_from_probs, scores_file_bytes
 from vswin_cli.precision import autocast
 from vswin_cli.outputs import OutputFile
-from vswin_cli.resume import Kept, ResumeLog, read_jsonl
+from vswin_cli.results import read_jsonl
+from vswin_cli.resume import Kept, ResumeLog
 from vswin_cli.protocol import ClipSpec
 
 

@@ -22,7 +22,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 from vswin_cli.errors import VswinError
-from vswin_cli.files import temp_file
+from vswin_cli.files import atomic_file
 from vswin_cli.transforms import MEAN_RGB, STD_RGB
 
 INPUT_NAME = "video"
@@ -162,14 +161,9 @@ def export_onnx(
     cpu = _cpu_fp32_copy(model)
     x = torch.randn(batch, 3, *clip_shape, generator=torch.Generator().manual_seed(0))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file(path.parent, suffix=".incomplete")  # readable like any file (the writer keeps the mode)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=".incomplete") as tmp:  # readable like any file (the writer keeps the mode)
         _write_onnx(cpu, x, tmp)
         max_rel_err = verify_onnx(tmp, cpu, x) if verify else None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     labels_path = None
     if labels is not None:
         labels_path = path.with_suffix(".labels.txt")

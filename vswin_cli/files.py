@@ -1,11 +1,16 @@
-"""Files a run writes: output paths checked before any work, and small files written atomically
-(readers only ever see the old or the new whole file). No torch here: commands call it before loading PyTorch."""
+"""Files a run writes: output paths checked before any work (no torch here: commands call it before
+loading PyTorch), and files written so that readers only ever see the old or the new whole file:
+`atomic_file` is the one temporary-file-then-rename of vswin_cli (reports, labelled videos, ONNX exports,
+cache files, outputs).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from vswin_cli.errors import ConfigError, UsageError
@@ -49,6 +54,33 @@ def check_output(output: str) -> None:
     os.unlink(probe)
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, temp: str | os.PathLike | None = None, suffix: str = ".tmp") -> Iterator[Path]:
+    """Write `path` through a temporary file: yields the temporary path, then renames it onto `path`.
+
+    When the block ends normally the temporary file replaces `path` (`os.replace`); when it raises, the
+    temporary file is deleted and `path` is left as it was.
+
+    Args:
+        path: the file to write.
+        temp: the temporary file's name (e.g. `PATH.part`, which a user may see); None = a new, unique,
+            hidden file beside `path` (`temp_file`, with `suffix`), already created with the umask's mode.
+    """
+    path = Path(path)
+    if temp is None:
+        fd, tmp = temp_file(path.parent, suffix)
+        os.close(fd)
+    else:
+        tmp = Path(temp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the original error matters, not a failed clean-up
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` as `write_bytes_atomic` does."""
     write_bytes_atomic(path, text.encode("utf-8"))
@@ -62,16 +94,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file(path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def temp_file(folder: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:

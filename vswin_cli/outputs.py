@@ -27,10 +27,11 @@ except ImportError:  # Windows: no advisory locks
 from vswin_cli.aggregate import SegmentResult, VideoResult
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.files import sibling, temp_file, write_text_atomic
+from vswin_cli.files import atomic_file, sibling, temp_file, write_text_atomic
 from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
-from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl, read_results_jsonl, segment_from_record
+from vswin_cli.results import read_results_jsonl, segment_from_record
+from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl
 from vswin_cli.writers import get_writer
 
 
@@ -105,11 +106,10 @@ class OutputFile:
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.path}: the output folder does not exist", hint="create it first")
         # Build the new .part beside the old one, then swap it in, so a crash here loses nothing.
-        fd, tmp = temp_file(self.path.parent)  # unique per run
-        self.stream = open(fd, "w", encoding="utf-8", newline="")
-        self.stream.write("".join(self.kept_lines))
-        self.stream.flush()
-        os.replace(tmp, self.part_path)  # the open handle now writes into PATH.part
+        with atomic_file(self.part_path) as tmp:  # unique per run; the open handle then writes into PATH.part
+            self.stream = open(tmp, "w", encoding="utf-8", newline="")
+            self.stream.write("".join(self.kept_lines))
+            self.stream.flush()
         return self.stream
 
     def commit(self, final: bool = True, order: Sequence[str] | None = None) -> None:
@@ -145,8 +145,7 @@ class OutputFile:
                     header.append(line)
                 else:
                     by_video.setdefault(record["video"], []).append(line)
-        fd, tmp = temp_file(self.path.parent)
-        with open(fd, "wb") as out:
+        with atomic_file(self.part_path) as tmp, open(tmp, "wb") as out:
             out.writelines(header[:1])
             for key in dict.fromkeys(order):
                 out.writelines(by_video.pop(key, ()))
@@ -154,7 +153,6 @@ class OutputFile:
                 out.writelines(lines)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, self.part_path)
 
     def release(self) -> None:
         """Let another run write this output (the lock file stays: see `download.file_lock`)."""

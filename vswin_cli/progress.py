@@ -1,5 +1,5 @@
-"""Progress on stderr (`tag`'s videos and segments, `train`'s steps): a Rich bar when stderr is a terminal,
-else a plain line every few seconds (tqdm for training in a notebook).
+"""Progress on stderr (`tag`'s videos and segments, `train`'s steps, `fetch`'s downloads): a Rich bar when
+stderr is a terminal, else a plain line every few seconds (tqdm for training in a notebook).
 
 Never wraps messages (a `failed:` line must stay one line for `grep`), never writes to stdout.
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+)
 
 from vswin_cli.errors import ConfigError
 
@@ -132,6 +135,45 @@ class StepProgress:
         elif self.style == "rich":
             self.bar.stop()
         self.bar = None
+
+
+class _NoBar:
+    """`download_progress` with the bar switched off."""
+
+    def start(self, total, completed):
+        pass
+
+    def advance(self, n):
+        pass
+
+
+class _RichBar:
+    """One Rich progress bar on stderr for one file (restarted at the right offset on a resume)."""
+
+    def __init__(self, progress, label):
+        self.progress, self.label, self.task = progress, label, None
+
+    def start(self, total, completed):
+        if self.task is None:
+            self.task = self.progress.add_task(self.label, total=total, completed=completed)
+        else:
+            self.progress.update(self.task, total=total, completed=completed)
+
+    def advance(self, n):
+        self.progress.advance(self.task, n)
+
+
+@contextmanager
+def download_progress(label: str, enabled: bool):
+    """One file's download bar on stderr (bytes, speed, time left): yields an object with
+    `start(total, completed)` (called again from the resume offset on a retry) and `advance(n)`."""
+    if not enabled:
+        yield _NoBar()
+        return
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield _RichBar(progress, label)
 
 
 def _clock(seconds: float) -> str:

@@ -3,7 +3,8 @@
 `write_report(results, out_html)` reads the results file one video at a time (`vswin_cli.results`) and
 writes the HTML as it goes, so memory stays flat however many videos the run holds; only the label
 counts (one entry per label) are kept until the end. The page needs no network: CSS, JavaScript and
-keyframe thumbnails are inline. Every video is in the HTML (readable without JavaScript); the script
+keyframe thumbnails are inline (the page's own CSS and JavaScript are package data, `report_page/page.css`
+and `page.js`, read once). Every video is in the HTML (readable without JavaScript); the script
 shows one page of them at a time and filters by label and minimum score, so a report of thousands of
 videos opens as fast as one page.
 
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import base64
 import colorsys
+import functools
 import html
+import importlib.resources
 import io
 import json
 import os
@@ -32,7 +35,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from vswin_cli.errors import ConfigError
-from vswin_cli.results import Segment, TaggedVideo, read_results, video_roots
+from vswin_cli.files import atomic_file
+from vswin_cli.records import SegmentResult, VideoResult
+from vswin_cli.results import read_results, video_roots
 
 THUMB_HEIGHT = 36  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT (about 0.6 KB each)
 THUMB_WIDTH = 64
@@ -62,7 +67,7 @@ def write_report(
     title: str | None = None,
     thumbnails: bool = True,
     page_size: int = 25,
-    on_video: Callable[[TaggedVideo], None] | None = None,
+    on_video: Callable[[VideoResult], None] | None = None,
 ) -> ReportSummary:
     """Build one self-contained HTML report from a `vswin tag` results file, streaming.
 
@@ -89,20 +94,19 @@ def write_report(
     if not out_html.parent.is_dir():
         raise ConfigError(f"{out_html}: the output folder does not exist", hint="create it first")
     roots = video_roots(results_path, video_root)
-    part = out_html.with_name(out_html.name + ".part")
     counts: dict[str, list[int]] = {}  # label -> [videos top-1, segments top-1, segments in top-k]
     labels: dict[str, int] = {}  # label -> number in the page (first seen first); the page stores numbers
     colours: dict[str, str] = {}  # label -> colour (from its class index, as `vswin annotate` draws it)
     totals = dict(videos=0, segments=0, errors=0, linked=0)
-    try:
-        out = open(part, "w", encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
-    try:
+    with atomic_file(out_html, temp=out_html.with_name(out_html.name + ".part")) as part:
+        try:
+            out = open(part, "w", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
         with out:
             out.write(_head(title or results_path.name, results_path.name, page_size))
             for video in read_results(results_path):
-                path = _locate(video.key, roots)
+                path = _locate(video.video, roots)
                 out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels, colours))
                 if totals["videos"] == page_size - 1:
                     out.write(_FIRST_PAGE)  # show the first page while the browser still parses the rest
@@ -114,10 +118,6 @@ def write_report(
                 if on_video is not None:
                     on_video(video)
             out.write(_tail(counts, labels, colours, totals, page_size))
-        os.replace(part, out_html)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     return ReportSummary(out_html, totals["videos"], totals["segments"], totals["errors"], totals["linked"],
                          len(counts))
 
@@ -130,9 +130,9 @@ def _locate(key: str, roots: Iterable[Path]) -> Path | None:
     return None
 
 
-def _count(video: TaggedVideo, counts: dict[str, list[int]]) -> None:
-    if video.summary and video.summary.get("top"):
-        counts.setdefault(video.summary["top"][0].label, [0, 0, 0])[0] += 1
+def _count(video: VideoResult, counts: dict[str, list[int]]) -> None:
+    if video.summary and video.summary.top:
+        counts.setdefault(video.summary.top[0].label, [0, 0, 0])[0] += 1
     for seg in video.segments:
         for rank, tag in enumerate(seg.top):
             entry = counts.setdefault(tag.label, [0, 0, 0])
@@ -164,7 +164,7 @@ def _json(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _lanes(segments: list[Segment]) -> list[int]:
+def _lanes(segments: list[SegmentResult]) -> list[int]:
     """A lane per segment so that overlapping segments (stride < window) never hide each other."""
     lane_ends: list[float] = []
     lanes = []
@@ -184,13 +184,21 @@ def _percent(score: float) -> str:
     return f"{100 * score:.1f}%"
 
 
-def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
+def _duration(video: VideoResult) -> float:
+    """Seconds covered: the summary's duration, else the last segment's end (0 without either)."""
+    if video.summary and video.summary.duration:
+        return video.summary.duration
+    return max((s.end for s in video.segments), default=0.0)
+
+
+def _article(video: VideoResult, number: int, path: Path | None, report_dir: Path, thumbnails: bool,
              labels: dict[str, int], colours: dict[str, str]) -> str:
     esc = html.escape
-    summary = video.summary or {}
+    summary = video.summary
+    summary_top = summary.top if summary else ()
     best: dict[int, float] = {}  # label number -> best score in the video (what the filters test)
     new = []  # labels first seen here: declared (name, colour) on this article, so a page needs no lookahead
-    for tag in [t for seg in video.segments for t in seg.top] + list(summary.get("top", ())):
+    for tag in [t for seg in video.segments for t in seg.top] + list(summary_top):
         if tag.label not in labels:
             labels[tag.label] = len(labels)
             colours[tag.label] = label_colour(tag.label, tag.index)
@@ -200,29 +208,30 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     declared = f" data-labels='{_attr(json.dumps(new, ensure_ascii=False))}'" if new else ""
     head_tags = " ".join(
         f"<span class='tag' style='--c:{colours[t.label]}'>{esc(t.label)} {_percent(t.score)}</span>"
-        for t in summary.get("top", ())[:3])
+        for t in summary_top[:3])
     parts = [
         f"<article class='video' id='v{number}' data-tags='{_attr(_json({k: round(v, 4) for k, v in best.items()}))}'"
         f"{' data-error=1' if video.error else ''}{declared}>",
-        f"<h2><span class='key'>{esc(video.key)}</span> {head_tags}</h2>",
+        f"<h2><span class='key'>{esc(video.video)}</span> {head_tags}</h2>",
     ]
     if video.error is not None:
-        parts.append(f"<p class='error'><b>{esc(video.error['type'])}</b>: {esc(video.error['message'])}</p>")
+        parts.append(f"<p class='error'><b>{esc(video.error.type)}</b>: {esc(video.error.message)}</p>")
     facts = []
-    if video.duration:
-        facts.append(f"{video.duration:.2f} s")
-    if summary.get("num_frames"):
-        facts.append(f"{summary['num_frames']} frames")
-    if summary.get("fps"):
-        facts.append(f"{float(summary['fps']):g} fps")
+    duration = _duration(video)
+    if duration:
+        facts.append(f"{duration:.2f} s")
+    if summary and summary.num_frames:
+        facts.append(f"{summary.num_frames} frames")
+    if summary and summary.fps:  # 0.0: not in the file (CSV/TSV)
+        facts.append(f"{summary.fps:g} fps")
     if video.segments:
         facts.append(f"{len(video.segments)} segments")
-    if summary.get("model"):
-        facts.append(f"model {esc(Path(str(summary['model'])).name)}")
+    if summary and summary.model:
+        facts.append(f"model {esc(Path(summary.model).name)}")
     if facts:
         parts.append(f"<p class='meta'>{' · '.join(facts)}</p>")
     if video.segments:
-        parts.append(_timeline(video.segments, video.duration, labels))
+        parts.append(_timeline(video.segments, duration, labels))
     if path is not None and video.error is None:
         if thumbnails and video.segments:
             parts.append(_sheet(path, video.segments))
@@ -234,7 +243,7 @@ def _article(video: TaggedVideo, number: int, path: Path | None, report_dir: Pat
     return "".join(parts)
 
 
-def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) -> str:
+def _timeline(segments: list[SegmentResult], duration: float, labels: dict[str, int]) -> str:
     """The bars: `data-t` = "start end start_frame end_frame", `data-top` = [[label number, score], ...];
     colour class `cN` = label N (rules written at the end, once per label), opacity = top score."""
     duration = max(duration, max(s.end for s in segments), 1e-6)
@@ -257,7 +266,7 @@ def _timeline(segments: list[Segment], duration: float, labels: dict[str, int]) 
             f"<div class='axis'><span>0 s</span><span>{duration:.2f} s</span></div>")
 
 
-def _sheet(path: Path, segments: list[Segment]) -> str:
+def _sheet(path: Path, segments: list[SegmentResult]) -> str:
     """One keyframe (the middle frame) per segment, downscaled, tiled into one JPEG data URI."""
     try:
         uri, cell_w, cell_h, cols = contact_sheet(path, segments)
@@ -268,7 +277,7 @@ def _sheet(path: Path, segments: list[Segment]) -> str:
             f" data-cols='{cols}' data-w='{cell_w}' data-h='{cell_h}' data-src='{uri}'>")
 
 
-def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str, int, int, int]:
+def contact_sheet(path: str | os.PathLike, segments: list[SegmentResult]) -> tuple[str, int, int, int]:
     """Decode each segment's middle frame once, downscale it, and tile them into one JPEG.
 
     Args:
@@ -300,6 +309,17 @@ def contact_sheet(path: str | os.PathLike, segments: list[Segment]) -> tuple[str
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), cell_w, cell_h, cols
 
 
+@functools.cache
+def page_asset(name: str) -> str:
+    """The text of one of the page's own files in `vswin_cli/report_page/` (package data): `page.css`, `page.js`.
+
+    page.js runs in <head>: it works on the articles parsed so far (a live collection), and again on all
+    of them at DOMContentLoaded (label table, datalist, final page count). Labels are numbered in the page;
+    each article declares the labels it is the first to use (data-labels: [[name, colour], ...]).
+    """
+    return importlib.resources.files("vswin_cli").joinpath("report_page", name).read_text(encoding="utf-8")
+
+
 def _head(title: str, source: str, page_size: int) -> str:
     esc = html.escape
     return f"""<!DOCTYPE html>
@@ -307,9 +327,11 @@ def _head(title: str, source: str, page_size: int) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="vswin report">
 <title>{esc(title)}</title>
-<style>{_CSS}</style>
+<style>
+{page_asset("page.css")}</style>
 <noscript><style>.video{{display:block}}</style></noscript>
-<script>{_JS}</script>
+<script>
+{page_asset("page.js")}</script>
 </head><body>
 <header><h1>{esc(title)}</h1><p class="src">results: {esc(source)}</p>
 <form id="filters" onsubmit="return false">
@@ -346,179 +368,6 @@ def _tail(counts: dict[str, list[int]], labels: dict[str, int], colours: dict[st
 """
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f6f6f4}
-header{background:#fff;border-bottom:1px solid #ddd;padding:.5em 1em;z-index:2}
-h1{font-size:1.2em;margin:0}.src{margin:0;color:#777;font-size:.85em}
-form{position:sticky;top:0;background:#fff;z-index:2;display:flex;gap:1em;flex-wrap:wrap;align-items:center;margin:.4em 0}
-#label-slot details{max-height:30vh;overflow:auto}
-main{padding:.5em 1em}
-.video{display:none;background:#fff;border:1px solid #ddd;border-radius:6px;margin:.6em 0;padding:.6em .8em}
-.video.on{display:block}
-.video h2{font-size:1em;margin:0 0 .2em;display:flex;gap:.5em;flex-wrap:wrap;align-items:baseline}
-.key{font-family:ui-monospace,monospace;word-break:break-all}
-.tag{border-left:.8em solid var(--c);padding-left:.3em;font-weight:normal;font-size:.9em}
-.meta,.note{margin:0;color:#666;font-size:.85em}.error{color:#a00;margin:.2em 0}
-.timeline{position:relative;background:#eee;border-radius:3px;margin:.4em 0 0}
-.seg{position:absolute;height:16px;border:0;border-right:1px solid #fff;padding:0;margin:0;cursor:pointer;
-background:#bbb;min-width:2px}
-.seg:hover,.seg.sel{outline:2px solid #000;z-index:1}.seg.dim{opacity:.12!important}
-.axis{display:flex;justify-content:space-between;color:#888;font-size:.75em}
-.sheet{display:block;margin:.3em 0;max-width:100%;height:auto;cursor:pointer;image-rendering:auto}
-video{display:block;width:320px;max-width:100%;max-height:270px;margin-top:.3em;background:#000}
-table{border-collapse:collapse;font-size:.9em}td,th{padding:.1em .6em;text-align:right}
-td:first-child,th:first-child{text-align:left}tbody tr:nth-child(odd){background:#f2f2f2}
-.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:middle}
-#tip{position:fixed;z-index:9;background:#fff;border:1px solid #999;padding:.3em .5em;font-size:.85em;
-pointer-events:none;box-shadow:0 2px 6px #0003;white-space:nowrap}
-#tip .thumb{background-repeat:no-repeat;margin-top:.2em;zoom:2}
-"""
-
 # Written after the first page's articles: a large report shows (and plays) them while the rest still parses.
 _FIRST_PAGE = """<script>vswinReport.firstPage()</script>
-"""
-
-# In <head>: everything works on the articles parsed so far (a live collection), and again on all of them
-# at DOMContentLoaded (label table, datalist, final page count). Labels are numbered in the page; each
-# article declares the labels it is the first to use (data-labels: [[name, colour], ...]).
-_JS = r"""
-(function () {
-  "use strict";
-  var all = document.getElementsByClassName("video");  // live: grows while the page parses
-  var names = [], scanned = 0, colours = null, done = false;
-  var page = 0, matches = null, shown = [];
-  function $(id) { return document.getElementById(id); }
-  function pageSize() { return Number($("videos").dataset.pageSize) || 25; }
-  function scanLabels() {
-    for (; scanned < all.length; scanned++) {
-      var a = all[scanned], declared = a.dataset.labels ? JSON.parse(a.dataset.labels) : [];
-      declared.forEach(function (d) {
-        if (!colours) { var st = document.createElement("style"); document.head.appendChild(st); colours = st.sheet; }
-        colours.insertRule(".c" + names.length + "{background:" + d[1] + "}", colours.cssRules.length);
-        names.push(d[0]);
-      });
-    }
-  }
-  function tagsOf(a) { if (!a._tags) a._tags = JSON.parse(a.dataset.tags); return a._tags; }
-  function want() {
-    var name = $("f-label").value.trim(), i = -1;
-    if (name) { scanLabels(); i = names.indexOf(name); if (i < 0) i = -2; }
-    return {label: i, min: parseFloat($("f-score").value) || 0, status: $("f-status").value};
-  }
-  function matchVideo(a, f) {
-    var err = a.hasAttribute("data-error");
-    if ((f.status === "ok" && err) || (f.status === "error" && !err)) return false;
-    if (f.label === -1 && f.min <= 0) return true;
-    var tags = tagsOf(a);
-    if (f.label !== -1) return f.label in tags && tags[f.label] >= f.min;
-    for (var k in tags) if (tags[k] >= f.min) return true;
-    return false;
-  }
-  function dimSegments(a, f) {
-    var active = f.label !== -1 || f.min > 0;
-    a.querySelectorAll(".seg").forEach(function (b) {
-      var on = true;
-      if (active) {
-        var top = JSON.parse(b.dataset.top);
-        on = top.some(function (t) { return (f.label === -1 || t[0] === f.label) && t[1] >= f.min; });
-      }
-      b.classList.toggle("dim", !on);
-    });
-  }
-  function current() { return matches || Array.prototype.slice.call(all); }
-  function render() {
-    scanLabels();
-    var f = want(), list = current(), size = pageSize(), pages = Math.max(1, Math.ceil(list.length / size));
-    page = Math.min(Math.max(page, 0), pages - 1);
-    shown.forEach(function (a) { a.classList.remove("on"); });
-    shown = list.slice(page * size, (page + 1) * size);
-    shown.forEach(function (a) {
-      a.classList.add("on"); dimSegments(a, f);
-      var img = a.querySelector("img.sheet");
-      if (img && !img.src) img.src = img.dataset.src;
-    });
-    $("page").textContent = "page " + (page + 1) + " of " + pages + (done ? "" : "+");
-    $("count").textContent = list.length + " of " + all.length + (done ? "" : "+") + " videos";
-  }
-  function refilter() {
-    var f = want();
-    matches = (f.label === -1 && f.min <= 0 && f.status === "all") ? null
-      : Array.prototype.filter.call(all, function (a) { return matchVideo(a, f); });
-    page = 0; render();
-  }
-  function seek(a, t) {
-    var v = a.querySelector("video");
-    if (!v) return;
-    if (v.readyState >= 1) { v.currentTime = t; return; }
-    v.preload = "auto";
-    v.addEventListener("loadedmetadata", function () { v.currentTime = t; }, {once: true});
-    v.load();
-  }
-  function segParts(b) { return b.dataset.t.split(" ").map(Number); }
-  document.addEventListener("input", function (e) {
-    if (e.target.closest && e.target.closest("#filters")) refilter();
-  });
-  document.addEventListener("click", function (e) {
-    if (e.target.id === "prev" || e.target.id === "next") {
-      page += e.target.id === "next" ? 1 : -1; render(); window.scrollTo(0, 0); return;
-    }
-    var a = e.target.closest && e.target.closest(".video");
-    if (!a) return;
-    var bars = a.querySelectorAll(".seg"), b = e.target.closest(".seg");
-    if (!b && e.target.classList.contains("sheet")) {
-      var img = e.target, r = img.getBoundingClientRect(), k = img.naturalWidth / r.width;
-      var col = Math.floor((e.clientX - r.left) * k / img.dataset.w), row = Math.floor((e.clientY - r.top) * k / img.dataset.h);
-      b = bars[row * Number(img.dataset.cols) + col];
-    }
-    if (!b) return;
-    a.querySelectorAll(".seg.sel").forEach(function (s) { s.classList.remove("sel"); });
-    b.classList.add("sel");
-    seek(a, segParts(b)[0]);
-  });
-  document.addEventListener("mouseover", function (e) {
-    var tip = $("tip"), b = e.target.closest && e.target.closest(".seg");
-    if (!tip) return;
-    if (!b) { tip.hidden = true; return; }
-    scanLabels();
-    var t = segParts(b), top = JSON.parse(b.dataset.top), a = b.closest(".video");
-    tip.textContent = "";
-    var head = document.createElement("b");
-    head.textContent = t[0].toFixed(2) + "\u2013" + t[1].toFixed(2) + " s (frames " + t[2] + "\u2013" + (t[3] - 1) + ")";
-    tip.appendChild(head);
-    top.forEach(function (x) {
-      var d = document.createElement("div"); d.textContent = names[x[0]] + " " + (100 * x[1]).toFixed(1) + "%";
-      tip.appendChild(d);
-    });
-    var img = a.querySelector("img.sheet");
-    if (img) {
-      var i = Array.prototype.indexOf.call(a.querySelectorAll(".seg"), b), cols = Number(img.dataset.cols);
-      var w = Number(img.dataset.w), h = Number(img.dataset.h), d = document.createElement("div");
-      d.className = "thumb"; d.style.width = w + "px"; d.style.height = h + "px";
-      d.style.backgroundImage = "url(" + img.dataset.src + ")";
-      d.style.backgroundPosition = (-(i % cols) * w) + "px " + (-Math.floor(i / cols) * h) + "px";
-      tip.appendChild(d);
-    }
-    var r = b.getBoundingClientRect();
-    tip.style.left = Math.min(r.left, window.innerWidth - 220) + "px"; tip.style.top = (r.bottom + 4) + "px";
-    tip.hidden = false;
-  });
-  document.addEventListener("DOMContentLoaded", function () {
-    done = true;
-    var slot = $("label-slot"), table = $("labels").firstElementChild, list = $("label-names");
-    slot.appendChild(table);  // written last: the counts are known only at the end
-    slot.querySelectorAll("tbody td:first-child").forEach(function (td) {
-      var o = document.createElement("option"); o.value = td.textContent; list.appendChild(o);
-    });
-    if (matches) refilter(); else render();
-    window.vswinReport.ready = true;
-    window.vswinReport.readyAt = performance.now();
-  });
-  window.vswinReport = {
-    ready: false, readyAt: null, firstPageAt: null,
-    firstPage: function () { render(); this.firstPageAt = performance.now(); },
-    pages: function () { return Math.max(1, Math.ceil(current().length / pageSize())); },
-    setPage: function (p) { page = p; render(); },
-    labels: function () { scanLabels(); return names.slice(); }
-  };
-})();
 """

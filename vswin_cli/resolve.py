@@ -186,8 +186,8 @@ def _load(cfg, path: Path, fmt: str, drop_head: bool, checkpoint=None):
     if drop_head:
         net = VideoSwin.from_config(cfg)  # the new head needs its proper initialisation
     else:
-        # A strict load overwrites every parameter and buffer, so skip the random initialisation
-        # (Swin-B: ~8 s on 2 CPU cores) by building on `meta` and allocating uninitialised memory.
+        # A strict load overwrites every parameter and buffer, so the random initialisation (seconds for
+        # Swin-B on a small CPU) is skipped: build on `meta`, then allocate uninitialised memory.
         with torch.device("meta"):
             net = VideoSwin.from_config(cfg)
         net.to_empty(device="cpu")

@@ -1,14 +1,20 @@
-"""Reading `vswin tag` results back, one video at a time: JSON Lines, JSON and CSV/TSV.
+"""Reading `vswin tag` output back: the one reader of tag records, into the types the writers take.
 
-The report (`vswin report`) and the labelled videos (`vswin annotate`) both start from a results file
-that `vswin tag` wrote (`vswin_cli.writers`). `read_results` streams it: it yields one `TaggedVideo`
-per video and keeps only that video's records in memory, so a run over a million videos reads in
-constant memory. The format is recognised from the content (not the extension), so `tags.txt` holding
-JSON Lines works; anything else is refused with a `ConfigError` naming the file and line.
+Records become `vswin_cli.records` types here and nowhere else (`segment_from_record`,
+`summary_from_record`, `error_from_record`), for every caller:
 
-Records of one video are written together by the writers (`ResultWriter.write_video`), so a video ends
-where the next key starts. A JSON document (`{"videos": [...]}`) is decoded element by element from a
-sliding buffer, so it also streams.
+- The report (`vswin report`) and the labelled videos (`vswin annotate`) start from a results file
+  that `vswin tag` wrote (`vswin_cli.writers`). `read_results` streams it: it yields one `VideoResult`
+  per video and keeps only that video's records in memory, so a run over a million videos reads in
+  constant memory. The format is recognised from the content (not the extension), so `tags.txt`
+  holding JSON Lines works; anything else is refused with a `ConfigError` naming the file and line.
+  Records of one video are written together by the writers (`ResultWriter.write_video`), so a video
+  ends where the next key starts. A JSON document (`{"videos": [...]}`) is decoded element by element
+  from a sliding buffer, so it also streams. Event records are not read back (they are derived from
+  the segments); CSV/TSV carry no frame rate or segment count, so there a summary's `fps` is 0.0
+  (unknown) and its `num_segments` the number of segment records.
+- `--resume` (`vswin_cli.resume`) and the merge of torchrun shard files (`read_results_jsonl`) read a
+  JSON Lines output that a killed run may have left with a torn last line: `read_jsonl` drops it.
 """
 
 from __future__ import annotations
@@ -17,62 +23,122 @@ import csv
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.records import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.writers import CSV_COLUMNS
 
 _HINT = "give a file that `vswin tag` wrote (--format jsonl, json, csv or tsv)"
 _CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Tag:
-    """One label of a segment or video, best first; `index` is the class number in the model (None if unknown)."""
-
-    label: str
-    score: float
-    index: int | None = None
+def label_scores(top: list[dict]) -> tuple[LabelScore, ...]:
+    """A record's `top` list (`{"label", "index", "score"}`, best first) as `LabelScore`s."""
+    return tuple(LabelScore(str(t["label"]), None if t.get("index") is None else int(t["index"]), float(t["score"]))
+                 for t in top)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One time segment of a video: [start, end) seconds, [start_frame, end_frame) frames, tags best first."""
+def segment_from_record(record: dict, video: str | None = None) -> SegmentResult:
+    """A segment record (`record: "segment"`, or an element of a JSON document's `segments`, then with
+    `video` given) as the `SegmentResult` it was written from. Raises KeyError/TypeError/ValueError."""
+    features = record.get("features")
+    return SegmentResult(
+        video=record["video"] if video is None else video, segment=int(record["segment"]),
+        start=float(record["start"]), end=float(record["end"]),
+        start_frame=int(record["start_frame"]), end_frame=int(record["end_frame"]),
+        top=label_scores(record["top"]), views=int(record["views"]), model=str(record["model"]),
+        features=None if features is None else tuple(features),
+    )
 
-    segment: int
-    start: float
-    end: float
-    start_frame: int
-    end_frame: int
-    top: tuple[Tag, ...]
+
+def summary_from_record(record: dict, video: str | None = None) -> VideoSummary:
+    """A video record (`record: "video"`, or a JSON document's `summary`) as its `VideoSummary`."""
+    return VideoSummary(
+        video=record["video"] if video is None else video, num_segments=int(record["num_segments"]),
+        duration=float(record["duration"]), num_frames=int(record["num_frames"]), fps=float(record["fps"]),
+        top=label_scores(record["top"]), views=int(record["views"]), model=str(record["model"]),
+    )
+
+
+def error_from_record(record: dict, video: str | None = None) -> VideoError:
+    """An error record (`record: "error"`, `{"error": {"type", "message"}}`) as its `VideoError`."""
+    key = record["video"] if video is None else video
+    return VideoError(key, str(record["error"]["type"]), str(record["error"]["message"]))
 
 
 @dataclass
-class TaggedVideo:
-    """Everything a results file holds about one video.
-
-    Attributes:
-        key: the video's key as `vswin tag` wrote it (a path relative to the tagged folder, or as given).
-        segments: its segments in file order.
-        summary: the whole-video record (`duration`, `num_frames`, `fps`, `top`, `model`...), or None.
-        error: {"type", "message"} when the video could not be tagged, else None.
-        line: the line of the file where this video's records start (1-based).
-    """
+class _Video:
+    """One video's records while a results file is read; `result()` freezes them."""
 
     key: str
-    segments: list[Segment] = field(default_factory=list)
-    summary: dict | None = None
-    error: dict | None = None
-    line: int = 1
+    segments: list[SegmentResult] = field(default_factory=list)
+    summary: VideoSummary | None = None
+    error: VideoError | None = None
 
-    @property
-    def duration(self) -> float:
-        """Seconds covered: the summary's duration, else the last segment end (0 without either)."""
-        if self.summary and self.summary.get("duration"):
-            return float(self.summary["duration"])
-        return max((s.end for s in self.segments), default=0.0)
+    def result(self) -> VideoResult:
+        return VideoResult(self.key, tuple(self.segments), self.summary, (), self.error)
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The complete records of a JSON Lines file written by a run that may have been killed.
+
+    A torn last line (no newline: the line being written when the run died, possibly cut inside a
+    multi-byte character) is discarded, never parsed. Any other line that is not a JSON object is an error.
+
+    Raises:
+        ConfigError: naming the file and line.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                return  # the torn tail of a killed run
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                record = None
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"{path}: cannot resume: line {number} is not a vswin JSON Lines record: {raw[:80]!r}",
+                    hint="resume only from a file that vswin wrote, or drop --resume",
+                )
+            yield record
+
+
+def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
+    """The complete videos (and error records) of a JSON Lines output, as `VideoResult`s by key.
+
+    Used to merge the per-rank outputs of a sharded (torchrun) run into one output.
+
+    Args:
+        path: a JSON Lines file written by `JsonlWriter`.
+
+    Returns:
+        {video key: VideoResult}; videos without their summary record are left out.
+    """
+    records: dict[str, list[dict]] = {}
+    for record in read_jsonl(path):
+        if record.get("record") != "run":  # what produced the file, not a video
+            records.setdefault(record["video"], []).append(record)
+    results = {}
+    for key, items in records.items():
+        errors = [r for r in items if r["record"] == "error"]
+        if errors:
+            results[key] = VideoResult(video=key, error=error_from_record(errors[-1]))
+            continue
+        summaries = [r for r in items if r["record"] == "video"]
+        if not summaries:
+            continue
+        results[key] = VideoResult(
+            video=key,
+            segments=tuple(segment_from_record(r) for r in items if r["record"] == "segment"),
+            events=tuple(Event(**{k: v for k, v in r.items() if k != "record"}) for r in items if r["record"] == "event"),
+            summary=summary_from_record(summaries[-1]),
+        )
+    return results
 
 
 def video_roots(results_path: str | os.PathLike, video_root: str | os.PathLike | None = None) -> list[Path]:
@@ -84,14 +150,14 @@ def video_roots(results_path: str | os.PathLike, video_root: str | os.PathLike |
     return roots[:1] if roots[0].resolve() == roots[1].resolve() else roots
 
 
-def read_results(path: str | os.PathLike) -> Iterator[TaggedVideo]:
+def read_results(path: str | os.PathLike) -> Iterator[VideoResult]:
     """Stream the videos of a `vswin tag` results file, in file order.
 
     Args:
         path: a JSON Lines, JSON, CSV or TSV file written by `vswin tag` (format sniffed from content).
 
     Yields:
-        one `TaggedVideo` per video.
+        one `VideoResult` per video (its segments, summary or error; no events).
 
     Raises:
         ConfigError: the file is missing, unreadable, or not in one of those formats (naming the line).
@@ -148,8 +214,8 @@ def _bad(path: Path, line: int, why: str) -> ConfigError:
     return ConfigError(f"{path}:{line}: {why}", hint=_HINT)
 
 
-def _read_jsonl(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
-    current: TaggedVideo | None = None
+def _read_jsonl(path: Path, head: str, stream: TextIO) -> Iterator[VideoResult]:
+    current: _Video | None = None
     for number, line in enumerate(_lines(head, stream), start=1):
         if not line.strip():
             continue
@@ -162,42 +228,28 @@ def _read_jsonl(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
             raise _bad(path, number, f"not a vswin JSON Lines record: {line.strip()[:80]!r}") from None
         if current is None or key != current.key:
             if current is not None:
-                yield current
-            current = TaggedVideo(key=key, line=number)
+                yield current.result()
+            current = _Video(key)
         _add_record(current, kind, record, path, number)
     if current is not None:
-        yield current
+        yield current.result()
 
 
-def _add_record(video: TaggedVideo, kind: str, record: dict, path: Path, number: int) -> None:
+def _add_record(video: _Video, kind: str, record: dict, path: Path, number: int) -> None:
     try:
         if kind == "segment":
-            video.segments.append(_segment(record))
+            video.segments.append(segment_from_record(record, video.key))
         elif kind == "video":
-            video.summary = {k: v for k, v in record.items() if k not in ("record", "video")}
-            video.summary["top"] = [_tag(t) for t in record["top"]]
+            video.summary = summary_from_record(record, video.key)
         elif kind == "error":
-            video.error = {"type": str(record["error"]["type"]), "message": str(record["error"]["message"])}
+            video.error = error_from_record(record, video.key)
         elif kind != "event":  # events are derived from the segments; the report draws those
             raise _bad(path, number, f"unknown record type {kind!r}")
     except (KeyError, TypeError, ValueError) as err:
         raise _bad(path, number, f"a {kind!r} record without a valid {err} field") from None
 
 
-def _segment(record: dict) -> Segment:
-    return Segment(
-        segment=int(record["segment"]), start=float(record["start"]), end=float(record["end"]),
-        start_frame=int(record["start_frame"]), end_frame=int(record["end_frame"]),
-        top=tuple(_tag(t) for t in record["top"]),
-    )
-
-
-def _tag(t: dict) -> Tag:
-    index = t.get("index")
-    return Tag(t["label"], float(t["score"]), int(index) if index is not None else None)
-
-
-def _read_json(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
+def _read_json(path: Path, head: str, stream: TextIO) -> Iterator[VideoResult]:
     """`{"videos": [...]}` decoded one element at a time from a sliding buffer."""
     decoder = json.JSONDecoder()
     buffer, consumed_lines = head, 1
@@ -224,32 +276,39 @@ def _read_json(path: Path, head: str, stream: TextIO) -> Iterator[TaggedVideo]:
         number = consumed_lines + buffer.count("\n", 0, pos)
         if not isinstance(item, dict) or "video" not in item:
             raise _bad(path, number, "a `videos` element without a `video` key")
-        video = TaggedVideo(key=item["video"], line=number)
+        video = _Video(item["video"])
         if "error" in item:
             _add_record(video, "error", item, path, number)
         for segment in item.get("segments") or ():
             _add_record(video, "segment", segment, path, number)
         if item.get("summary") is not None:
             _add_record(video, "video", item["summary"], path, number)
-        yield video
+        yield video.result()
         pos = end
 
 
-def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator[TaggedVideo]:
+def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator[VideoResult]:
     rows = csv.reader(_lines(head, stream), delimiter=delimiter)
     header = next(rows)
     if tuple(header) != CSV_COLUMNS:
         raise _bad(path, 1, f"unexpected columns {header[:6]}... (expected those `vswin tag -f csv` writes)")
     col = {name: i for i, name in enumerate(CSV_COLUMNS)}
-    current: TaggedVideo | None = None
+    current: _Video | None = None
+    summary: dict | None = None  # the video rows of `current` so far (one per tag)
     open_segment: dict | None = None
 
     def close_segment():
         nonlocal open_segment
         if open_segment is not None:
             tags = open_segment.pop("tags")
-            current.segments.append(Segment(**open_segment, top=tuple(tags)))
+            current.segments.append(SegmentResult(**open_segment, top=tuple(tags)))
             open_segment = None
+
+    def finish() -> VideoResult:
+        close_segment()
+        if summary is not None:
+            current.summary = VideoSummary(current.key, len(current.segments), fps=0.0, **summary)
+        return current.result()
 
     for row in rows:
         number = rows.line_num
@@ -262,32 +321,31 @@ def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator
             continue
         if current is None or key != current.key:
             if current is not None:
-                close_segment()
-                yield current
-            current = TaggedVideo(key=key, line=number)
+                yield finish()
+            current, summary = _Video(key), None
         try:
             index = int(row[col["index"]]) if row[col["index"]] else None
-            tag = [Tag(row[col["label"]], float(row[col["score"]]), index)] if row[col["label"]] else []
+            tag = [LabelScore(row[col["label"]], index, float(row[col["score"]]))] if row[col["label"]] else []
             if kind == "segment":
                 index = int(row[col["segment"]])
                 if open_segment is None or open_segment["segment"] != index:
                     close_segment()
                     open_segment = dict(
-                        segment=index, start=float(row[col["start"]]), end=float(row[col["end"]]),
-                        start_frame=int(row[col["start_frame"]]), end_frame=int(row[col["end_frame"]]), tags=[])
+                        video=key, segment=index, start=float(row[col["start"]]), end=float(row[col["end"]]),
+                        start_frame=int(row[col["start_frame"]]), end_frame=int(row[col["end_frame"]]),
+                        views=int(row[col["views"]]), model=row[col["model"]], tags=[])
                 open_segment["tags"] += tag
             elif kind == "video":
                 close_segment()
-                if current.summary is None:
-                    current.summary = {"duration": float(row[col["end"]]), "num_frames": int(row[col["end_frame"]]),
-                                       "model": row[col["model"]], "views": row[col["views"]], "top": []}
-                current.summary["top"] += tag
+                if summary is None:
+                    summary = {"duration": float(row[col["end"]]), "num_frames": int(row[col["end_frame"]]),
+                               "model": row[col["model"]], "views": int(row[col["views"]]), "top": ()}
+                summary["top"] += tuple(tag)
             elif kind == "error":
-                current.error = {"type": row[col["error_type"]], "message": row[col["error_message"]]}
+                current.error = VideoError(key, row[col["error_type"]], row[col["error_message"]])
             elif kind != "event":
                 raise _bad(path, number, f"unknown record type {kind!r}")
         except ValueError as err:
             raise _bad(path, number, f"a {kind!r} row with a bad number ({err})") from None
     if current is not None:
-        close_segment()
-        yield current
+        yield finish()

@@ -1,48 +1,22 @@
-"""Reading back what an earlier run wrote: `--resume` (complete videos, and where a video was cut), the
-segments' probabilities for continuing inside a video, and torchrun shard files.
+"""What `--resume` takes from an earlier run: its complete videos, where a video was cut, and the
+segments' probabilities for continuing inside a video.
 
-Every reader goes through `read_jsonl`, which discards a torn last line (a killed run, a full disk:
-possibly cut inside a multi-byte character) and never parses it.
+Built on the one reader of tag output, `vswin_cli.results` (`read_jsonl` discards a torn last line: a
+killed run, a full disk, possibly cut inside a multi-byte character).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
-from vswin_cli.records import Event, LabelScore, SegmentResult, VideoError, VideoResult, VideoSummary
 from vswin_cli.errors import ConfigError
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """The complete records of a JSON Lines file written by a run that may have been killed.
-
-    A torn last line (no newline: the line being written when the run died, possibly cut inside a
-    multi-byte character) is discarded, never parsed. Any other line that is not a JSON object is an error.
-
-    Raises:
-        ConfigError: naming the file and line.
-    """
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
-                return  # the torn tail of a killed run
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                record = None
-            if not isinstance(record, dict):
-                raise ConfigError(
-                    f"{path}: cannot resume: line {number} is not a vswin JSON Lines record: {raw[:80]!r}",
-                    hint="resume only from a file that vswin wrote, or drop --resume",
-                )
-            yield record
+from vswin_cli.results import read_jsonl
 
 
 @dataclass
@@ -151,53 +125,3 @@ class ResumeLog:
             self.stream = None
         if delete:
             self.path.unlink(missing_ok=True)
-
-
-def read_results_jsonl(path: Path) -> dict[str, VideoResult]:
-    """The complete videos (and error records) of a JSON Lines output, as `VideoResult`s by key.
-
-    Used to merge the per-rank outputs of a sharded (torchrun) run into one output.
-
-    Args:
-        path: a JSON Lines file written by `JsonlWriter`.
-
-    Returns:
-        {video key: VideoResult}; videos without their summary record are left out.
-    """
-    records: dict[str, list[dict]] = {}
-    for record in read_jsonl(path):
-        if record.get("record") != "run":
-            records.setdefault(record["video"], []).append(record)
-    results = {}
-    for key, items in records.items():
-        errors = [r for r in items if r["record"] == "error"]
-        if errors:
-            error = errors[-1]["error"]
-            results[key] = VideoResult(video=key, error=VideoError(key, error["type"], error["message"]))
-            continue
-        summaries = [r for r in items if r["record"] == "video"]
-        if not summaries:
-            continue
-        results[key] = VideoResult(
-            video=key,
-            segments=tuple(segment_from_record(r) for r in items if r["record"] == "segment"),
-            events=tuple(Event(**_fields(r)) for r in items if r["record"] == "event"),
-            summary=VideoSummary(**{**_fields(summaries[-1]), "top": _tags(summaries[-1]["top"])}),
-        )
-    return results
-
-
-def _fields(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "record"}
-
-
-def _tags(top: list[dict]) -> tuple[LabelScore, ...]:
-    return tuple(LabelScore(**t) for t in top)
-
-
-def segment_from_record(record: dict) -> SegmentResult:
-    fields = _fields(record)
-    fields["top"] = _tags(fields["top"])
-    if "features" in fields:
-        fields["features"] = tuple(fields["features"])
-    return SegmentResult(**fields)

@@ -10,18 +10,17 @@
 and OpenVINO need a file for a fixed input shape: it is exported once (`vswin_cli.export`, verified
 against PyTorch) into `cache_dir`, named by a hash of the weights, the shape and the library versions,
 and reused on later runs. The file takes one clip and a call runs its clips one after the other: on
-the CPU a batch buys no speed (OpenVINO bf16 Swin-T: 1.22 CPU s per view at batch 1, 1.61 at batch 8)
-and costs memory (about 1.5 GB of activations per fp32 Swin-T view), and a short batch is not padded.
+the CPU a batch buys no speed (the views already fill the cores) and costs activation memory per view,
+and a short batch is not padded (docs/benchmarks.md, "Figures formerly in code comments").
 
 "auto" measures: the first time a model, clip shape and precision meet this CPU it times each installed
 runtime (interleaved, CPU seconds of the process, the best of a few forwards) and keeps the fastest;
 the choice is remembered in `cache_dir/runtimes.json`, so later runs pay nothing. A fixed order would
-be wrong somewhere: on an AVX2-only Zen 3 ONNX Runtime is 1.23x faster than PyTorch for Swin-T fp32
-(issue 16); on an AVX-512/AMX Xeon OpenVINO is 1.35x and ONNX Runtime 0.75x PyTorch's speed
-(docs/benchmarks.md). In bf16 (CPUs with native bf16 only) the choice is between PyTorch's bf16 model
+be wrong somewhere: the fastest fp32 runtime differs between an AVX2-only CPU and an AVX-512/AMX one
+(docs/benchmarks.md, CPU runtimes). In bf16 (CPUs with native bf16 only) the choice is between PyTorch's bf16 model
 and OpenVINO with its bf16 inference hint (the same fp32 file; OpenVINO keeps softmax and normalisation
-in fp32), where OpenVINO says the CPU can (`BF16` among its optimisation capabilities): on the AMX Xeon
-here OpenVINO bf16 ran a Swin-T view in about half the time of PyTorch's bf16 path. ONNX Runtime runs
+in fp32), where OpenVINO says the CPU can (`BF16` among its optimisation capabilities), as either may
+be the faster on a given CPU. ONNX Runtime runs
 fp32 only. On CUDA it is always "torch".
 """
 
@@ -34,7 +33,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 import platform
 import sys
 import time
@@ -46,6 +44,7 @@ import numpy as np
 import torch
 
 from vswin_cli.errors import ConfigError
+from vswin_cli.files import write_text_atomic
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 # Forwards per runtime when "auto" measures (after one untimed warm-up each); the best is kept.
@@ -116,11 +115,10 @@ def check_runtime(name: str, device: str | torch.device = "cpu", precision: str 
     return name
 
 
-# docs/benchmarks.md: Swin-T fp32 on the 2-core AMX Xeon, inductor: 0.59x eager after about 3 minutes.
+# The warnings quote measurements (docs/benchmarks.md: torch.compile on the CPU; emulated bf16).
 COMPILE_ON_CPU = ("--compile on the CPU: torch.compile took minutes and ran Swin-T at 0.59x eager speed here "
                   "(docs/benchmarks.md), and it runs the network on PyTorch, not the fastest runtime; drop --compile")
 
-# Issue 16, AVX2-only Zen 3, Swin-T view: emulated bf16 26.7 s against 2.4 s in fp32.
 BF16_EMULATED_COST = "about 11x slower than fp32"
 
 
@@ -258,10 +256,7 @@ def _read_choices(cache_dir: Path) -> dict:
 
 def _write_choice(cache_dir: Path, key: str, runtime: str) -> None:
     choices = {**_read_choices(cache_dir), key: runtime}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".runtimes.json.{os.getpid()}"
-    tmp.write_text(json.dumps(choices, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, cache_dir / "runtimes.json")
+    write_text_atomic(cache_dir / "runtimes.json", json.dumps(choices, indent=1) + "\n")
 
 
 def tune_allocator(keep_bytes: int = _ALLOCATOR_BYTES) -> bool:

@@ -35,7 +35,7 @@ from vswin_cli.datasets import TrainClips, parse_list
 from vswin_cli.distributed import setup_device
 from vswin_cli.engine import score_entries, train_one_epoch
 from vswin_cli.errors import ConfigError
-from vswin_cli.files import write_text_atomic
+from vswin_cli.files import atomic_file, write_text_atomic
 from vswin_cli.metrics import metrics_from_probs
 from vswin_cli.precision import resolve_precision
 from vswin_cli.progress import StepProgress
@@ -216,15 +216,14 @@ def _check_only_head_missing(missing: list[str], source, hint: str) -> None:
 
 def _link_atomic(source: Path, path: Path) -> None:
     """Make `path` a copy of `source` (a hard link where possible), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        import shutil
+    with atomic_file(path, temp=path.with_name(f".{path.name}.{os.getpid()}.tmp")) as tmp:
+        tmp.unlink(missing_ok=True)  # a leftover of a killed run with this pid: os.link will not overwrite
+        try:
+            os.link(source, tmp)
+        except OSError:
+            import shutil
 
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, path)
+            shutil.copyfile(source, tmp)
 
 
 def _rng_state() -> dict:

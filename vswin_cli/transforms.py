@@ -88,8 +88,8 @@ def resize_bilinear_cv2(frames: torch.Tensor, height: int, width: int) -> torch.
     ((row0 >> 4) * w0 >> 16) + ((row1 >> 4) * w1 >> 16), + 2, >> 2. No antialiasing when
     shrinking (OpenCV has none). An exact 2x shrink takes OpenCV's INTER_AREA shortcut (2x2 mean).
 
-    On the CPU each frame goes through the same arithmetic in numpy (2x faster than torch's integer
-    ops here, about 4x faster than the previous torch code), or through OpenCV itself when it is
+    On the CPU each frame goes through the same arithmetic in numpy (cheaper than torch's integer ops
+    on small per-frame tensors), or through OpenCV itself when it is
     installed, the resize shrinks both sides, and OpenCV passed a bit-exactness check against the
     numpy code in this process (`_use_cv2`); `VSWIN_RESIZE=numpy` turns OpenCV off. Other devices
     use torch ops. All paths give the same bytes (tests/test_transforms.py).
@@ -337,7 +337,7 @@ def normalize_views(views: torch.Tensor) -> torch.Tensor:
         float32 (V, 3, T, S, S) on the same device.
     """
     # One pass to convert and lay out channels first, then the same subtraction and division as `normalize`
-    # in place: the same bytes with a quarter of the memory traffic (62 -> 19 CPU ms per 32x224x224 view).
+    # in place: the same bytes with a quarter of the memory traffic.
     out = torch.empty((views.shape[0], 3, *views.shape[1:4]), dtype=torch.float32, device=views.device)
     out.copy_(views.permute(0, 4, 1, 2, 3))  # (V, T, S, S, 3) -> (V, 3, T, S, S)
     mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=views.device).view(1, 3, 1, 1, 1)

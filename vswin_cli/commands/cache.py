@@ -1,4 +1,4 @@
-"""`vswin cache list|rm|prune`: what the model cache holds, and deleting from it (library: vswin_cli/cache.py)."""
+"""`vswin cache list|rm|prune`: what the model cache holds, and deleting from it (library: vswin_cli/cache_contents.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vswin_cli import cache
+from vswin_cli import cache, cache_contents
 from vswin_cli.options import QuietOpt
 
 app = typer.Typer(
@@ -39,7 +39,7 @@ def list_(
     incomplete (an unfinished download; `vswin fetch NAME` resumes it) or unknown (no zoo entry uses
     it: `vswin cache prune` deletes it).
     """
-    items = cache.list_cache()
+    items = cache_contents.list_cache()
     if as_json:
         rows = [{"path": str(i.path), "size": i.size, "entries": list(i.entries), "kind": i.kind, "state": i.state} for i in items]
         typer.echo(json.dumps(rows, indent=2))
@@ -61,7 +61,7 @@ def rm(
 
     An entry's label map is kept while another cached entry uses it. `vswin fetch NAME` gets them again.
     """
-    deleted = cache.remove_from_cache(targets)
+    deleted = cache_contents.remove_from_cache(targets)
     if not quiet:
         for path in deleted:
             typer.echo(f"deleted {path}", err=True)
@@ -75,7 +75,7 @@ def prune(
     quiet: QuietOpt = False,
 ) -> None:
     """Delete unfinished downloads and files no zoo entry uses (old releases, stray copies)."""
-    items = cache.prune_cache(dry_run=dry_run)
+    items = cache_contents.prune_cache(dry_run=dry_run)
     if not quiet:
         verb = "would delete" if dry_run else "deleted"
         for item in items:
