@@ -457,13 +457,15 @@ def test_models_json_reports_the_cache_state(zoo):
 
 
 def test_cli_usage_errors(zoo):
-    runner = CliRunner()
+    runner = CliRunner()  # usage errors exit 2 (issue 22)
     result = runner.invoke(app, ["fetch"])
-    assert result.exit_code == 1 and "no model names given" in result.stderr
+    assert result.exit_code == 2 and "no model names given" in result.stderr
     result = runner.invoke(app, ["fetch", "swin-b-k60"])
-    assert result.exit_code == 1 and "did you mean 'swin-b-k600'" in result.stderr
+    assert result.exit_code == 2 and "did you mean 'swin-b-k600'" in result.stderr
     result = runner.invoke(app, ["fetch", NAME, "swin-t-k400", "--from", "x.pth"])
-    assert result.exit_code == 1 and "exactly one entry" in result.stderr
+    assert result.exit_code == 2 and "exactly one entry" in result.stderr
+    result = runner.invoke(app, ["fetch", NAME, "--from", "no-such.pth"])
+    assert result.exit_code == 2 and "--from no-such.pth: no such file or folder" in result.stderr
     with pytest.raises(ConfigError, match="not an http"):
         cache.fetch(NAME, mirror="ftp://host/", progress=False)
 

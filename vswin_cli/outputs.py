@@ -26,16 +26,14 @@ except ImportError:  # Windows: no advisory locks
     fcntl = None
 
 from vswin_cli.aggregate import SegmentResult, VideoResult
+from vswin_cli.checks import NAME_MAX, check_output  # noqa: F401 (check_output: here before torch loads, in checks)
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
-from vswin_cli.errors import ConfigError, UsageError
+from vswin_cli.errors import ConfigError
 from vswin_cli.files import temp_file, write_text_atomic
 from vswin_cli.inference import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
 from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl, read_results_jsonl, segment_from_record
 from vswin_cli.writers import get_writer
-
-
-NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems
 
 
 def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
@@ -45,33 +43,6 @@ def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
     if len(name.encode()) > NAME_MAX:
         name = f".vswin-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}{suffix}"
     return path.with_name(name)
-
-
-def check_output(output: str) -> None:
-    """Check `-o` before any work: its folder exists and is writable, and it is not a folder itself.
-
-    Raises:
-        ConfigError: naming the path, the reason and what to do.
-    """
-    if output == "-":
-        return
-    path = Path(output)
-    if path.is_dir():
-        raise UsageError(f"-o {output}: is a folder", hint="give a file name inside it, e.g. -o " + str(path / "tags.jsonl"))
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"-o {output}: the folder {folder} does not exist", hint=f"create it first: mkdir -p {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"-o {output}: the folder {folder} is not writable", hint="choose another folder, or fix its permissions")
-    if len(path.name.encode()) > NAME_MAX:
-        raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
-    try:  # what os.access cannot tell: a read-only file system, or root on a folder it may not write
-        fd, probe = temp_file(folder)
-    except OSError as err:
-        raise ConfigError(f"-o {output}: cannot write in {folder} ({err.strerror})",
-                          hint="choose a writable folder for the output") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def write_output(target: str, text: str) -> None:
