@@ -88,6 +88,8 @@ class _ErrorBoundary(typer.core.TyperGroup):
                 raise
             if isinstance(err, OSError):
                 err = _file_error(err)
+            if isinstance(err, UsageError) and not err.hint:  # every usage error says where to look
+                err.hint = f"see `{' '.join(filter(None, ['vswin', ctx.invoked_subcommand]))} --help`"
             _print_error(err)
             raise typer.Exit(2 if isinstance(err, UsageError) else 1) from None
 
