@@ -32,7 +32,7 @@ from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import report as report_command
 from vswin_cli.commands import tag as tag_command
 from vswin_cli.commands import train as train_command
-from vswin_cli.errors import UsageError, VswinError
+from vswin_cli.errors import UsageError, VswinError, from_checkpoint_error
 
 
 # Typer prints a `<bool>` metavar beside every flag in --help (so `--quiet true` looks right, and then
@@ -88,6 +88,8 @@ class _ErrorBoundary(typer.core.TyperGroup):
                 raise
             if isinstance(err, OSError):
                 err = _file_error(err)
+            elif not isinstance(err, VswinError):  # models.CheckpointError: its hint is Python advice
+                err = from_checkpoint_error(err)
             if isinstance(err, UsageError) and not err.hint:  # every usage error says where to look
                 err.hint = f"see `{' '.join(filter(None, ['vswin', ctx.invoked_subcommand]))} --help`"
             _print_error(err)

@@ -72,3 +72,20 @@ class UsageError(ConfigError):
 
 class UnknownModelError(UsageError):
     """A model or architecture name that is not known (a usage error: exit status 2)."""
+
+
+# What to do about a `models.CheckpointError` on the command line (its own hint is Python advice), by `kind`.
+CHECKPOINT_HINTS = {
+    "format": "give a Video Swin checkpoint: an official (mmaction) or torchvision swin3d .pth file, a `vswin train` "
+              "checkpoint, or an ImageNet Swin file for `vswin train --init`",
+    "not_weights": "give the .pth weights file itself (it holds other objects where weights belong)",
+    "no_config": "add --arch swin-t, swin-s or swin-b (or --arch CONFIG.json)",
+    "architecture": "drop --arch: a `vswin train` checkpoint carries its own architecture (or give the one it was saved with)",
+    "mismatch": "give the file's architecture with --arch (swin-t, swin-s, swin-b or a config.json) and a label file with "
+                "one name per class; to train new classes from it use `vswin train --arch ARCH --init FILE`",
+}
+
+
+def from_checkpoint_error(err) -> ConfigError:
+    """A `models.CheckpointError` as the CLI says it: the same message, a hint that names options and commands."""
+    return ConfigError(err.message, CHECKPOINT_HINTS.get(getattr(err, "kind", None), err.hint))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vswin_cli.cache import fetch, load_labels
-from vswin_cli.errors import ConfigError
+from vswin_cli.errors import ConfigError, from_checkpoint_error
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.zoo import KINETICS_TEST, PRETRAINED, SSV2_TEST, entry_config, get_entry
 
@@ -104,7 +104,7 @@ def _resolve_file(path: Path, arch, labels, device, offline, drop_head, mirror) 
     try:
         obj = read_checkpoint(path)
     except CheckpointError as err:
-        raise ConfigError(err.message, err.hint) from None
+        raise from_checkpoint_error(err) from None
     fmt = detect_format(obj)
     if fmt == "imagenet2d" and not drop_head:
         raise ConfigError(
@@ -174,7 +174,7 @@ def _load(cfg, path: Path, fmt: str, drop_head: bool):
     try:
         load_checkpoint(net, path, format=fmt, strict=True, drop_head=drop_head)
     except CheckpointError as err:
-        raise ConfigError(err.message, err.hint) from None
+        raise from_checkpoint_error(err) from None
     return net
 
 
