@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vswin_cli.download import download_file, file_lock, sha256_of
+from vswin_cli.download import check_sha256_prefix, download_file, file_lock, sha256_of
 from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError, VswinError
 from vswin_cli.files import write_text_atomic
 from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, LabelMap, PretrainedEntry, entry_config, get_entry
@@ -459,6 +459,7 @@ def check_checkpoint(path: Path, entry: PretrainedEntry) -> None:
             f"{reason}",
             f"the file is damaged or for another model; {entry.name} expects {entry.filename} from {entry.url}",
         ) from None
+    check_sha256_prefix(path, entry.filename_sha256, entry.filename, entry.url)  # torchvision's names carry it
 
 
 
