@@ -86,7 +86,7 @@ def tag(
     from vswin_cli.progress import TagProgress
     from vswin_cli.protocol import ClipSpec
     from vswin_cli.resolve import resolve_model
-    from vswin_cli.runtime import COMPILE_ON_CPU, check_runtime, tune_allocator
+    from vswin_cli.runtime import COMPILE_ON_CPU, check_runtime, cpu_extra_notice, tune_allocator
 
     shard, run_device = current_shard(), resolve_device(device)
     missing = [v.path for v in videos if not v.path.exists()]
@@ -100,6 +100,8 @@ def tag(
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
+    if not quiet and runtime == "auto" and shard.rank == 0 and (notice := cpu_extra_notice(run_device, run_precision)):
+        sys.stderr.write(notice + "\n")
     resolved = resolve_model(model=model, weights=weights, arch=arch, labels=labels, device=str(run_device), progress=not quiet)
     spec = ClipSpec.for_views(resolved.protocol, views, clips=clips, crops=crops, clip_len=clip_len,
                               frame_interval=frame_interval, crop_size=crop_size)
