@@ -227,3 +227,23 @@ def test_report_without_the_videos_writes_the_page_and_says_how_to_add_players(t
     # annotate draws on the videos themselves: without them it wrote nothing, a failure (1), with the same advice
     drawn = CliRunner().invoke(app, ["annotate", str(results), "-o", str(tmp_path / "out")])
     assert drawn.exit_code == 1 and "--videos DIR" in drawn.stderr
+
+
+@pytest.mark.parametrize("name", ["tag", "eval", "report", "annotate", "export", "train"])
+def test_every_command_that_writes_takes_dash_o_output(name):
+    """One vocabulary (issue 22): the file or folder a command writes is `-o/--output` everywhere."""
+    command = ROOT.commands[name]
+    names = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    assert {"-o", "--output"} <= names, sorted(names)
+    output = next(param for param in command.params if "-o" in param.opts)
+    assert "--output" in output.opts  # one option, not two that mean different things
+
+
+def test_annotate_keeps_out_as_a_hidden_old_name(tmp_path):
+    result = CliRunner().invoke(app, ["annotate", "--help"], env={"COLUMNS": "200"})
+    assert "--output" in result.stdout and "--out " not in result.stdout
+    results = _results(tmp_path, ERROR_RECORD)
+    old = CliRunner().invoke(app, ["annotate", str(results), "--out", str(tmp_path / "a"), "-q"])
+    assert old.exit_code == 0 and (tmp_path / "a").is_dir(), old.output
+    both = CliRunner().invoke(app, ["annotate", str(results), "--out", str(tmp_path / "a"), "-o", str(tmp_path / "b")])
+    assert both.exit_code == 2 and "two folders" in both.stderr

@@ -34,7 +34,7 @@ RUN = "Run"
 
 def train(
     train_list: Annotated[Path, typer.Option(help="Training list: 'relative/path.mp4 LABEL' per line, or CSV/TSV with a 'path,label' header.", rich_help_panel=DATA)],
-    out_dir: Annotated[Path, typer.Option(help="Folder for checkpoints (epoch_NNN.pt, best.pt, last.pt) and metrics.jsonl/csv.", rich_help_panel=DATA)],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "--output", "-o", help="Folder for checkpoints (epoch_NNN.pt, best.pt, last.pt) and metrics.jsonl/csv (created).", rich_help_panel=DATA, show_default=False)],
     val_list: Annotated[Optional[Path], typer.Option(help="Validation list, scored after every epoch (top-1/top-5).", rich_help_panel=DATA)] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder the list's paths are relative to (default: the list's folder).", rich_help_panel=DATA)] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Label map: one class name per line, line i = class i (default: class numbers).", rich_help_panel=DATA)] = None,
