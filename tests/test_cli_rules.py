@@ -247,3 +247,15 @@ def test_annotate_keeps_out_as_a_hidden_old_name(tmp_path):
     assert old.exit_code == 0 and (tmp_path / "a").is_dir(), old.output
     both = CliRunner().invoke(app, ["annotate", str(results), "--out", str(tmp_path / "a"), "-o", str(tmp_path / "b")])
     assert both.exit_code == 2 and "two folders" in both.stderr
+
+
+def test_an_unknown_arch_for_a_weights_file_is_a_usage_error(tmp_path):
+    from conftest import save_tiny_model
+    from test_tag_cli import make_video
+
+    options = save_tiny_model(tmp_path / "model")
+    weights = options[options.index("--weights") + 1]
+    video = make_video(tmp_path / "a.mp4", 8)
+    result = CliRunner().invoke(app, ["tag", str(video), "--weights", weights, "--arch", "swin-x", "--workers", "0"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: swin-x: unknown architecture") and "Hint: use --arch" in result.stderr
