@@ -45,11 +45,13 @@ typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_fla
 # Rich help code (half a second) only to print help, so the parser is swapped for a literal one then.
 def _literal_help(format_help):
     def format_literal_help(self, ctx, formatter):
+        import inspect
+
         from rich.text import Text
         from typer import rich_utils
 
         def literal_text(*, text, style="", markup_mode):
-            return rich_utils.highlighter(Text(rich_utils.inspect.cleandoc(text), style=style))
+            return rich_utils.highlighter(Text(inspect.cleandoc(text), style=style))
 
         rich_utils._make_rich_text = literal_text
         return format_help(self, ctx, formatter)
@@ -69,19 +71,13 @@ class _ErrorBoundary(typer.core.TyperGroup):
         try:  # the root's own options (`vswin --bogus`)
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as err:
-            if isinstance(err, NoArgsIsHelpError) or os.environ.get("VSWIN_DEBUG") == "1":
-                raise
-            _print_error(_usage_error(err))
-            raise typer.Exit(2) from None
+            _exit_usage_error(err)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ClickUsageError as err:  # a subcommand's arguments, or an unknown command
-            if isinstance(err, NoArgsIsHelpError) or os.environ.get("VSWIN_DEBUG") == "1":
-                raise
-            _print_error(_usage_error(err))
-            raise typer.Exit(2) from None
+            _exit_usage_error(err)
         except Exception as err:
             checkpoint_error = getattr(sys.modules.get("models.checkpoint"), "CheckpointError", ())
             if os.environ.get("VSWIN_DEBUG") == "1" or not isinstance(err, (VswinError, OSError, checkpoint_error)):
@@ -157,14 +153,17 @@ def _print_error(err: Exception) -> None:
         sys.stderr.write(f"Hint: {hint}\n")
 
 
-def _usage_error(err: ClickUsageError) -> UsageError:
-    """Click's message ("No such option: -o", "Missing argument 'RESULTS'.") and where to look."""
+def _exit_usage_error(err: ClickUsageError) -> None:
+    """Click's message ("No such option: -o", "Missing argument 'RESULTS'.") and where to look; exit 2.
+    `vswin` alone (or `vswin cache`) prints the help as Click does."""
+    if isinstance(err, NoArgsIsHelpError) or os.environ.get("VSWIN_DEBUG") == "1":
+        raise err
     words, ctx = [], err.ctx
     while ctx is not None and ctx.parent is not None:  # the root's own name is how it was started: say `vswin`
         words.insert(0, ctx.info_name)
         ctx = ctx.parent
-    command = " ".join(["vswin", *words])
-    return UsageError(err.format_message().rstrip("."), hint=f"see `{command} --help`")
+    _print_error(UsageError(err.format_message().rstrip("."), hint=f"see `{' '.join(['vswin', *words])} --help`"))
+    raise typer.Exit(2) from None
 
 
 def _file_error(err: OSError) -> VswinError:
