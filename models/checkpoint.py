@@ -30,13 +30,16 @@ _HEAD_KEYS = ("head.weight", "head.bias")
 class CheckpointError(ValueError):
     """A weights file that cannot be loaded into the model (format, keys or shapes).
 
-    The message names the file and the reason; `hint` says what to do.
+    The message names the file and the reason; `hint` says what to do in Python. `kind` names the
+    problem ("format", "not_weights", "no_config", "architecture", "mismatch") where a command line
+    gives other advice than Python code (`vswin_cli.errors.from_checkpoint_error`).
     """
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, kind: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.kind = kind
 
     def __str__(self) -> str:
         return self.message
@@ -168,6 +171,7 @@ def to_our_state_dict(obj: object, fmt: str, model: nn.Module, path: str) -> tup
     raise CheckpointError(
         f"{path}: not a Video Swin checkpoint (no 'state_dict', 'model' or known weight names)",
         f"pass format= one of {', '.join(FORMATS[1:])} if the file is one of those",
+        kind="format",
     )
 
 
@@ -213,6 +217,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, LoadReport]:
         raise CheckpointError(
             f"{path}: has no stored config (not a vswin file)",
             "build the model yourself (VideoSwin(**config)) and use load_checkpoint(model, path)",
+            kind="no_config",
         )
     try:
         model = VideoSwin(**obj["config"])
@@ -309,6 +314,7 @@ def _tensors_only(state: dict, path: str) -> dict:
         raise CheckpointError(
             f"{path}: entries that are not tensors where weights were expected: {bad[:5]}",
             "if you forced format=, check that it is the file's format (or use format='auto')",
+            kind="not_weights",
         )
     return state
 
@@ -327,6 +333,7 @@ def _check_same_config(saved: dict, model: nn.Module, path: str, head_may_differ
         raise CheckpointError(
             f"{path}: the file was saved from a different architecture ({diffs})",
             "build the model from the file's config (VideoSwin(**checkpoint['config'])) or pick the matching arch",
+            kind="architecture",
         )
 
 
@@ -371,6 +378,7 @@ def _mismatch_error(path, fmt, state, expected, missing, unexpected, mismatched,
         f"{path}: {fmt} checkpoint does not fit the model: {cause}{'. '.join(parts)}",
         "build the model with the file's architecture and number of classes; to fine-tune on new classes "
         "load with drop_head=True (or strict=False to load whatever matches)",
+        kind="mismatch",
     )
 
 

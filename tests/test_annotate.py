@@ -53,7 +53,7 @@ def tagged(tmp_path_factory):
 
 def test_labelled_copy_keeps_frames_size_rate_and_audio(tagged, tmp_path):
     root, clips, results = tagged
-    out = CliRunner().invoke(app, ["annotate", str(results), "--videos", str(clips), "--out", str(tmp_path / "out")])
+    out = CliRunner().invoke(app, ["annotate", str(results), "--videos", str(clips), "-o", str(tmp_path / "out")])
     assert out.exit_code == 0, out.output
     assert "annotated 1 video(s); 0 failed, 1 error record(s) skipped" in out.stderr
     labelled = tmp_path / "out" / "talk.mp4"
@@ -161,7 +161,7 @@ def test_output_paths_mirror_keys_and_stay_inside():
 def test_missing_videos_fail_with_exit_1(tagged, tmp_path, monkeypatch):
     root, clips, results = tagged
     monkeypatch.chdir(tmp_path)
-    out = CliRunner().invoke(app, ["annotate", str(results), "--out", "labelled"])
+    out = CliRunner().invoke(app, ["annotate", str(results), "-o", "labelled"])
     assert out.exit_code == 1
     assert "failed: talk.mp4: video file not found" in out.stderr and "--videos DIR" in out.stderr
     assert "Traceback" not in out.output and not list((tmp_path / "labelled").rglob("*.mp4"))

@@ -89,7 +89,7 @@ def test_rm_refuses_unknown_names_and_files_outside_the_cache(filled, tmp_path):
     result = invoke("cache", "rm", outside)
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and outside.exists()
     result = invoke("cache", "rm", "swin-t-k4OO")
-    assert result.exit_code == 1 and "swin-t-k400" in result.stderr  # did you mean
+    assert result.exit_code == 2 and "swin-t-k400" in result.stderr  # an unknown name is a usage error; did you mean
     assert cache.checkpoint_path(T400).exists()  # nothing deleted
 
 

@@ -44,11 +44,11 @@ def test_train_needs_exactly_one_starting_point(tmp_path):
     (tmp_path / "l.txt").write_text("a.mp4 0\n")
     base = ["train", "--train-list", str(tmp_path / "l.txt"), "--out-dir", str(tmp_path / "run")]
     both = run(*base, "--arch", "swin-t", "--model", "swin-t-k400")
-    assert both.exit_code == 1 and "give exactly one of --arch and --model" in both.output
+    assert both.exit_code == 2 and "give exactly one of --arch and --model" in both.output  # usage errors
     neither = run(*base)
-    assert neither.exit_code == 1 and "Hint:" in neither.output
+    assert neither.exit_code == 2 and "Hint:" in neither.output
     init_without_arch = run(*base, "--model", "swin-t-k400", "--init", "x.pth")
-    assert init_without_arch.exit_code == 1 and "--init goes with --arch" in init_without_arch.output
+    assert init_without_arch.exit_code == 2 and "--init goes with --arch" in init_without_arch.output
 
 
 def test_train_reports_bad_list_lines_before_any_work(tmp_path):

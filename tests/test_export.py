@@ -147,7 +147,7 @@ def test_missing_packages_are_an_error_with_the_install_hint(tmp_path, monkeypat
 def test_a_wrong_output_name_is_refused_before_the_model_is_resolved(tmp_path, monkeypatch):
     monkeypatch.setattr(export_lib, "onnx_available", lambda: True)
     result = CliRunner().invoke(app, ["export", "swin-t-k400", "-o", str(tmp_path / "x.pt"), "--offline"])
-    assert result.exit_code == 1 and "must end in .onnx" in result.output
+    assert result.exit_code == 2 and "must end in .onnx" in result.output  # a usage error
     assert "offline" not in result.output  # not the cache/offline error: no lookup happened
 
 

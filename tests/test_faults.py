@@ -191,9 +191,9 @@ def test_output_problems_are_reported_before_any_work(tiny, folder, tmp_path):
     is_dir = run([str(folder), *tiny, "-o", str(tmp_path / "adir")])
     assert is_dir.exit_code == 2 and "is a folder" in is_dir.stderr and "Hint:" in is_dir.stderr
     missing = run([str(folder), *tiny, "-o", str(tmp_path / "nope" / "x.jsonl")])
-    assert missing.exit_code == 1 and "does not exist" in missing.stderr and "mkdir -p" in missing.stderr
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr and "mkdir -p" in missing.stderr
     proc = run([str(folder), *tiny, "-o", "/proc/x.jsonl"])
-    assert proc.exit_code == 1 and proc.stderr.startswith("Error: -o /proc/x.jsonl: cannot write")
+    assert proc.exit_code == 2 and proc.stderr.startswith("Error: -o /proc/x.jsonl: cannot write in /proc: the folder does not accept new files")
     for result in (is_dir, missing, proc):
         assert "Traceback" not in result.stderr and result.stdout == ""
 

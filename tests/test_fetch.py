@@ -457,13 +457,15 @@ def test_models_json_reports_the_cache_state(zoo):
 
 
 def test_cli_usage_errors(zoo):
-    runner = CliRunner()
+    runner = CliRunner()  # usage errors exit 2 (issue 22)
     result = runner.invoke(app, ["fetch"])
-    assert result.exit_code == 1 and "no model names given" in result.stderr
+    assert result.exit_code == 2 and "no model names given" in result.stderr
     result = runner.invoke(app, ["fetch", "swin-b-k60"])
-    assert result.exit_code == 1 and "did you mean 'swin-b-k600'" in result.stderr
+    assert result.exit_code == 2 and "did you mean 'swin-b-k600'" in result.stderr
     result = runner.invoke(app, ["fetch", NAME, "swin-t-k400", "--from", "x.pth"])
-    assert result.exit_code == 1 and "exactly one entry" in result.stderr
+    assert result.exit_code == 2 and "exactly one entry" in result.stderr
+    result = runner.invoke(app, ["fetch", NAME, "--from", "no-such.pth"])
+    assert result.exit_code == 2 and "--from no-such.pth: no such file or folder" in result.stderr
     with pytest.raises(ConfigError, match="not an http"):
         cache.fetch(NAME, mirror="ftp://host/", progress=False)
 
@@ -539,10 +541,10 @@ def test_torchvision_layout_entry_is_checked_and_loaded(zoo, monkeypatch):
     model = VideoSwin.from_config(Swin3DConfig(**TINY)).eval()
     buffer = io.BytesIO()
     torch.save(convert.to_torchvision(model.state_dict()), buffer)  # a plain state_dict, torchvision names
-    zoo.server.add("/tv/swin3d_tiny-00000000.pth", buffer.getvalue())
+    name = f"swin3d_tiny-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pth"  # torchvision names carry the hash
+    zoo.server.add("/tv/" + name, buffer.getvalue())
     entry = dataclasses.replace(
-        zoo_table.PRETRAINED["swin-t-k400-tv"], name="tiny-tv", url=zoo.server.url("/tv/swin3d_tiny-00000000.pth"),
-        overrides=dict(TINY),
+        zoo_table.PRETRAINED["swin-t-k400-tv"], name="tiny-tv", url=zoo.server.url("/tv/" + name), overrides=dict(TINY),
     )  # fmt: skip
     monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-tv", entry)
     resolved = resolve.resolve_model(model="tiny-tv", progress=False)
@@ -555,3 +557,40 @@ def test_torchvision_layout_entry_is_checked_and_loaded(zoo, monkeypatch):
     with pytest.raises(ChecksumError, match="not a tiny-tv-2 checkpoint .*torchvision layout"):
         cache.fetch("tiny-tv-2", progress=False)
     assert not cache.checkpoint_path(wrong).exists()
+
+
+def test_a_torchvision_file_must_match_the_hash_in_its_name(zoo, monkeypatch, tmp_path):
+    """Issue 22: torchvision's file names carry the start of their SHA-256 (`swin3d_t-7615ae03.pth`); a download
+    or an import that does not match is refused, instead of trusting (and recording) the first one."""
+    torch.manual_seed(5)
+    model = VideoSwin.from_config(Swin3DConfig(**TINY)).eval()
+    buffer = io.BytesIO()
+    torch.save(convert.to_torchvision(model.state_dict()), buffer)
+    body = buffer.getvalue()
+    wrong_name = "swin3d_tiny-00000000.pth"  # a valid file of the right layout, under a name with another hash
+    zoo.server.add("/tv/" + wrong_name, body)
+    entry = dataclasses.replace(zoo_table.PRETRAINED["swin-t-k400-tv"], name="tiny-tv-hash",
+                                url=zoo.server.url("/tv/" + wrong_name), overrides=dict(TINY))
+    monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-tv-hash", entry)
+    assert entry.filename_sha256 == "00000000"
+    with pytest.raises(ChecksumError, match="differs from the 00000000 its published name swin3d_tiny-00000000.pth carries"):
+        cache.fetch("tiny-tv-hash", progress=False)
+    key = cache.checkpoint_path(entry).relative_to(cache.cache_dir()).as_posix()
+    assert not cache.checkpoint_path(entry).exists() and key not in cache.read_manifest()
+
+    (tmp_path / wrong_name).write_bytes(body)  # the same file imported offline: refused too, nothing cached
+    result = CliRunner().invoke(app, ["fetch", "tiny-tv-hash", "--from", str(tmp_path / wrong_name)])
+    assert result.exit_code == 1 and "differs from the 00000000" in result.stderr, result.output
+    assert not cache.checkpoint_path(entry).exists()
+
+    right = f"swin3d_tiny-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    monkeypatch.setitem(zoo_table.PRETRAINED, "tiny-tv-hash", dataclasses.replace(entry, url=zoo.server.url("/tv/" + right)))
+    (tmp_path / right).write_bytes(body)
+    result = CliRunner().invoke(app, ["fetch", "tiny-tv-hash", "--from", str(tmp_path / right), "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_torchvision_entries_name_their_hash():
+    assert zoo_table.PRETRAINED["swin-t-k400-tv"].filename_sha256 == "7615ae03"
+    assert all(e.filename_sha256 for e in zoo_table.PRETRAINED.values() if e.format == "torchvision")
+    assert zoo_table.PRETRAINED["swin-t-k400"].filename_sha256 is None

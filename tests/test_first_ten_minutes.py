@@ -87,17 +87,17 @@ def test_a_device_this_machine_lacks_is_a_usage_error_before_the_model(command, 
 
 def test_an_output_in_an_unwritable_place_is_an_error_not_a_traceback(tiny):
     video, options = tiny
-    assert_error(invoke("tag", video, *options, "-o", "/proc/x.jsonl"), 1, "/proc/x.jsonl")
+    assert_error(invoke("tag", video, *options, "-o", "/proc/x.jsonl"), 2, "/proc/x.jsonl", "does not accept new files")
 
 
 def test_a_missing_output_folder_is_reported_before_the_model(offline, tmp_path):
     make_video(tmp_path / "a.mp4", 8)
-    assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400", "-o", tmp_path / "no" / "x.jsonl"), 1, "does not exist")
+    assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400", "-o", tmp_path / "no" / "x.jsonl"), 2, "does not exist")
 
 
 def test_an_unwritable_output_folder_is_reported_before_the_model(offline, tmp_path):
     make_video(tmp_path / "a.mp4", 8)
-    assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400", "-o", "/proc/x.jsonl"), 1, "/proc/x.jsonl")
+    assert_error(invoke("tag", tmp_path, "-m", "swin-t-k400", "-o", "/proc/x.jsonl"), 2, "/proc/x.jsonl")
 
 
 # --- 4. start-up without torch or PyAV ---------------------------------------------------------------------

@@ -152,3 +152,56 @@ def test_the_download_hints_name_the_entry(monkeypatch, tmp_path):
     with pytest.raises(DownloadError) as err:
         cache.fetch("swin-t-k400", offline=False, progress=False)
     assert "`vswin fetch swin-t-k400 --from FILE`" in err.value.hint
+
+
+# Python in a hint: a call `name(...)` (not "file(s)"), `**kwargs`, `obj['key']`, or a keyword `x=True`.
+PYTHON_CODE = re.compile(r"\b[a-z_]+\((?!s\))|\*\*|\w\[['\"]|\b[a-z_]+=(?:True|False|None|')")
+
+
+def test_the_python_pattern_finds_python():
+    assert PYTHON_CODE.search("build it (VideoSwin(**checkpoint['config']))")
+    assert PYTHON_CODE.search("load with drop_head=True") and PYTHON_CODE.search("use load_checkpoint(model, path)")
+    assert not PYTHON_CODE.search("1 video(s) failed; run `vswin fetch NAME --from FILE` (VSWIN_OFFLINE=1)")
+
+
+def test_cli_messages_and_hints_hold_no_python():
+    """Issue 22: a hint names CLI options and commands, never Python a command-line user cannot type."""
+    from vswin_cli.errors import CHECKPOINT_HINTS
+
+    python = [f"{path.name}:{line}: {text!r}" for path in SOURCES for line, text, is_message in _strings(path)
+              if is_message and PYTHON_CODE.search(text)]
+    python += [f"CHECKPOINT_HINTS[{kind!r}]" for kind, hint in CHECKPOINT_HINTS.items() if PYTHON_CODE.search(hint)]
+    assert not python, python
+
+
+def test_every_python_hint_of_models_has_a_cli_hint():
+    """models/ is a Python library, so its CheckpointError hints are Python; the CLI replaces each by kind."""
+    from vswin_cli.errors import CHECKPOINT_HINTS
+
+    missing = []
+    for path in sorted((REPO / "models").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CheckpointError"):
+                continue
+            hint = node.args[1] if len(node.args) > 1 else None
+            text = "".join(v.value for v in ast.walk(hint) if isinstance(v, ast.Constant) and isinstance(v.value, str)) if hint else ""
+            kind = next((k.value.value for k in node.keywords if k.arg == "kind"), None)
+            if PYTHON_CODE.search(text) and kind not in CHECKPOINT_HINTS:
+                missing.append(f"{path.name}:{node.lineno}: {text!r}")
+    assert not missing, missing
+
+
+def test_a_vswin_checkpoint_with_the_wrong_arch_gets_a_cli_hint(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from conftest import TINY
+    from models import VideoSwin, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny.pth", VideoSwin(**TINY), labels=[str(i) for i in range(5)])
+    result = CliRunner().invoke(app, ["export", str(weights), "--arch", "swin-t", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1, result.output
+    assert "different architecture" in result.stderr
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("Hint: "))
+    assert "drop --arch" in hint and not PYTHON_CODE.search(hint), hint

@@ -1,5 +1,9 @@
-"""The scripted newcomer (issue 11): a clean clone, a new virtual environment, the README's install
-command, then the main job offline, which must end with the documented `Error:`/`Hint:` and exit 1.
+"""The scripted newcomer (issues 11 and 22): a clean clone, a new virtual environment, the README's install
+command, then the README's main job offline: first without weights (the documented `Error:`/`Hint:`, exit
+1), then with the weights imported from a local file (`vswin fetch NAME --from FILE`, as the README says),
+which must tag the example clip the clone holds. There are no real weights here, so the imported file is a
+randomly initialised checkpoint in the official layout of the entry's architecture: the labels are
+meaningless, the run (import, verification, decoding, model, writer) is the real one.
 
 The environment is `python -m venv --system-site-packages`: PyTorch (hundreds of MB) and the other
 dependencies already installed are reused, so the run needs no internet; pip still builds and installs
@@ -9,6 +13,7 @@ wheel folder, and the test skips, saying so, where pip can reach none).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +23,6 @@ import sys
 import pytest
 
 from conftest import REPO
-from test_tag_cli import make_video
 
 pytestmark = pytest.mark.slow
 
@@ -67,16 +71,51 @@ def test_a_newcomer_follows_the_readme(tmp_path):
     help_ = run([str(bin_dir / "vswin"), "--help"], cwd=tmp_path, env=env, timeout=300)
     assert help_.returncode == 0 and "tag" in help_.stdout and "env" in help_.stdout
 
-    # The main job, offline, on a generated video: the README's error (and no traceback).
-    make_video(tmp_path / "clips" / "a.mp4", 16)
+    # The main job, offline and without weights: the README's error (and no traceback).
     words = main_job.split()
     model = words[words.index("--model") + 1]
-    out = run([str(bin_dir / "vswin"), *words[1:]], cwd=tmp_path, env={**env, "VSWIN_OFFLINE": "1"}, timeout=600)
+    offline = {**env, "VSWIN_OFFLINE": "1"}
+    out = run([str(bin_dir / "vswin"), *words[1:]], cwd=clone, env=offline, timeout=600)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert out.stdout == ""
     assert out.stderr.startswith("Error: offline mode") and "Traceback" not in out.stderr
     hint = next(line for line in out.stderr.splitlines() if line.startswith("Hint: "))
     assert f"`vswin fetch {model} --from FOLDER`" in hint
-    out = run([str(bin_dir / "vswin"), "tag", "clips", "--model", "swin-t-k400"], cwd=tmp_path,
-              env={**env, "VSWIN_OFFLINE": "1"}, timeout=600)
-    assert out.returncode == 1 and "`vswin fetch swin-t-k400 --from FOLDER`" in out.stderr
+
+    # The weights from a local folder, as the README's offline section says, then the same main job.
+    weights = _official_checkpoint(model, tmp_path / "downloads")
+    out = run([str(bin_dir / "vswin"), "fetch", model, "--from", str(weights), "-q"], cwd=clone, env=offline, timeout=600)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    out = run([str(bin_dir / "vswin"), *words[1:]], cwd=clone, env=offline, timeout=1200)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    clips = {r["video"] for r in records if r["record"] in ("segment", "video")}
+    inputs = words[words.index("tag") + 1:words.index("--model")]
+    expected = {p.relative_to(clone / inputs[0]).as_posix() for p in (clone / inputs[0]).rglob("*.mp4")}
+    assert clips == expected and expected, (clips, expected)
+    assert [r["record"] for r in records].count("video") == len(expected)
+    assert any(r["record"] == "segment" and r["top"] for r in records), records[:3]
+    assert "Traceback" not in out.stderr
+
+
+def _official_checkpoint(name: str, folder):
+    """A folder holding `name`'s checkpoint file (official mmaction layout, random weights) and a label
+    map with the right number of lines, under the file names `vswin fetch NAME --from FOLDER` expects."""
+    import torch
+
+    from models.convert import to_mmaction
+    from models.swin3d import VideoSwin
+    from vswin_cli import zoo
+
+    entry = zoo.get_entry(name)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        net = VideoSwin.from_config(zoo.entry_config(entry))
+    net.to_empty(device="cpu")
+    state = {k: torch.randn_like(v) * 0.02 if v.is_floating_point() else torch.zeros_like(v)
+             for k, v in net.state_dict().items()}  # no real weights here: any values of the right layout
+    folder.mkdir(parents=True)
+    torch.save({"meta": {}, "state_dict": to_mmaction(state)}, folder / entry.filename)
+    label_map = zoo.LABEL_MAPS[entry.labels]
+    (folder / label_map.filename).write_text("".join(f"class {i}\n" for i in range(label_map.num_classes)))
+    return folder

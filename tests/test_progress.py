@@ -19,10 +19,31 @@ def test_plain_lines_count_segments_video_time_and_videos(capsys, monkeypatch):
         bar.on_result(VideoResult(video="v.mp4"))
         bar.on_result(VideoResult(video="w.mp4", error=VideoError("w.mp4", "VideoDecodeError", "w.mp4: " + "x" * 200)))
     err = capsys.readouterr().err
-    assert "tagging: 0/2 videos, 4 segments, 10 s of video" in err
+    assert "tagging: 0/2 videos, 4 segments, 10.0 s of video" in err
     assert "tagging: 2/2 videos, 4 segments" in err
     failed = [line for line in err.splitlines() if line.startswith("failed:")]
     assert failed == ["failed: w.mp4: " + "x" * 200]  # one line however long: `grep failed:` keeps the reason
+
+
+def test_video_time_is_exact_seconds_of_video(capsys, monkeypatch):
+    """Issue 22: a 3.2 s clip whose last window reaches past its end, and overlapping windows, count 3.2 s."""
+    from vswin_cli.records import VideoSummary
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    windows = [(0.0, 2.56), (1.28, 3.84), (2.56, 5.12)]  # --stride half the window; the last one is padded
+    segments = [SegmentResult(video="c.mp4", segment=i, start=s, end=e, start_frame=0, end_frame=0, top=(), views=1,
+                              model="tiny") for i, (s, e) in enumerate(windows)]
+    summary = VideoSummary(video="c.mp4", num_segments=3, duration=3.2, num_frames=80, fps=25.0, top=(), views=1,
+                           model="tiny")
+    with progress.TagProgress(1, quiet=False) as bar:
+        for segment in segments[:2]:
+            bar.on_segment(segment)
+        assert bar.video_seconds == 3.84  # as far as the scored windows reach
+        bar.on_segment(segments[2])
+        bar.on_result(VideoResult(video="c.mp4", segments=tuple(segments), summary=summary))
+    err = capsys.readouterr().err
+    assert bar.video_seconds == 3.2
+    assert err.splitlines()[-1].startswith("tagging: 1/1 videos, 3 segments, 3.2 s of video"), err
 
 
 def test_quiet_prints_nothing(capsys, monkeypatch):

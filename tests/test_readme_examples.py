@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -159,3 +160,21 @@ def test_the_video_input_python_example_runs(tmp_path, monkeypatch):
     documented = re.search(r"views\.shape\s+# \(([\d, ]+)\)", block).group(1)
     assert tuple(namespace["views"].shape) == tuple(int(n) for n in documented.split(","))
     assert len(namespace["frame_indices"].reshape(-1)) == 4 * 32
+
+
+def test_the_main_jobs_inputs_are_in_a_clean_clone():
+    """The README's first command tags files that `git clone` brings along (not the reader's own folder)."""
+    import subprocess
+
+    block = re.search(r"## Set-up in two commands.*?```bash\n(.*?)\n```", README, flags=re.S).group(1)
+    _, args = next(call for call in _vswin_calls(block) if call[1][:1] == ["tag"])
+    inputs = [a for a in args[1:args.index(next(a for a in args if a.startswith("-")))]]
+    assert inputs, args
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "--", *inputs], capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip(f"not a git checkout: {tracked.stderr.strip()}")
+    videos = [p for p in tracked.stdout.splitlines() if p.endswith((".mp4", ".mkv", ".webm", ".avi", ".mov"))]
+    assert videos, f"{inputs}: no video tracked by git (a fresh clone would have nothing to tag)"
+    licence = (REPO / "examples" / "README.md").read_text(encoding="utf-8")
+    assert all(Path(v).name in licence for v in videos if v.startswith("examples/"))
+    assert "Licence" in licence and "commit" in licence

@@ -325,4 +325,4 @@ def test_cli_report_and_its_errors(run, tmp_path, monkeypatch):
     assert "Traceback" not in bad.output and not (tmp_path / "r.html").exists()
     assert not list(tmp_path.glob("*.part"))
     missing_dir = CliRunner().invoke(app, ["report", str(outputs["jsonl"]), "-o", "nowhere/r.html"])
-    assert missing_dir.exit_code == 1 and "the output folder does not exist" in missing_dir.stderr
+    assert missing_dir.exit_code == 2 and "the folder nowhere does not exist" in missing_dir.stderr  # a usage error

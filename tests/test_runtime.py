@@ -245,3 +245,48 @@ def test_compile_on_the_cpu_warns_with_its_measured_cost_and_uses_pytorch(tmp_pa
                                       "--compile", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     assert "warning: --compile on the CPU" in result.stderr and "0.59x" in result.stderr
+
+
+# --- the notice about the cpu extra (issue 22) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, precision, figure", [
+    ({"avx2", "avx512f", "amx_bf16"}, "bf16", "1.9-2x faster in bf16"),
+    ({"avx2", "avx512f"}, "fp32", "1.2-1.3x faster in fp32"),
+    ({"avx2"}, "fp32", "1.2x faster in fp32"),
+])  # fmt: skip
+def test_the_cpu_extra_notice_names_the_speed_up_measured_on_such_cpus(flags, precision, figure, monkeypatch):
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
+    notice = runtime.cpu_extra_notice("cpu", precision, cpu_flags=flags)
+    assert notice.startswith("note: pip install 'vswin[cpu]'") and figure in notice and "docs/benchmarks.md" in notice
+    assert "\n" not in notice
+
+
+def test_no_cpu_extra_notice_where_it_does_not_apply(monkeypatch):
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
+    assert runtime.cpu_extra_notice("cuda", "bf16", cpu_flags={"amx_bf16"}) is None
+    assert runtime.cpu_extra_notice("cpu", "bf16", cpu_flags={"avx512f"}) is None  # no bf16 measurement there
+    assert runtime.cpu_extra_notice("cpu", "fp32", cpu_flags=set()) is None  # e.g. an Arm CPU: not measured
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch", "onnxruntime", "openvino"])
+    assert runtime.cpu_extra_notice("cpu", "fp32", cpu_flags={"avx512f"}) is None  # the extra is installed
+
+
+def test_tag_says_it_once_and_not_with_q(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from conftest import save_tiny_model
+    from test_tag_cli import make_video
+    from vswin_cli.app import app
+
+    monkeypatch.setattr(runtime, "available_runtimes", lambda: ["torch"])
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setenv("VSWIN_RUNTIME", "auto")
+    model = save_tiny_model(tmp_path / "model")
+    make_video(tmp_path / "v" / "a.mp4", 20)
+    make_video(tmp_path / "v" / "b.mp4", 20)
+    args = ["tag", str(tmp_path / "v"), *model, "--workers", "0", "--precision", "fp32"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("note: pip install 'vswin[cpu]'") == 1, result.stderr
+    quiet = CliRunner().invoke(app, [*args, "-q"])
+    assert quiet.exit_code == 0 and "vswin[cpu]" not in quiet.stderr

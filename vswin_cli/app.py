@@ -1,9 +1,10 @@
 """The `vswin` command line: a Typer app whose commands live in `vswin_cli/commands/`.
 
-`_ErrorBoundary.invoke` is the only error boundary: a `VswinError` (or `models.CheckpointError`) is
-printed as `Error: ...` plus a hint on stderr and exits 1; usage errors (`UsageError`, and Typer/Click's
-own) exit 2; a file-system error (full disk, read-only, permission) is named with its path and exits 1.
-Anything else is a bug and keeps its traceback. `VSWIN_DEBUG=1` re-raises with the traceback.
+`_ErrorBoundary` is the only error boundary: a `VswinError` (or `models.CheckpointError`) is printed as
+`Error: ...` plus a hint on stderr and exits 1; usage errors (`UsageError`, and Click's own: a missing
+argument, an unknown option, a bad value) are printed the same way, never in Typer's box, and exit 2; a
+file-system error (full disk, read-only, permission) is named with its path and exits 1. Ctrl-C exits
+130. Anything else is a bug and keeps its traceback. `VSWIN_DEBUG=1` re-raises with the traceback.
 
 Start-up stays fast: the command modules import neither torch nor PyAV at import time (a test checks
 it), so `--help`, `--version` and usage errors answer at once.
@@ -17,6 +18,11 @@ import sys
 import typer
 import typer.core
 
+try:  # Typer 0.2x carries its own copy of Click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError as ClickUsageError
+except ImportError:
+    from click.exceptions import NoArgsIsHelpError, UsageError as ClickUsageError
+
 from vswin_cli import __version__
 from vswin_cli.commands import cache as cache_command
 from vswin_cli.commands import env as env_command
@@ -26,7 +32,7 @@ from vswin_cli.commands import fetch as fetch_command
 from vswin_cli.commands import report as report_command
 from vswin_cli.commands import tag as tag_command
 from vswin_cli.commands import train as train_command
-from vswin_cli.errors import UsageError, VswinError
+from vswin_cli.errors import UsageError, VswinError, from_checkpoint_error
 
 
 # Typer prints a `<bool>` metavar beside every flag in --help (so `--quiet true` looks right, and then
@@ -35,18 +41,53 @@ _display_type = typer.core.TyperOption.display_type_rich
 typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
 
 
+# Help texts are plain text: Rich markup would eat `[cpu]` in `pip install 'vswin[cpu]'`. Typer loads its
+# Rich help code (half a second) only to print help, so the parser is swapped for a literal one then.
+def _literal_help(format_help):
+    def format_literal_help(self, ctx, formatter):
+        import inspect
+
+        from rich.text import Text
+        from typer import rich_utils
+
+        def literal_text(*, text, style="", markup_mode):
+            return rich_utils.highlighter(Text(inspect.cleandoc(text), style=style))
+
+        rich_utils._make_rich_text = literal_text
+        return format_help(self, ctx, formatter)
+
+    return format_literal_help
+
+
+typer.core.TyperCommand.format_help = _literal_help(typer.core.TyperCommand.format_help)
+typer.core.TyperGroup.format_help = _literal_help(typer.core.TyperGroup.format_help)
+
+
 class _ErrorBoundary(typer.core.TyperGroup):
-    """Turns the library's own errors into `Error: ...` / `Hint: ...` on stderr and exit status 1."""
+    """Turns the library's own errors and Click's usage errors into `Error: ...` / `Hint: ...` on stderr
+    with exit status 1 (a failure) or 2 (a usage error)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the root's own options (`vswin --bogus`)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as err:
+            _exit_usage_error(err)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except ClickUsageError as err:  # a subcommand's arguments, or an unknown command
+            _exit_usage_error(err)
         except Exception as err:
             checkpoint_error = getattr(sys.modules.get("models.checkpoint"), "CheckpointError", ())
             if os.environ.get("VSWIN_DEBUG") == "1" or not isinstance(err, (VswinError, OSError, checkpoint_error)):
                 raise
             if isinstance(err, OSError):
                 err = _file_error(err)
+            elif not isinstance(err, VswinError):  # models.CheckpointError: its hint is Python advice
+                err = from_checkpoint_error(err)
+            if isinstance(err, UsageError) and not err.hint:  # every usage error says where to look
+                err.hint = f"see `{' '.join(filter(None, ['vswin', ctx.invoked_subcommand]))} --help`"
             _print_error(err)
             raise typer.Exit(2 if isinstance(err, UsageError) else 1) from None
 
@@ -110,6 +151,19 @@ def _print_error(err: Exception) -> None:
     hint = getattr(err, "hint", None)
     if hint:
         sys.stderr.write(f"Hint: {hint}\n")
+
+
+def _exit_usage_error(err: ClickUsageError) -> None:
+    """Click's message ("No such option: -o", "Missing argument 'RESULTS'.") and where to look; exit 2.
+    `vswin` alone (or `vswin cache`) prints the help as Click does."""
+    if isinstance(err, NoArgsIsHelpError) or os.environ.get("VSWIN_DEBUG") == "1":
+        raise err
+    words, ctx = [], err.ctx
+    while ctx is not None and ctx.parent is not None:  # the root's own name is how it was started: say `vswin`
+        words.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    _print_error(UsageError(err.format_message().rstrip("."), hint=f"see `{' '.join(['vswin', *words])} --help`"))
+    raise typer.Exit(2) from None
 
 
 def _file_error(err: OSError) -> VswinError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vswin_cli.errors import ChecksumError
+from vswin_cli.download import check_sha256_prefix
 from vswin_cli.zoo import PretrainedEntry, entry_config
 
 
@@ -36,3 +37,4 @@ def check_checkpoint(path: Path, entry: PretrainedEntry) -> None:
             f"{reason}",
             f"the file is damaged or for another model; {entry.name} expects {entry.filename} from {entry.url}",
         ) from None
+    check_sha256_prefix(path, entry.filename_sha256, entry.filename, entry.url)  # torchvision's names carry it

@@ -92,6 +92,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_sha256_prefix(path: Path, prefix: str | None, published_name: str, url: str) -> None:
+    """Check that `path`'s SHA-256 starts with `prefix`, the hash a publisher put in the file name; None passes.
+
+    Raises:
+        ChecksumError: naming the file, both hashes and where the published file is.
+    """
+    if prefix is None:
+        return
+    digest = sha256_of(path)
+    if not digest.startswith(prefix):
+        raise ChecksumError(
+            f"{path}: SHA-256 {digest[:len(prefix)]}... differs from the {prefix} its published name {published_name} carries",
+            f"the file is damaged or not the published one; download it again from {url}",
+        )
+
+
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path.name + ".lock"` (waits, saying so on stderr, if another process has it).

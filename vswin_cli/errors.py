@@ -1,14 +1,15 @@
 """Errors a user of vswin can meet.
 
 Every error the library raises on purpose is a `VswinError`; the CLI's single error boundary
-(`vswin_cli.app.main`) prints its message and hint and exits 1. Anything else is a bug and keeps
-its traceback. (`models` is importable alone, so its own `models.CheckpointError` is not in this
+(`vswin_cli.app.main`) prints its message and hint and exits 1, or 2 for a `UsageError` (a command
+line that cannot work: bad values, unknown names, an output that cannot be written). Anything else is a
+bug and keeps its traceback. (`models` is importable alone, so its own `models.CheckpointError` is not in this
 tree; the CLI boundary treats it the same way.)
 
     VswinError
     ├── ConfigError            bad option values, configs or list files
     │   └── UsageError         an option value or combination a command cannot take (exit status 2)
-    ├── UnknownModelError      a model name that is not in the zoo
+    │       └── UnknownModelError  a model name that is not in the zoo
     ├── VideoDecodeError       a video that cannot be opened or read (names the file and the reason)
     └── DownloadError          a fetch that failed (HTTP error, timeout, refused connection, full disk)
         ├── ChecksumError      the downloaded or cached file does not have the expected SHA-256
@@ -39,10 +40,6 @@ class ConfigError(VswinError):
     """An option, configuration file or list file that cannot be used as given."""
 
 
-class UnknownModelError(VswinError):
-    """A model or architecture name that is not known."""
-
-
 class VideoDecodeError(VswinError):
     """A video that cannot be opened or decoded.
 
@@ -71,3 +68,24 @@ class OfflineError(DownloadError):
 
 class UsageError(ConfigError):
     """An option value or combination the command cannot take (the CLI exits with status 2)."""
+
+
+class UnknownModelError(UsageError):
+    """A model or architecture name that is not known (a usage error: exit status 2)."""
+
+
+# What to do about a `models.CheckpointError` on the command line (its own hint is Python advice), by `kind`.
+CHECKPOINT_HINTS = {
+    "format": "give a Video Swin checkpoint: an official (mmaction) or torchvision swin3d .pth file, a `vswin train` "
+              "checkpoint, or an ImageNet Swin file for `vswin train --init`",
+    "not_weights": "give the .pth weights file itself (it holds other objects where weights belong)",
+    "no_config": "add --arch swin-t, swin-s or swin-b (or --arch CONFIG.json)",
+    "architecture": "drop --arch: a `vswin train` checkpoint carries its own architecture (or give the one it was saved with)",
+    "mismatch": "give the file's architecture with --arch (swin-t, swin-s, swin-b or a config.json) and a label file with "
+                "one name per class; to train new classes from it use `vswin train --arch ARCH --init FILE`",
+}
+
+
+def from_checkpoint_error(err) -> ConfigError:
+    """A `models.CheckpointError` as the CLI says it: the same message, a hint that names options and commands."""
+    return ConfigError(err.message, CHECKPOINT_HINTS.get(getattr(err, "kind", None), err.hint))

@@ -1,5 +1,4 @@
-"""Files a run writes: output paths checked before any work (no torch here: commands call it before
-loading PyTorch), and files written so that readers only ever see the old or the new whole file:
+"""Files a run writes, named (`sibling`) and written so that readers only ever see the old or the new whole file:
 `atomic_file` is the one temporary-file-then-rename of vswin_cli (reports, labelled videos, ONNX exports,
 cache files, outputs).
 """
@@ -13,8 +12,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vswin_cli.errors import ConfigError, UsageError
-
 NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems
 
 
@@ -25,33 +22,6 @@ def sibling(path: Path, suffix: str, hidden: bool = False) -> Path:
     if len(name.encode()) > NAME_MAX:
         name = f".vswin-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}{suffix}"
     return path.with_name(name)
-
-
-def check_output(output: str) -> None:
-    """Check `-o` before any work: its folder exists and is writable, and it is not a folder itself.
-
-    Raises:
-        ConfigError: naming the path, the reason and what to do.
-    """
-    if output == "-":
-        return
-    path = Path(output)
-    if path.is_dir():
-        raise UsageError(f"-o {output}: is a folder", hint="give a file name inside it, e.g. -o " + str(path / "tags.jsonl"))
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"-o {output}: the folder {folder} does not exist", hint=f"create it first: mkdir -p {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"-o {output}: the folder {folder} is not writable", hint="choose another folder, or fix its permissions")
-    if len(path.name.encode()) > NAME_MAX:
-        raise UsageError(f"-o {output}: the file name is longer than {NAME_MAX} bytes", hint="choose a shorter name")
-    try:  # what os.access cannot tell: a read-only file system, or root on a folder it may not write
-        fd, probe = temp_file(folder)
-    except OSError as err:
-        raise ConfigError(f"-o {output}: cannot write in {folder} ({err.strerror})",
-                          hint="choose a writable folder for the output") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -30,15 +30,6 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-def check_model_name(model: str | None) -> None:
-    """`--model NAME` must be a zoo name or an existing file: checked before PyTorch loads (usage error, exit 2)."""
-    if model is None or Path(model).expanduser().is_file():
-        return
-    from vswin_cli.zoo import get_entry
-
-    get_entry(model)  # UnknownModelError names the close matches
-
-
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo model name, e.g. swin-b-k600 (see `vswin models`), or a checkpoint file.", rich_help_panel=MODEL)]
 WeightsOpt = Annotated[Optional[Path], typer.Option(help="Local checkpoint instead of --model (vswin train output, official mmaction or torchvision file).", rich_help_panel=MODEL)]
 ArchOpt = Annotated[Optional[str], typer.Option(help="With --weights that are not a vswin checkpoint: swin-t, swin-s, swin-b or a config.json.", rich_help_panel=MODEL)]

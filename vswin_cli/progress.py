@@ -31,7 +31,8 @@ class TagProgress:
     def __init__(self, num_videos: int, quiet: bool):
         self.quiet, self.num_videos = quiet, num_videos
         self.videos = self.segments = 0
-        self.video_seconds = 0.0
+        self.done_seconds = 0.0  # finished videos: their durations
+        self.reached: dict[str, float] = {}  # videos in progress: the furthest segment end so far
         self.start = self.last_plain = time.monotonic()
         self.console = Console(stderr=True, soft_wrap=True)
         self.live = not quiet and sys.stderr.isatty()
@@ -39,6 +40,11 @@ class TagProgress:
                             TextColumn("{task.fields[segments]} segments, {task.fields[rate]}"),
                             TimeRemainingColumn(), console=self.console, disable=not self.live, transient=True)
         self.task = self.bar.add_task("tag", total=num_videos, segments=0, rate="")
+
+    @property
+    def video_seconds(self) -> float:
+        """Seconds of video tagged so far: whole finished videos plus how far the others have got."""
+        return self.done_seconds + sum(self.reached.values())
 
     def __enter__(self) -> TagProgress:
         self.bar.__enter__()
@@ -50,19 +56,23 @@ class TagProgress:
     def on_segment(self, segment) -> None:
         """A segment is written (a `SegmentResult`): it advances the video time done."""
         self.segments += 1
-        self.video_seconds += max(segment.end - segment.start, 0.0)
+        # the furthest end, not the sum of lengths: overlapping segments (--stride) cover a second once
+        self.reached[segment.video] = max(self.reached.get(segment.video, 0.0), segment.end)
         self._update()
 
     def on_result(self, result) -> None:
         """A video is written (or failed)."""
         self.videos += 1
+        reached = self.reached.pop(result.video, 0.0)
+        # the video's own duration: the last window may reach past the end of the file
+        self.done_seconds += min(reached, result.summary.duration) if result.summary is not None else reached
         if result.error is not None and not self.quiet:
             self.console.print(f"failed: {result.error.message}", markup=False, highlight=False, soft_wrap=True)
         self._update(advance=1)
 
     def _update(self, advance: int = 0) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = f"{self.video_seconds:.0f} s of video, {self.video_seconds / elapsed:.2f} video-s/s"
+        rate = f"{self.video_seconds:.1f} s of video, {self.video_seconds / elapsed:.2f} video-s/s"
         if self.live:
             self.bar.update(self.task, advance=advance, segments=self.segments, rate=rate)
         elif not self.quiet and time.monotonic() - self.last_plain >= PLAIN_EVERY_S:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vswin_cli.cache import fetch, load_labels
-from vswin_cli.errors import ConfigError
+from vswin_cli.errors import ConfigError, UsageError, from_checkpoint_error
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.zoo import KINETICS_TEST, PRETRAINED, SSV2_TEST, entry_config, get_entry
 
@@ -107,7 +107,7 @@ def _resolve_file(path: Path, arch, labels, offline, drop_head, mirror) -> Resol
     try:
         obj = read_checkpoint(path)
     except CheckpointError as err:
-        raise ConfigError(err.message, err.hint) from None
+        raise from_checkpoint_error(err) from None
     fmt = detect_format(obj)
     if fmt == "imagenet2d" and not drop_head:
         raise ConfigError(
@@ -127,8 +127,9 @@ def _resolve_file(path: Path, arch, labels, offline, drop_head, mirror) -> Resol
             cfg = get_config(arch)
         else:
             cfg = get_config(arch, **_shape_overrides(obj, fmt))
-    except ValueError as err:  # UnknownArchError or a bad config file
-        raise ConfigError(f"{arch or path}: {err}", "use --arch swin-t, swin-s, swin-b or a config.json") from None
+    except ValueError as err:  # UnknownArchError or a bad config file: --arch is a usage error, the file's own is not
+        error = UsageError if arch is not None else ConfigError
+        raise error(f"{arch or path}: {err}", "use --arch swin-t, swin-s, swin-b or a config.json") from None
     names = load_labels(labels, offline=offline, mirror=mirror) if labels is not None else None
     if names is None and stored_labels and not drop_head:
         names = list(stored_labels)
@@ -194,7 +195,7 @@ def _load(cfg, path: Path, fmt: str, drop_head: bool, checkpoint=None):
     try:
         load_checkpoint(net, path, format=fmt, strict=True, drop_head=drop_head, checkpoint=checkpoint)
     except CheckpointError as err:
-        raise ConfigError(err.message, err.hint) from None
+        raise from_checkpoint_error(err) from None
     return net
 
 

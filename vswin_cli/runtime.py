@@ -89,6 +89,42 @@ def openvino_runs_bf16() -> bool:
         return False
 
 
+def cpu_extra_notice(device: str | torch.device, precision: str, cpu_flags: set[str] | None = None) -> str | None:
+    """The one line `vswin tag` prints on a CPU without the `vswin[cpu]` extra: how much faster the extra ran
+    the models on CPUs like this one (the figures and their runs: docs/benchmarks.md, "The cpu extra").
+
+    Args:
+        device: where the model runs; only "cpu" gets a notice.
+        precision: "fp32" or "bf16", as the run resolved it.
+        cpu_flags: /proc/cpuinfo flags (default: this machine's).
+
+    Returns:
+        the notice, or None: not on the CPU, the extra installed (OpenVINO and ONNX Runtime both usable),
+        or no measurement for this kind of CPU and precision.
+    """
+    if torch.device(device).type != "cpu" or {"onnxruntime", "openvino"} <= set(available_runtimes()):
+        return None
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    if precision == "bf16" and "amx_bf16" in flags:
+        figure = "up to 1.9-2x faster in bf16 (Swin-T and Swin-B through OpenVINO, on an AMX Xeon)"
+    elif precision == "fp32" and "avx512f" in flags:
+        figure = "1.2-1.3x faster in fp32 (Swin-T through OpenVINO, on AVX-512 Xeon and EPYC CPUs)"
+    elif precision == "fp32" and "avx2" in flags:
+        figure = "1.2x faster in fp32 (Swin-T through ONNX Runtime, on an AVX2 Zen 3)"
+    else:
+        return None
+    return (f"note: pip install 'vswin[cpu]' ran the model {figure}; measured in docs/benchmarks.md "
+            "(-q hides this note)")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith(("flags", "Features"))), set())
+    except OSError:
+        return set()
+
+
 def check_runtime(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str:
     """Validate a `--runtime` value against what is installed, the device and the precision.
 

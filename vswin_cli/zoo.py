@@ -13,6 +13,7 @@ Label maps: open-mmlab/mmaction2 (Apache-2.0). Facts: ../shared/spec/zoo.md.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -101,6 +102,13 @@ class PretrainedEntry:
     def filename(self) -> str:
         """The file name in the cache (and on a mirror): the last part of the URL."""
         return urlparse(self.url).path.rsplit("/", 1)[-1]
+
+    @property
+    def filename_sha256(self) -> str | None:
+        """The start of the file's SHA-256 that its published name carries (torchvision's
+        `swin3d_t-7615ae03.pth`, which torchvision checks with `check_hash`), or None."""
+        match = re.search(r"-([0-9a-f]{8,64})\.pth$", self.filename) if self.format == "torchvision" else None
+        return match.group(1) if match else None
 
     @property
     def is_classifier(self) -> bool:

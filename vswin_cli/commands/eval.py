@@ -13,7 +13,7 @@ import typer
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
     OUT, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
-    PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, check_model_name,
+    PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt,
 )
 
 
@@ -55,13 +55,15 @@ def eval(  # noqa: A001 (the command's name)
       torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
     from vswin_cli.api import TagSettings
-    from vswin_cli.files import check_output
+    from vswin_cli.checks import check_arch, check_labels, check_model, check_output
 
     if resume and predictions is None:
         raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
     settings = TagSettings(window=math.inf, views=views, clip_len=clip_len, frame_interval=frame_interval,
                            crop_size=crop_size, top_k=0, batch_views=batch_views, workers=workers)
-    check_model_name(model)
+    check_model(model)
+    check_arch(arch)
+    check_labels(labels)
     if not dataset.is_file():
         raise UsageError(f"--dataset {dataset}: no such file", hint="give the labelled list file (see `vswin eval --help`)")
     if scores is not None and scores.suffix != ".npz":

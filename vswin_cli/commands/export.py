@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from vswin_cli.checks import check_arch, check_labels, check_model, check_output
+from vswin_cli.errors import UsageError
+
 
 def export(
     model: Annotated[str, typer.Argument(help="Zoo entry (e.g. swin-t-k400; the cache is used first) or a checkpoint file.",
@@ -37,6 +40,15 @@ def export(
 
       vswin export my_run/best.pth -o model.onnx --clip-len 16 --crop-size 160 --batch 4
     """  # fmt: skip
+    check_model(model)
+    check_arch(arch)
+    check_labels(labels)
+    if output.suffix != ".onnx":
+        raise UsageError(f"-o {output}: the output file must end in .onnx", f"e.g. -o {output.with_suffix('.onnx').name}")
+    check_output(str(output), creates_folder=True)
+    for option, value in (("--clip-len", clip_len), ("--crop-size", crop_size), ("--batch", batch)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} must be at least 1, got {value}")
     from vswin_cli import export as export_lib  # torch and the exporter load only when the command runs
 
     result = export_lib.export_model(

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from vswin_cli import cache, zoo
-from vswin_cli.errors import ChecksumError, ConfigError, DownloadError, OfflineError
+from vswin_cli.errors import ChecksumError, DownloadError, OfflineError, UsageError
 
 
 NamesArg = Annotated[
@@ -54,13 +54,18 @@ def fetch(
       vswin fetch --verify
     """  # fmt: skip
     names = list(zoo.PRETRAINED) if all_entries else list(names or [])
+    for name in names:
+        zoo.get_entry(name)  # unknown names are usage errors, before any file is touched
+    if not names and not verify:
+        raise UsageError("no model names given", "name one or more entries (see `vswin models`), or use --all or --verify")
+    if from_path is not None:
+        if len(names) != 1:
+            raise UsageError("--from imports the files of exactly one entry", f"e.g. `vswin fetch {(names or ['NAME'])[0]} --from FILE`")
+        if not from_path.expanduser().exists():
+            raise UsageError(f"--from {from_path}: no such file or folder", "give the checkpoint file you downloaded, or its folder")
     if verify:
         _verify(names)
-    elif not names:
-        raise ConfigError("no model names given", "name one or more entries (see `vswin models`), or use --all or --verify")
     elif from_path is not None:
-        if len(names) != 1:
-            raise ConfigError("--from imports the files of exactly one entry", f"e.g. vswin fetch {names[0]} --from FILE")
         for path in cache.import_file(names[0], from_path):
             typer.echo(path)
         missing = dict(cache.missing_entry_files(names[0]))
@@ -90,8 +95,6 @@ def _verify(names: list[str]) -> None:
 
 def _fetch_each(names: list[str], mirror: str | None, offline: bool | None, progress: bool) -> None:
     """Fetch entries one by one, going on past a failed one (one unavailable file should not stop the rest)."""
-    for name in names:
-        zoo.get_entry(name)  # unknown names fail before any download
     failed = []
     for name in names:
         try:

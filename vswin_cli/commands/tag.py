@@ -15,7 +15,7 @@ from vswin_cli.inputs import read_path_list
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
     OUT, RUN, VIEWS, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
-    PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt, check_model_name,
+    PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt,
 )
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
@@ -66,7 +66,7 @@ def tag(
     """
     # Everything that can be checked without PyTorch is checked first, so a usage error answers at once.
     from vswin_cli.api import TagSettings, find_inputs
-    from vswin_cli.files import check_output
+    from vswin_cli.checks import check_arch, check_labels, check_model, check_output
 
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features)
@@ -78,7 +78,9 @@ def tag(
         features=features, batch_views=batch_views, workers=workers, backend=Backend(backend).value,
         fast_decode=fast_decode, compile=compile_model,
     )
-    check_model_name(model)
+    check_model(model)
+    check_arch(arch)
+    check_labels(labels)
     skipped = []
 
     def skip(path: str, why: str) -> None:
@@ -99,7 +101,7 @@ def tag(
     from vswin_cli.distributed import current_shard
     from vswin_cli.outputs import run_tag
     from vswin_cli.progress import TagProgress
-    from vswin_cli.runtime import COMPILE_ON_CPU, tune_allocator
+    from vswin_cli.runtime import COMPILE_ON_CPU, cpu_extra_notice, tune_allocator
 
     shard = current_shard()
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=device, precision=precision, runtime=runtime,
@@ -108,6 +110,8 @@ def tag(
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
+    if not quiet and runtime == "auto" and shard.rank == 0 and (notice := cpu_extra_notice(tagger.device, tagger.precision)):
+        sys.stderr.write(notice + "\n")
     engine = tagger.engine(settings)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:

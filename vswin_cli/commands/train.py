@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from vswin_cli.checks import check_arch, check_input, check_model, check_output_folder
+from vswin_cli.errors import UsageError
 from vswin_cli.options import Precision, QuietOpt, VerboseOpt
+from vswin_cli.train_config import TrainConfig
 
 
 class Flip(str, Enum):
@@ -31,7 +34,7 @@ RUN = "Run"
 
 def train(
     train_list: Annotated[Path, typer.Option(help="Training list: 'relative/path.mp4 LABEL' per line, or CSV/TSV with a 'path,label' header.", rich_help_panel=DATA)],
-    out_dir: Annotated[Path, typer.Option(help="Folder for checkpoints (epoch_NNN.pt, best.pt, last.pt) and metrics.jsonl/csv.", rich_help_panel=DATA)],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "--output", "-o", help="Folder for checkpoints (epoch_NNN.pt, best.pt, last.pt) and metrics.jsonl/csv (created).", rich_help_panel=DATA, show_default=False)],
     val_list: Annotated[Optional[Path], typer.Option(help="Validation list, scored after every epoch (top-1/top-5).", rich_help_panel=DATA)] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder the list's paths are relative to (default: the list's folder).", rich_help_panel=DATA)] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Label map: one class name per line, line i = class i (default: class numbers).", rich_help_panel=DATA)] = None,
@@ -72,13 +75,6 @@ def train(
 
       torchrun --standalone --nproc-per-node 8 -m vswin_cli train ...    (DDP, rank 0 writes)
     """
-    from vswin_cli import decode
-    from vswin_cli.train import TrainConfig
-    from vswin_cli.train import train as run_training
-
-    if hasattr(decode, "set_decoder_logging"):  # FFmpeg's and decord's own log lines: only with -v
-        decode.set_decoder_logging(verbose)
-
     def text(path):
         return str(path) if path is not None else None
 
@@ -89,6 +85,29 @@ def train(
         flip=flip.value, min_crop_area=min_crop_area, accum_steps=accum_steps, precision=precision.value,
         grad_checkpointing=grad_checkpointing, sampling=sampling.value, clip_len=clip_len, frame_interval=frame_interval,
         crop_size=crop_size, workers=workers, seed=seed, device=device, keep_checkpoints=keep_checkpoints, resume=resume,
-    )
+    )  # checks the option values
+    _check_paths(config)
+    from vswin_cli import decode  # PyTorch and PyAV load only now that the command line is known to be usable
+    from vswin_cli.train import train as run_training
+
+    if hasattr(decode, "set_decoder_logging"):  # FFmpeg's and decord's own log lines: only with -v
+        decode.set_decoder_logging(verbose)
     quiet_log = (lambda msg: None) if quiet else None
     run_training(config, log=quiet_log, progress="none" if quiet else "auto")
+
+
+def _check_paths(config: TrainConfig) -> None:
+    """Inputs exist, names are known and --out-dir can take the run, before PyTorch loads."""
+    check_input(config.train_list, "--train-list")
+    check_input(config.val_list, "--val-list")
+    check_input(config.data_root, "--data-root", folder=True)
+    check_input(config.labels, "--labels")
+    check_input(config.init, "--init")
+    check_arch(config.arch)
+    check_model(config.model)
+    check_output_folder(config.out_dir, "--out-dir")
+    last = Path(config.out_dir) / "last.pt"
+    if config.resume and not last.is_file():
+        raise UsageError(f"{last}: nothing to resume", hint="run without --resume first (same --out-dir)")
+    if not config.resume and last.exists():
+        raise UsageError(f"{config.out_dir} already holds a training run", hint="add --resume to continue it, or use another --out-dir")
