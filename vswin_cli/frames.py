@@ -35,7 +35,7 @@ class Frames:
         if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or len(array) == 0:
             raise ConfigError(f"{self.name}: frames must be a non-empty uint8 (T, H, W, 3) RGB array, "
                               f"got {array.dtype} {tuple(array.shape)}",
-                              hint="convert with array.astype(np.uint8) and put the colour channels last")
+                              hint="give 8-bit RGB frames, shaped (frames, height, width, 3)")
         if not self.fps > 0:
             raise ConfigError(f"{self.name}: fps must be a positive number, got {self.fps}")
         object.__setattr__(self, "array", np.ascontiguousarray(array))
