@@ -29,6 +29,7 @@ from vswin_cli.aggregate import (
     top_k,
 )
 from vswin_cli.inputs import VideoInput
+from vswin_cli.live import LiveStream, has_streams
 from vswin_cli.options import autocast
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan
@@ -258,6 +259,8 @@ class Tagger:
         """Decode `todo` (from segment `starts[pos]` on) and score; yields after each item that arrived."""
         workers = self.options.workers
         stream = VideoStream(videos, todo, self.spec, self.options, starts)
+        if has_streams(videos, todo):  # URLs, pipes, cameras: read front to back in this process (vswin_cli.live)
+            workers, stream = 0, LiveStream(videos, todo, self.spec, self.options, starts)
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -284,7 +287,8 @@ class Tagger:
                 pending.append(item)
                 # The first segment goes through at once (the model would idle while a whole batch is
                 # decoded, and a short video would get no decode/model overlap); then full batches.
-                if not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.options.batch_size:
+                if (not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.options.batch_size
+                        or getattr(stream, "idle", bool)()):  # a live stream with nothing else ready: no waiting
                     self._score(pending, states)
                     pending = []
             elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)
