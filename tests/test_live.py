@@ -186,3 +186,179 @@ def test_a_real_time_stream_gives_the_recorded_files_records_as_it_goes(tiny, re
     latencies = [arrived - sent[r["end_frame"] - 1] for arrived, r in lines[:3]]
     assert all(0 < lag < 2.0 for lag in latencies[1:]), latencies
     assert lines[2][0] < sent[len(sent) - 1]  # the third window was out before the stream's last frame was sent
+
+
+# --- the stages on their own -----------------------------------------------------------------------------
+
+
+def test_online_planner_gives_plan_segments_of_the_whole_recording():
+    from vswin_cli.live import OnlinePlanner
+    from vswin_cli.sampling import plan_segments
+
+    rng = np.random.default_rng(0)
+    for trial in range(600):
+        n = int(rng.integers(1, 120))
+        if trial % 3 == 0:
+            ts = np.arange(n) / 25.0 + rng.choice([0.0, 1.4])  # constant rate, any start
+        elif trial % 3 == 1:
+            ts = np.cumsum(rng.uniform(0.01, 0.2, n))  # variable frame rate
+        else:
+            ts = np.sort(rng.choice(np.arange(200) * 0.04, n, replace=False))  # dropped frames
+        window = float(rng.choice([0.04, 0.1, 1.0, 2.56, 10.0, rng.uniform(0.01, 3)]))
+        stride = float(rng.choice([window, window / 2, window * 2, 0.01, rng.uniform(0.01, 3)]))
+        planner = OnlinePlanner(window, stride)
+        online, kept = [], 0
+        for t in ts:
+            online += planner.push(float(t))
+            kept = max(kept, len(planner.ts))
+        online += planner.finish()
+        assert online == plan_segments(ts, window, stride), (trial, window, stride)
+        assert kept <= (window + stride) * 25 + 3 or n < 5 or window > 3  # only the open windows' frames
+
+
+def test_online_planner_hands_out_each_segment_two_frames_after_its_last():
+    from vswin_cli.live import OnlinePlanner
+
+    planner = OnlinePlanner(2.56, 2.56)
+    out_at, kept = {}, 0
+    for i in range(100_000):  # more than an hour at 25 fps: memory stays flat
+        for segment in planner.push(i / 25):
+            out_at[segment.index] = (i, segment.end_frame)
+        kept = max(kept, len(planner.ts))
+    assert all(i == end + 1 for i, end in out_at.values())  # frame `end` gives its end time, then one more
+    assert kept <= 2 * 64 + 2 and len(out_at) == 100_000 // 64  # the last and the next window at most
+
+
+def test_frame_clock_undoes_mpegts_wrap_around_and_repairs_jumps():
+    from vswin_cli.live import FrameClock
+
+    clock = FrameClock(1 / 90000, from_zero=True, wraps=True)
+    start = (1 << 33) - 3 * 3600  # three frames before the 33-bit counter wraps
+    pts = [(start + i * 3600) % (1 << 33) for i in range(6)]
+    assert [round(clock.seconds(p), 6) for p in pts] == [0.0, 0.04, 0.08, 0.12, 0.16, 0.2]
+    assert clock.discontinuities == 0
+    # a splice: the clock jumps back, then forward by an hour; time goes on one frame step later each time
+    assert round(clock.seconds(1000), 6) == 0.24 and round(clock.seconds(4600), 6) == 0.28
+    assert round(clock.seconds(4600 + 3600 * 90000), 6) == 0.32
+    assert clock.discontinuities == 2
+    clock.resume_after(5.0)  # a reconnect after 5 s: the gap stays visible
+    assert round(clock.seconds(123), 6) == round(0.32 + 0.04 + 5.0, 6)
+
+    file_clock = FrameClock(1 / 12800, from_zero=False, wraps=False)  # a remote file keeps its own clock
+    assert file_clock.seconds(17920) == 17920 * (1 / 12800)
+
+
+def test_inputs_are_classified_and_urls_kept_as_given(tmp_path):
+    from vswin_cli.errors import UsageError
+    from vswin_cli.sources import StreamInput, find_sources
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    found = find_sources(["rtsp://cam.local/live", str(tmp_path / "a.mp4"), "pipe:0", "https://h/x.mp4",
+                          "/dev/video0"], reconnect=True)
+    assert [type(s).__name__ for s in found] == ["VideoInput", "StreamInput", "StreamInput", "StreamInput",
+                                                "StreamInput"]
+    streams = {s.key: s for s in found if isinstance(s, StreamInput)}
+    assert streams["rtsp://cam.local/live"].url == "rtsp://cam.local/live"  # not rtsp:/cam.local/live
+    assert streams["rtsp://cam.local/live"].reconnect and not streams["pipe:0"].reconnect
+    assert streams["https://h/x.mp4"].kind == "remote" and streams["/dev/video0"].format == "v4l2"
+    for bad in (["gopher://x"], ["pipe:3"], ["pipe:0", "pipe:0"]):
+        with pytest.raises(UsageError):
+            find_sources(bad)
+
+
+# --- drops, reconnects, a model that falls behind ----------------------------------------------------------
+
+
+def test_a_feeder_killed_mid_stream_ends_it_with_the_records_so_far(tiny, recording, file_records):
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    feeder = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
+    try:
+        wait_listening(port)
+        run = subprocess.run(vswin([url, *tiny]), capture_output=True, text=True, timeout=60)
+    finally:
+        stop(feeder)
+    assert feeder.returncode == 9  # it died without closing the stream properly
+    assert "Traceback" not in run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert run.returncode == 0, run.stderr  # over TCP a dead feeder looks like the end of the stream
+    assert without_key(records[:1]) == without_key(file_records[:1])  # the segment before the drop, as the file's
+    video = records[-1]
+    assert video["record"] == "video" and 70 <= video["num_frames"] <= 80 and video["num_segments"] == 2
+
+
+def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, monkeypatch):
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    first = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
+    second = None
+    env = {**os.environ, "VSWIN_RECONNECT_GIVE_UP_S": "3"}
+    try:
+        wait_listening(port)
+        run = start(vswin([url, "--reconnect", *tiny]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    env=env)
+        first.wait(timeout=30)
+        second = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])  # the camera is back
+        out, err = run.communicate(timeout=90)
+    finally:
+        for proc in (first, second, run):
+            if proc is not None:
+                stop(proc)
+    assert run.returncode == 0, err
+    assert "Traceback" not in err and "reconnected after" in err
+    records = [json.loads(line) for line in out.splitlines()]
+    segments = [r for r in records if r["record"] == "segment"]
+    assert [s["segment"] for s in segments] == list(range(len(segments)))
+    # the second connection's 8 s come after the first's 3.2 s and the gap between them
+    assert records[-1]["record"] == "video" and records[-1]["duration"] > 3.2 + 8.0
+    # the window across the gap lasts its 2.56 s but holds half a second of frames fewer (at least)
+    frames = [s["end_frame"] - s["start_frame"] for s in segments]
+    assert frames[0] == 64 and min(frames) < 64 - 12 and frames.count(64) == len(frames) - 1
+    full = [s for s, n in zip(segments, frames) if n == 64]
+    assert all(abs(s["end"] - s["start"] - 2.56) < 0.01 for s in full)
+
+
+def _read_slowly(policy: str, recording: Path, seconds_per_segment: float):
+    """Read a real-time TCP stream with `live_items` and a model that needs `seconds_per_segment`."""
+    from vswin_cli.inference import TagOptions
+    from vswin_cli.live import LIVE_STATS, live_items
+    from vswin_cli.protocol import PROTOCOLS, ClipSpec
+    from vswin_cli.segments import SegmentViews, VideoDecoded
+    from vswin_cli.sources import StreamInput
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    feeder = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])
+    spec = ClipSpec.for_views(PROTOCOLS["k400"], "fast", crop_size=32)
+    source = StreamInput(url, f"{url}/{policy}", "live", policy=policy, queue_segments=1)
+    items = []
+    try:
+        wait_listening(port)
+        for item in live_items(0, source, spec, TagOptions(window_s=0.8)):
+            items.append(item)
+            if isinstance(item, SegmentViews):
+                time.sleep(seconds_per_segment)
+    finally:
+        stop(feeder)
+    segments = [i.plan.segment for i in items if isinstance(i, SegmentViews)]
+    assert isinstance(items[-1], VideoDecoded) and items[-1].num_segments == len(segments)
+    return segments, LIVE_STATS[source.key]
+
+
+def test_a_model_that_cannot_keep_up_keeps_every_segment_and_reports_the_lag(recording):
+    from vswin_cli.sampling import plan_segments
+
+    segments, stats = _read_slowly("keep", recording, 1.0)
+    planned = plan_segments(np.arange(200) / FPS, 0.8, 0.8)  # all 10, as planned for the file
+    assert [(s.index, s.start_frame, s.end_frame) for s in segments] == [(s.index, s.start_frame, s.end_frame)
+                                                                         for s in planned]
+    assert stats.skipped == 0 and stats.lag_s > 1.0  # 10 s of work for 8 s of stream: behind, and it says so
+
+
+def test_a_model_that_cannot_keep_up_skips_segments_to_stay_live(recording, capfd):
+    segments, stats = _read_slowly("skip", recording, 1.0)
+    assert 0 < stats.skipped and len(segments) + stats.skipped == 10
+    assert [s.index for s in segments] == list(range(len(segments)))  # kept segments numbered in order
+    assert any(b.t_start > a.t_end for a, b in zip(segments, segments[1:]))  # the skipped time shows as a gap
+    assert stats.lag_s < 1.5  # stays live
+    assert capfd.readouterr().err.count("skipped the segment") == stats.skipped
