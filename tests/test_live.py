@@ -362,3 +362,38 @@ def test_a_model_that_cannot_keep_up_skips_segments_to_stay_live(recording, capf
     assert any(b.t_start > a.t_end for a, b in zip(segments, segments[1:]))  # the skipped time shows as a gap
     assert stats.lag_s < 1.5  # stays live
     assert capfd.readouterr().err.count("skipped the segment") == stats.skipped
+
+
+def test_sigterm_ends_a_live_stream_there_with_its_last_segment_and_summary(tiny, recording, file_records):
+    feeder = start([sys.executable, str(FEEDER), str(recording), "pipe:1"], stdout=subprocess.PIPE,
+                   stderr=subprocess.DEVNULL)
+    run = start(vswin(["pipe:0", *tiny]), stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+    feeder.stdout.close()
+    try:
+        first = run.stdout.readline()  # the first segment is out: the stream is being tagged
+        run.send_signal(signal.SIGTERM)
+        rest, err = run.communicate(timeout=30)
+    finally:
+        stop(feeder)
+        stop(run)
+    assert run.returncode == 0, err
+    assert "stopping: ending pipe:0 here" in err and "Traceback" not in err
+    records = [json.loads(line) for line in [first, *rest.splitlines()]]
+    assert without_key(records[:1]) == without_key(file_records[:1])
+    video = records[-1]
+    assert video["record"] == "video" and 64 < video["num_frames"] < 200
+    assert video["num_segments"] == len(records) - 1
+
+
+def test_report_and_annotate_take_a_streams_records(file_records, tmp_path):
+    results = tmp_path / "camera.jsonl"
+    url = "rtsp://127.0.0.1:8554/camera"
+    results.write_text("".join(json.dumps({**r, "video": url}) + "\n" for r in file_records))
+    report = CliRunner().invoke(app, ["report", str(results), "-o", str(tmp_path / "camera.html")])
+    assert report.exit_code == 0, report.output
+    assert "1 video(s), 4 segment(s), 0 error record(s), 0 playable" in report.stderr  # a page without a player
+    assert url in (tmp_path / "camera.html").read_text()
+    annotate = CliRunner().invoke(app, ["annotate", str(results), "--out", str(tmp_path / "drawn")])
+    assert annotate.exit_code == 1
+    assert f"failed: {url}: a stream, not a file, so it cannot be read again" in annotate.stderr

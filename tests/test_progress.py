@@ -31,3 +31,14 @@ def test_quiet_prints_nothing(capsys, monkeypatch):
         bar.on_segment(_segment(0))
         bar.on_result(VideoResult(video="w.mp4", error=VideoError("w.mp4", "VideoDecodeError", "w.mp4: bad")))
     assert capsys.readouterr().err == ""
+
+
+def test_a_live_stream_shows_stream_time_lag_and_dropped_segments(capsys, monkeypatch):
+    from vswin_cli.live import LIVE_STATS, LiveStats
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    monkeypatch.setitem(LIVE_STATS, "v.mp4", LiveStats("v.mp4", stream_s=12.34, lag_s=0.5, skipped=2, reconnects=1))
+    with progress.TagProgress(1, quiet=False) as bar:
+        bar.on_segment(_segment(0))
+    err = capsys.readouterr().err
+    assert "stream 12.3 s, lag 0.50 s, 2 dropped, 1 reconnect(s)" in err and "video-s/s" not in err

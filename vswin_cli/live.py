@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -309,7 +310,8 @@ def _open(source: StreamInput):
 
 
 def _frames(source: StreamInput, stop: threading.Event, stats: LiveStats) -> Iterator[tuple[float, object]]:
-    """(seconds, av.VideoFrame) of the stream, reopening it after a drop with `--reconnect`."""
+    """(seconds, av.VideoFrame) of the stream, reopening it after a drop with `--reconnect`; `stop` set
+    ends it as the end of the stream would."""
     import av
 
     container, stream = _open(source)
@@ -391,7 +393,9 @@ def live_items(video_pos: int, source: StreamInput, spec: ClipSpec, options: Tag
     handoff: queue.Queue = queue.Queue(maxsize=source.queue_segments)
     if on_queue is not None:
         on_queue(handoff)
-    stop = threading.Event()
+    stop = threading.Event()  # the consumer is gone: stop at once
+    end = threading.Event()  # end the stream here, as if it had ended (Ctrl-C, SIGTERM)
+    restore = _end_on_signals(end, source) if source.is_live else {}
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -404,7 +408,7 @@ def live_items(video_pos: int, source: StreamInput, spec: ClipSpec, options: Tag
 
     def decode() -> None:
         try:
-            for item in _decode_segments(video_pos, source, spec, options, first_segment, stop, stats, handoff):
+            for item in _decode_segments(video_pos, source, spec, options, first_segment, end, stats, handoff):
                 if not put(item):
                     return
         except BaseException as err:  # everything reaches the consumer; nothing dies silently in a thread
@@ -423,7 +427,10 @@ def live_items(video_pos: int, source: StreamInput, spec: ClipSpec, options: Tag
                 stats.lag_s = time.monotonic() - arrived
             yield item
     finally:
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
         stop.set()
+        end.set()
         deadline = time.monotonic() + 2.0  # a decoder stuck in a network read is a daemon: left behind
         while thread.is_alive() and time.monotonic() < deadline:
             try:
@@ -431,6 +438,26 @@ def live_items(video_pos: int, source: StreamInput, spec: ClipSpec, options: Tag
             except queue.Empty:
                 pass
             thread.join(timeout=0.05)
+
+
+def _end_on_signals(end: threading.Event, source: StreamInput) -> dict:
+    """Ctrl-C or SIGTERM ends a live stream where it is: its last segment and its summary are still
+    scored and written (exit 0). A second one stops at once. Returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        if end.is_set():
+            raise KeyboardInterrupt
+        end.set()
+        sys.stderr.write(f"stopping: ending {source.key} here (its last segment and summary are still written);"
+                         f" press Ctrl-C again to stop at once\n")
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    return previous
 
 
 def _failure(video_pos: int, source: StreamInput, err: BaseException) -> VideoFailed:

@@ -28,6 +28,7 @@ class TagProgress:
     def __init__(self, num_videos: int, quiet: bool):
         self.quiet, self.num_videos = quiet, num_videos
         self.videos = self.segments = 0
+        self.current: str | None = None  # the video of the last segment written
         self.video_seconds = 0.0
         self.start = self.last_plain = time.monotonic()
         self.console = Console(stderr=True, soft_wrap=True)
@@ -46,6 +47,7 @@ class TagProgress:
 
     def on_segment(self, segment) -> None:
         """A segment is written (a `SegmentResult`): it advances the video time done."""
+        self.current = segment.video
         self.segments += 1
         self.video_seconds += max(segment.end - segment.start, 0.0)
         self._update()
@@ -60,6 +62,11 @@ class TagProgress:
     def _update(self, advance: int = 0) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = f"{self.video_seconds:.0f} s of video, {self.video_seconds / elapsed:.2f} video-s/s"
+        live = sys.modules.get("vswin_cli.live")  # loaded only when a stream is read
+        stats = live.LIVE_STATS.get(self.current) if live is not None else None
+        if stats is not None:  # a stream has no end to count towards: how far in, how far behind
+            rate = (f"stream {stats.stream_s:.1f} s, lag {stats.lag_s:.2f} s, {stats.skipped} dropped"
+                    + (f", {stats.reconnects} reconnect(s)" if stats.reconnects else ""))
         if self.live:
             self.bar.update(self.task, advance=advance, segments=self.segments, rate=rate)
         elif not self.quiet and time.monotonic() - self.last_plain >= PLAIN_EVERY_S:

@@ -140,5 +140,6 @@ def _check_unique(found: Sequence[Source]) -> None:
         keys.add(source.key)
 
 
-def has_streams(sources: Sequence[Source]) -> bool:
-    return any(isinstance(s, StreamInput) for s in sources)
+def is_stream_key(key: str) -> bool:
+    """Whether a record's `video` key names a URL, pipe or capture device (no file to read again)."""
+    return url_scheme(key) is not None or key == STDIN_STREAM or is_capture_device(key)
