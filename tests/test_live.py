@@ -184,8 +184,8 @@ def test_a_real_time_stream_gives_the_recorded_files_records_as_it_goes(tiny, re
     # first may wait for the run to start: a pipe holds what the feeder sent meanwhile).
     sent = sent_times(log)
     latencies = [arrived - sent[r["end_frame"] - 1] for arrived, r in lines[:3]]
+    # (scored only at the end of the stream, the second segment's would be 2.8 s at least: 7.96 s - 5.12 s)
     assert all(0 < lag < 2.0 for lag in latencies[1:]), latencies
-    assert lines[2][0] < sent[len(sent) - 1]  # the third window was out before the stream's last frame was sent
 
 
 # --- the stages on their own -----------------------------------------------------------------------------
