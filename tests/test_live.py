@@ -397,3 +397,14 @@ def test_report_and_annotate_take_a_streams_records(file_records, tmp_path):
     annotate = CliRunner().invoke(app, ["annotate", str(results), "--out", str(tmp_path / "drawn")])
     assert annotate.exit_code == 1
     assert f"failed: {url}: a stream, not a file, so it cannot be read again" in annotate.stderr
+
+
+def test_streams_that_cannot_be_opened_get_clear_error_records(tiny):
+    port = free_port()  # nothing listens there
+    inputs = ["/dev/video63", f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{port}/clip.mp4"]
+    code, records, stderr = tag_cli([*inputs, *tiny])
+    assert code == 1 and "Traceback" not in stderr
+    assert [r["video"] for r in records] == inputs and all(r["record"] == "error" for r in records)
+    messages = [r["error"]["message"] for r in records]
+    assert messages[0].startswith("/dev/video63: cannot open it") and "No such file" in messages[0]
+    assert all("Connection refused" in m for m in messages[1:])
