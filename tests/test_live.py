@@ -290,14 +290,13 @@ def test_a_feeder_killed_mid_stream_ends_it_with_the_records_so_far(tiny, record
 def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, monkeypatch):
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    first = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
-    second = None
+    first = second = None
     env = {**os.environ, "VSWIN_RECONNECT_GIVE_UP_S": "3"}
     try:
-        wait_listening(port)
         run = start(vswin([url, "--reconnect", *tiny]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     env=env)
-        first.wait(timeout=30)
+        first = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
+        first.wait(timeout=60)
         second = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])  # the camera is back
         out, err = run.communicate(timeout=90)
     finally:
@@ -408,3 +407,43 @@ def test_streams_that_cannot_be_opened_get_clear_error_records(tiny):
     messages = [r["error"]["message"] for r in records]
     assert messages[0].startswith("/dev/video63: cannot open it") and "No such file" in messages[0]
     assert all("Connection refused" in m for m in messages[1:])
+
+
+def test_pipe0_needs_a_stream_on_stdin():
+    from vswin_cli.errors import UsageError
+    from vswin_cli.sources import check_stdin_use
+
+    check_stdin_use(["pipe:0"], stdin_is_terminal=False)
+    check_stdin_use(["-"], stdin_is_terminal=True)  # `-` keeps its meaning: a list of paths
+    with pytest.raises(UsageError, match="both read standard input"):
+        check_stdin_use(["-", "pipe:0"], stdin_is_terminal=False)
+    with pytest.raises(UsageError, match="which is a terminal"):
+        check_stdin_use(["pipe:0"], stdin_is_terminal=True)
+    code, _, stderr = tag_cli(["-", "pipe:0", "--weights", "x.pth"])
+    assert code == 2 and "both read standard input" in stderr
+
+
+def test_reconnect_waits_for_a_stream_that_is_not_up_yet(recording, capfd):
+    from vswin_cli.live import _open_first
+    from vswin_cli.sources import StreamInput
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    feeder = None
+
+    def camera_comes_up():
+        nonlocal feeder
+        time.sleep(1.0)
+        feeder = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])
+
+    later = threading.Thread(target=camera_comes_up)
+    later.start()
+    try:
+        container, stream = _open_first(StreamInput(url, url, "live", reconnect=True), threading.Event())
+        kind = stream.type
+        container.close()
+    finally:
+        later.join()
+        stop(feeder)
+    assert kind == "video"
+    assert "cannot open it yet" in capfd.readouterr().err

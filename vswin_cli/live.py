@@ -314,7 +314,7 @@ def _frames(source: StreamInput, stop: threading.Event, stats: LiveStats) -> Ite
     ends it as the end of the stream would."""
     import av
 
-    container, stream = _open(source)
+    container, stream = _open_first(source, stop)
     clock = FrameClock(float(stream.time_base), from_zero=source.is_live, wraps="mpegts" in container.format.name)
     yield 0.0, stream  # the first item tells the caller the stream (its frame rate)
     failing_since = None
@@ -371,6 +371,22 @@ def _frames(source: StreamInput, stop: threading.Event, stats: LiveStats) -> Ite
     finally:
         if container is not None:
             container.close()
+
+
+def _open_first(source: StreamInput, stop: threading.Event):
+    """`_open`; with `--reconnect`, a stream that is not up yet is tried again with backoff."""
+    import av
+
+    since = time.monotonic()
+    for attempt in itertools.count():
+        try:
+            return _open(source)
+        except (av.FFmpegError, OSError) as err:
+            if not source.reconnect or time.monotonic() - since > RECONNECT_GIVE_UP_S or stop.is_set():
+                raise
+            delay = RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
+            sys.stderr.write(f"warning: {source.key}: cannot open it yet ({err}); trying again in {delay:g} s\n")
+            stop.wait(delay)
 
 
 def _stream_fps(stream) -> float:

@@ -132,6 +132,22 @@ def find_sources(inputs: Iterable[str], glob: str | None = None, policy: str = "
     return found
 
 
+def check_stdin_use(inputs: Sequence[str], stdin_is_terminal: bool) -> None:
+    """`pipe:0` needs a stream on standard input: not a terminal, and not also `-` (a list of paths there).
+
+    Raises:
+        UsageError: either.
+    """
+    if STDIN_STREAM not in inputs:
+        return
+    if "-" in inputs:
+        raise UsageError(f"`-` and {STDIN_STREAM} both read standard input",
+                         hint="`-` reads a list of paths from it, pipe:0 a video stream: give one of them")
+    if stdin_is_terminal:
+        raise UsageError(f"{STDIN_STREAM} reads a video stream from standard input, which is a terminal",
+                         hint="pipe a stream in, e.g. ffmpeg -i IN -c:v libx264 -f mpegts - | vswin tag pipe:0 ...")
+
+
 def _check_unique(found: Sequence[Source]) -> None:
     keys: set[str] = set()
     for source in found:

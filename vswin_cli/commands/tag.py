@@ -12,7 +12,7 @@ import typer
 
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.inputs import VideoInput, read_path_list
-from vswin_cli.sources import find_sources
+from vswin_cli.sources import check_stdin_use, find_sources
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
     OUT, RUN, VIEWS, ArchOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
@@ -85,6 +85,7 @@ def tag(
         if not quiet:
             sys.stderr.write(f"warning: skipped {path}: {why}\n")
 
+    check_stdin_use(inputs or [], sys.stdin.isatty())
     videos = find_sources(_sources(inputs or [], from_list), glob=glob, policy=LivePolicy(live_policy).value,
                           reconnect=reconnect, queue_segments=live_queue, on_skip=skip)  # before the model
     # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
