@@ -6,10 +6,11 @@ tests/live_feeder.py sends into its standard input:
 - real-time factor: the stream sent as fast as the run reads it; stream seconds per wall second between
   the first and the last segment's record (1.0 or more keeps up with a live source; start-up left out,
   and also given with it), with the run's CPU seconds (all threads) beside the wall time.
-- latency: the stream sent in real time; for each segment, the time its record reached our pipe minus
-  the time the feeder sent the segment's last frame (median and p95), and the segments dropped. With
-  `--policy skip` (default) a model slower than real time stays live and drops segments; with `keep`
-  the latency grows with the stream.
+- latency: the stream served in real time on a loopback TCP port (its clock starts when the run
+  connects, after loading the model); for each segment, the time its record reached us minus the time
+  the feeder sent the segment's last frame (median and p95), and the segments dropped. With `--policy
+  skip` (default) a model slower than real time stays live by dropping segments, with a lag of at most
+  about (`--queue` + 1) forward passes; with `keep` the latency grows with the stream.
 - memory: a long stream (`--hours`, a short file looped with increasing timestamps, sent as fast as it is
   read); the run's resident memory sampled every second, peak and the growth from a quarter of the run on.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -91,18 +93,31 @@ def model_options(folder: Path, arch: str) -> list[str]:
             *extra]
 
 
-def run_stream(stream: Path, tag_args: list[str], speed: float, loop: int = 1, sample_memory: bool = False) -> dict:
-    """Feed `stream` into `vswin tag pipe:0`; the records with their arrival times, the feeder's log,
-    wall and CPU seconds, and (with `sample_memory`) the run's resident memory once a second."""
+def run_stream(stream: Path, tag_args: list[str], speed: float, loop: int = 1, sample_memory: bool = False,
+               tcp: bool = False) -> dict:
+    """Feed `stream` into `vswin tag pipe:0` (or, with `tcp`, serve it on a loopback port the run connects to:
+    the feeder's clock then starts when the run is ready to read); the records with their arrival times,
+    the feeder's log, wall and CPU seconds, and (with `sample_memory`) the run's resident memory once a second."""
     log = Path(tempfile.mkstemp(suffix=".log")[1])
-    feeder = subprocess.Popen([sys.executable, str(FEEDER), str(stream), "pipe:1", "--speed", str(speed),
-                               "--loop", str(loop), "--log", str(log)], stdout=subprocess.PIPE,
-                              start_new_session=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if tcp:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        target, source, stdin = f"tcp://127.0.0.1:{port}?listen=1", f"tcp://127.0.0.1:{port}", subprocess.DEVNULL
+    else:
+        target, source, stdin = "pipe:1", "pipe:0", subprocess.PIPE
+    feeder = subprocess.Popen([sys.executable, str(FEEDER), str(stream), target, "--speed", str(speed),
+                               "--loop", str(loop), "--log", str(log)], stdout=stdin if not tcp else None,
+                              start_new_session=True)
+    if tcp:
+        time.sleep(2.0)  # the feeder listens long before the run has loaded its model
     start = time.monotonic()
-    run = subprocess.Popen([sys.executable, "-m", "vswin_cli", "tag", "pipe:0", "-q", *tag_args], stdin=feeder.stdout,
+    run = subprocess.Popen([sys.executable, "-m", "vswin_cli", "tag", source, "-q", *tag_args],
+                           stdin=feeder.stdout if not tcp else subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    feeder.stdout.close()
+    if not tcp:
+        feeder.stdout.close()
     rss: list[tuple[float, int]] = []
     done = threading.Event()
 
@@ -135,26 +150,24 @@ def run_stream(stream: Path, tag_args: list[str], speed: float, loop: int = 1, s
                 skipped=err.count("skipped the segment"))
 
 
-def measure_size(stream: Path, tag_args: list[str], seconds: float, policy: str) -> dict:
+def measure_size(stream: Path, tag_args: list[str], seconds: float, policy: str, queue: int) -> dict:
     fast = run_stream(stream, tag_args, speed=1000.0)
     # Sustained: stream time per wall second between the first and the last segment's record (start-up,
     # model loading and the runtime's choice left out).
     scored = [(arrived, r["end"]) for arrived, r in fast["records"] if r["record"] == "segment"]
     sustained = (scored[-1][1] - scored[0][1]) / (scored[-1][0] - scored[0][0]) if len(scored) > 2 else None
-    live = run_stream(stream, [*tag_args, "--live-policy", policy], speed=1.0)
+    live = run_stream(stream, [*tag_args, "--live-policy", policy, "--live-queue", str(queue)], speed=1.0, tcp=True)
     segments = [(arrived, r) for arrived, r in live["records"] if r["record"] == "segment"]
-    # Segments whose last frame was sent before the run's first record waited for its start-up (the pipe
-    # held them): left out; the last (moved back to the stream's end) is in.
-    ready = segments[0][0] if segments else 0.0
-    latencies = sorted(arrived - live["sent"][r["end_frame"] - 1] for arrived, r in segments
-                       if r["end_frame"] - 1 in live["sent"] and live["sent"][r["end_frame"] - 1] > ready)
+    start = min(live["sent"].values())
+    # a kept segment's stream time is its own (skipping keeps the times): its last frame's send time
+    latencies = sorted(arrived - (start + r["end"] - 1 / FPS) for arrived, r in segments)
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else None
     return dict(stream_s=seconds, realtime_factor=round(sustained, 3) if sustained else None,
                 realtime_factor_with_startup=round(seconds / fast["wall_s"], 3),
                 fast_wall_s=round(fast["wall_s"], 2), fast_cpu_s=round(fast["cpu_s"], 2),
                 latency_median_s=round(statistics.median(latencies), 3) if latencies else None,
                 latency_p95_s=round(p95, 3) if p95 is not None else None,
-                segments=len(segments), dropped=live["skipped"], policy=policy)
+                segments=len(segments), dropped=live["skipped"], policy=policy, queue=queue)
 
 
 def measure_memory(stream: Path, tag_args: list[str], file_seconds: float, hours: float) -> dict:
@@ -177,6 +190,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="360x640,720x1280", help="HxW of the streams, comma-separated")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each latency/throughput stream")
     parser.add_argument("--policy", default="skip", choices=("keep", "skip"))
+    parser.add_argument("--queue", type=int, default=1, help="--live-queue of the latency run (skip: the lag's bound)")
     parser.add_argument("--hours", type=float, default=1.0, help="length of the memory stream (0: skip it)")
     parser.add_argument("--memory-size", default="360x640", help="HxW of the memory stream")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vswin-bench-live")
@@ -192,7 +206,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         height, width = map(int, size.split("x"))
         stream = make_stream(args.cache / f"stream-{size}-{args.seconds:g}s.ts", args.seconds, height, width)
-        results["sizes"][size] = row = measure_size(stream, tag_args, args.seconds, args.policy)
+        results["sizes"][size] = row = measure_size(stream, tag_args, args.seconds, args.policy, args.queue)
         print(f"{size}: {json.dumps(row)}", flush=True)
     if args.hours > 0:
         height, width = map(int, args.memory_size.split("x"))

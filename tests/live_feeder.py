@@ -42,14 +42,17 @@ def main() -> None:
                 packet = _copy(original, copy * length)  # a muxed packet gives its data away: send copies
                 t = float(packet.pts * stream.time_base)
                 if first_pts is None:
-                    first_pts, start_wall = t, time.time()
+                    first_pts = t
                 if args.stop_after is not None and t - first_pts >= args.stop_after:
                     os._exit(9)  # no trailer, no flush: a feeder that dies
-                delay = start_wall + (t - first_pts) / args.speed - time.time()
-                if delay > 0:
-                    time.sleep(delay)
+                if start_wall is not None:
+                    delay = start_wall + (t - first_pts) / args.speed - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
                 packet.stream = target
                 out.mux(packet)
+                if start_wall is None:  # the clock starts once the first packet is out (a TCP client is there)
+                    start_wall = time.time()
                 if log:
                     log.write(f"{t - first_pts:.6f} {time.time():.6f}\n")
         out.close()

@@ -92,20 +92,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(port: int, timeout: float = 10.0) -> None:
+def wait_listening(port: int, timeout: float = 30.0, listening: bool = True) -> None:
     """Wait until something listens on 127.0.0.1:port (read from /proc: a probe connection would be the
-    feeder's one client)."""
+    feeder's one client), or with `listening=False` until nothing does (the feeder took its client)."""
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs /proc/net/tcp to see the feeder listening")
     wanted = f"0100007F:{port:04X}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1] == wanted and fields[3] == "0A":
-                return
+        lines = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        if any(fields[1] == wanted and fields[3] == "0A" for fields in lines) == listening:
+            return
         time.sleep(0.05)
-    raise AssertionError(f"the feeder is not listening on port {port}")
+    raise AssertionError(f"port {port}: {'nothing listening' if listening else 'still listening'}")
 
 
 def vswin(args) -> list[str]:
@@ -184,8 +183,8 @@ def test_a_real_time_stream_gives_the_recorded_files_records_as_it_goes(tiny, re
     # first may wait for the run to start: a pipe holds what the feeder sent meanwhile).
     sent = sent_times(log)
     latencies = [arrived - sent[r["end_frame"] - 1] for arrived, r in lines[:3]]
-    # (scored only at the end of the stream, the second segment's would be 2.8 s at least: 7.96 s - 5.12 s)
-    assert all(0 < lag < 2.0 for lag in latencies[1:]), latencies
+    # (scored only at the end of the stream, the second segment's would be 2.84 s at least: 7.96 s - 5.12 s)
+    assert all(0 < lag < 2.5 for lag in latencies[1:]), latencies
 
 
 # --- the stages on their own -----------------------------------------------------------------------------
@@ -293,11 +292,13 @@ def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, m
     first = second = None
     env = {**os.environ, "VSWIN_RECONNECT_GIVE_UP_S": "3"}
     try:
+        first = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
+        wait_listening(port)
         run = start(vswin([url, "--reconnect", *tiny]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     env=env)
-        first = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--stop-after", "3.2"])
+        wait_listening(port, listening=False)  # the run is connected: the next feeder waits on the same port
+        second = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])  # the camera, back
         first.wait(timeout=60)
-        second = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])  # the camera is back
         out, err = run.communicate(timeout=90)
     finally:
         for proc in (first, second, run):
