@@ -64,3 +64,14 @@ def test_download_bar_shows_the_file_and_its_bytes_on_stderr_only(capsys):
         bar.start(total=10, completed=0)
         bar.advance(10)
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_live_stream_shows_stream_time_lag_and_dropped_segments(capsys, monkeypatch):
+    from vswin_cli.live import LIVE_STATS, LiveStats
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    monkeypatch.setitem(LIVE_STATS, "v.mp4", LiveStats("v.mp4", stream_s=12.34, lag_s=0.5, skipped=2, reconnects=1))
+    with progress.TagProgress(1, quiet=False) as bar:
+        bar.on_segment(_segment(0))
+    err = capsys.readouterr().err
+    assert "stream 12.3 s, lag 0.50 s, 2 dropped, 1 reconnect(s)" in err and "video-s/s" not in err

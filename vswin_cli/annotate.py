@@ -31,6 +31,7 @@ from vswin_cli.files import atomic_file
 from vswin_cli.report import label_colour
 from vswin_cli.records import SegmentResult, VideoResult
 from vswin_cli.results import read_results, video_roots
+from vswin_cli.sources import is_stream_key
 
 log = logging.getLogger("vswin.annotate")
 
@@ -125,7 +126,10 @@ def annotate_videos(
             continue
         source = next((r / video.video for r in roots if (r / video.video).is_file()), None)
         result, reason = None, None
-        if source is None:
+        if source is None and is_stream_key(video.key):
+            reason = (f"{video.key}: a stream, not a file, so it cannot be read again to draw on (its report needs"
+                      f" no video); to annotate one, record it (ffmpeg -i URL -c copy rec.ts) and tag the recording")
+        elif source is None:
             looked = ", ".join(str(r) for r in roots)
             reason = f"{video.video}: video file not found (looked in {looked}; give the tagged folder with --videos DIR)"
         else:

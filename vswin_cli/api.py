@@ -184,12 +184,14 @@ class Tagger:
         self.runtime_cache = runtime_cache  # where exported runtimes are kept (default: the cache's `exported`)
         self._networks: dict[tuple, Any] = {}  # one per clip shape and output kind: exported runtimes are built per shape
 
-    def tag(self, inputs, *, glob: str | None = None, **options) -> Iterator[VideoResult]:
+    def tag(self, inputs, *, glob: str | None = None, live_policy: str = "keep", live_queue: int = 4,
+            reconnect: bool = False, **options) -> Iterator[VideoResult]:
         """Tag videos: one `VideoResult` per video, in input order, each as soon as it is done.
 
         Args:
             inputs: a file, a folder (searched recursively), a `Frames` (frames in memory), or a list of them.
             glob: only files in folders whose relative path matches (as `vswin tag --glob`).
+            live_policy, live_queue, reconnect: how live streams are read (see `find_inputs`).
             **options: the fields of `TagSettings` (window, stride, views, top_k, threshold, merge,
                 features, batch_views, workers, ...).
 
@@ -198,13 +200,16 @@ class Tagger:
             `.summary`, `.top` (the video's tags), `.error`, and `.records()` (the JSON Lines dicts).
         """
         settings = TagSettings(**options)
-        yield from self.engine(settings).run(find_inputs(inputs, glob))
+        videos = find_inputs(inputs, glob, live_policy=live_policy, live_queue=live_queue, reconnect=reconnect)
+        yield from self.engine(settings).run(videos)
 
-    def segments(self, inputs, *, glob: str | None = None, **options):
+    def segments(self, inputs, *, glob: str | None = None, live_policy: str = "keep", live_queue: int = 4,
+                 reconnect: bool = False, **options):
         """Like `tag`, but each segment as soon as it is scored (`inference.ScoredSegment`: `.result` is its
         record, `.probs` float32 (K,)), then each video's `VideoResult`; for scripts that react at once."""
         settings = TagSettings(**options)
-        yield from self.engine(settings).stream(find_inputs(inputs, glob))
+        videos = find_inputs(inputs, glob, live_policy=live_policy, live_queue=live_queue, reconnect=reconnect)
+        yield from self.engine(settings).stream(videos)
 
     def classify(self, inputs, *, views: str | None = "paper", clips: int | None = None, crops: int | None = None,
                  clip_len: int | None = None, frame_interval: int | None = None, crop_size: int | None = None,
@@ -266,28 +271,37 @@ class Tagger:
         }
 
 
-def find_inputs(inputs, glob: str | None = None, on_skip: Callable[[str, str], None] | None = None) -> list[VideoInput]:
-    """The videos to tag from what `Tagger.tag` takes: paths, folders, `Frames`, `VideoInput`s, or a list of them.
+def find_inputs(inputs, glob: str | None = None, on_skip: Callable[[str, str], None] | None = None, *,
+                live_policy: str = "keep", reconnect: bool = False, live_queue: int = 4) -> list:
+    """The videos to tag from what `Tagger.tag` takes: paths, folders, URLs and live streams (`rtsp://`, `pipe:0`,
+    `/dev/video0`, ...), `Frames`, `VideoInput`s, or a list of them.
+
+    Args:
+        live_policy, reconnect, live_queue: how live streams are read (`sources.StreamInput`): keep every
+            segment through a queue of `live_queue` segments, or skip segments to stay live; reconnect
+            with backoff when a network stream drops.
 
     Raises:
         ConfigError: nothing given, nothing found, or two inputs that would get the same key.
     """
-    from vswin_cli.inputs import VideoInput, find_videos
+    from vswin_cli.inputs import VideoInput
+    from vswin_cli.sources import StreamInput, find_sources
 
-    items = [inputs] if isinstance(inputs, (str, os.PathLike, Frames, VideoInput)) else list(_iterable(inputs))
-    videos: list[VideoInput] = []
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, Frames, VideoInput, StreamInput)) else list(_iterable(inputs))
+    videos: list = []
     paths: list[str] = []
 
     def flush() -> None:
         if paths:
-            videos.extend(find_videos(paths, glob=glob, on_skip=on_skip))
+            videos.extend(find_sources(paths, glob=glob, policy=live_policy, reconnect=reconnect,
+                                       queue_segments=live_queue, on_skip=on_skip))
             paths.clear()
 
     for item in items:
         if isinstance(item, Frames):
             flush()
             videos.append(VideoInput(item, item.name))
-        elif isinstance(item, VideoInput):
+        elif isinstance(item, (VideoInput, StreamInput)):
             flush()
             videos.append(item)
         else:

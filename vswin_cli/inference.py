@@ -29,6 +29,7 @@ from vswin_cli.aggregate import (
     top_k,
 )
 from vswin_cli.inputs import VideoInput
+from vswin_cli.live import LiveStream, has_streams
 from vswin_cli.precision import autocast
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan
@@ -293,6 +294,8 @@ class Engine:
         """Decode `todo` (from segment `starts[pos]` on) and score; yields after each item that arrived."""
         workers = self.run_options.workers
         stream = VideoStream(videos, todo, self.spec, self.decode, starts)
+        if has_streams(videos, todo):  # URLs, pipes, cameras: read front to back in this process (vswin_cli.live)
+            workers, stream = 0, LiveStream(videos, todo, self.spec, self.decode, starts)
         loader = DataLoader(
             stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -319,7 +322,8 @@ class Engine:
                 pending.append(item)
                 # The first segment goes through at once (the model would idle while a whole batch is
                 # decoded, and a short video would get no decode/model overlap); then full batches.
-                if not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.run_options.batch_views:
+                if (not self.num_views_computed or sum(len(p.weights) for p in pending) >= self.run_options.batch_views
+                        or getattr(stream, "idle", bool)()):  # a live stream with nothing else ready: no waiting
                     self._score(pending, states)
                     pending = []
             elif item.video_pos in states:  # (a video can finish before a worker sharing it reports)

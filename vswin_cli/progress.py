@@ -33,6 +33,7 @@ class TagProgress:
         self.videos = self.segments = 0
         self.done_seconds = 0.0  # finished videos: their durations
         self.reached: dict[str, float] = {}  # videos in progress: the furthest segment end so far
+        self.current: str | None = None  # the video of the last segment written
         self.start = self.last_plain = time.monotonic()
         self.console = Console(stderr=True, soft_wrap=True)
         self.live = not quiet and sys.stderr.isatty()
@@ -55,6 +56,7 @@ class TagProgress:
 
     def on_segment(self, segment) -> None:
         """A segment is written (a `SegmentResult`): it advances the video time done."""
+        self.current = segment.video
         self.segments += 1
         # the furthest end, not the sum of lengths: overlapping segments (--stride) cover a second once
         self.reached[segment.video] = max(self.reached.get(segment.video, 0.0), segment.end)
@@ -73,6 +75,11 @@ class TagProgress:
     def _update(self, advance: int = 0) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = f"{self.video_seconds:.1f} s of video, {self.video_seconds / elapsed:.2f} video-s/s"
+        live = sys.modules.get("vswin_cli.live")  # loaded only when a stream is read
+        stats = live.LIVE_STATS.get(self.current) if live is not None else None
+        if stats is not None:  # a stream has no end to count towards: how far in, how far behind
+            rate = (f"stream {stats.stream_s:.1f} s, lag {stats.lag_s:.2f} s, {stats.skipped} dropped"
+                    + (f", {stats.reconnects} reconnect(s)" if stats.reconnects else ""))
         if self.live:
             self.bar.update(self.task, advance=advance, segments=self.segments, rate=rate)
         elif not self.quiet and time.monotonic() - self.last_plain >= PLAIN_EVERY_S:

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.inputs import read_path_list
+from vswin_cli.inputs import VideoInput, read_path_list
+from vswin_cli.sources import check_stdin_use
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
     OUT, RUN, VIEWS, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
@@ -19,12 +20,15 @@ from vswin_cli.options import (
 )
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
+LivePolicy = Enum("LivePolicy", {name: name for name in ("keep", "skip")}, type=str)
+LIVE = "Live streams"
 Backend = Enum("Backend", {name: name for name in ("auto", "pyav", "decord")}, type=str)
 
 
 def tag(
     inputs: Annotated[Optional[list[str]], typer.Argument(
-        help="Video files and folders (searched recursively); `-` reads paths from stdin, one per line.",
+        help="Video files and folders (searched recursively), http(s) URLs of files, live streams (rtsp://, rtmp://, "
+             "srt://, udp://, tcp://, pipe:0 for a stream on stdin, /dev/video0); `-` reads paths from stdin, one per line.",
         show_default=False)] = None,
     model: ModelOpt = None, weights: WeightsOpt = None, arch: ArchOpt = None, labels: LabelsOpt = None,
     from_list: Annotated[Optional[Path], typer.Option("--from-list", help="Read video paths from this file, one per line.", show_default=False)] = None,
@@ -50,6 +54,9 @@ def tag(
     runtime: RuntimeOpt = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model on PyTorch (CUDA: slow start, faster after; on the CPU it was slower than eager, with a warning).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
+    live_policy: Annotated[LivePolicy, typer.Option("--live-policy", help="When the model cannot keep up with a live stream: keep every segment (the lag grows, memory stays bounded) or skip segments to stay live (each skip reported).", rich_help_panel=LIVE)] = "keep",
+    reconnect: Annotated[bool, typer.Option("--reconnect", help="Reopen a network stream that drops, with backoff (each gap reported); without it a drop ends the stream with an error record.", rich_help_panel=LIVE)] = False,
+    live_queue: Annotated[int, typer.Option("--live-queue", min=1, help="Segments of a live stream waiting for the model at most.", rich_help_panel=LIVE)] = 4,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
@@ -61,6 +68,8 @@ def tag(
       find /data -name '*.mp4' | vswin tag - -m swin-t-k400 -o tags.jsonl
 
       vswin tag ./clips -m swin-t-k400 -o tags.jsonl --resume    (continue after an interruption)
+
+      vswin tag rtsp://camera.local/stream -m swin-t-k400 --reconnect    (a live stream: records as it goes)
 
     Exit status: 0 all videos tagged, 1 some failed (each has an error record), 2 usage error, 130 interrupted.
     """
@@ -88,8 +97,10 @@ def tag(
         if not quiet:
             sys.stderr.write(f"warning: skipped {path}: {why}\n")
 
-    videos = find_inputs(_sources(inputs or [], from_list), glob, on_skip=skip)
-    missing = [v.path for v in videos if not v.path.exists()]
+    check_stdin_use(inputs or [], sys.stdin.isatty())
+    videos = find_inputs(_sources(inputs or [], from_list), glob, on_skip=skip, live_policy=LivePolicy(live_policy).value,
+                         reconnect=reconnect, live_queue=live_queue)
+    missing = [v.path for v in videos if isinstance(v, VideoInput) and not v.path.exists()]
     if len(missing) == len(videos):  # nothing to tag at all: say so before any model is loaded
         raise UsageError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                          hint="check the paths")
