@@ -61,7 +61,9 @@ def recording(tmp_path_factory):
 
 def tag_cli(args) -> tuple[int, list[dict], str]:
     result = CliRunner().invoke(app, ["tag", *args])
-    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert not records or records[0]["record"] == "run"  # what produced the output comes first
+    return result.exit_code, records[1:], result.stderr
 
 
 def without_key(records: list[dict]) -> list[dict]:
@@ -115,7 +117,9 @@ def read_lines(proc: subprocess.Popen) -> list[tuple[float, dict]]:
     """(arrival time, record) of each line of the run's stdout, as it comes."""
     lines = []
     for line in proc.stdout:
-        lines.append((time.time(), json.loads(line)))
+        record = json.loads(line)
+        if record["record"] != "run":  # what produced the output, written before the stream is read
+            lines.append((time.time(), record))
     return lines
 
 
@@ -279,7 +283,7 @@ def test_a_feeder_killed_mid_stream_ends_it_with_the_records_so_far(tiny, record
         stop(feeder)
     assert feeder.returncode == 9  # it died without closing the stream properly
     assert "Traceback" not in run.stderr
-    records = [json.loads(line) for line in run.stdout.splitlines()]
+    records = [r for r in map(json.loads, run.stdout.splitlines()) if r["record"] != "run"]
     assert run.returncode == 0, run.stderr  # over TCP a dead feeder looks like the end of the stream
     assert without_key(records[:1]) == without_key(file_records[:1])  # the segment before the drop, as the file's
     video = records[-1]
@@ -306,7 +310,7 @@ def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, m
                 stop(proc)
     assert run.returncode == 0, err
     assert "Traceback" not in err and "reconnected after" in err
-    records = [json.loads(line) for line in out.splitlines()]
+    records = [r for r in map(json.loads, out.splitlines()) if r["record"] != "run"]
     segments = [r for r in records if r["record"] == "segment"]
     assert [s["segment"] for s in segments] == list(range(len(segments)))
     # the second connection's 8 s come after the first's 3.2 s and the gap between them
@@ -320,21 +324,20 @@ def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, m
 
 def _read_slowly(policy: str, recording: Path, seconds_per_segment: float):
     """Read a real-time TCP stream with `live_items` and a model that needs `seconds_per_segment`."""
-    from vswin_cli.inference import TagOptions
     from vswin_cli.live import LIVE_STATS, live_items
     from vswin_cli.protocol import PROTOCOLS, ClipSpec
-    from vswin_cli.segments import SegmentViews, VideoDecoded
+    from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded
     from vswin_cli.sources import StreamInput
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     feeder = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1"])
-    spec = ClipSpec.for_views(PROTOCOLS["k400"], "fast", crop_size=32)
+    spec = ClipSpec.for_views(PROTOCOLS["k400"], 1, 1, crop_size=32)
     source = StreamInput(url, f"{url}/{policy}", "live", policy=policy, queue_segments=1)
     items = []
     try:
         wait_listening(port)
-        for item in live_items(0, source, spec, TagOptions(window_s=0.8)):
+        for item in live_items(0, source, spec, DecodeOptions(window_s=0.8)):
             items.append(item)
             if isinstance(item, SegmentViews):
                 time.sleep(seconds_per_segment)
@@ -371,6 +374,7 @@ def test_sigterm_ends_a_live_stream_there_with_its_last_segment_and_summary(tiny
                 text=True)
     feeder.stdout.close()
     try:
+        assert json.loads(run.stdout.readline())["record"] == "run"  # written before the stream is read
         first = run.stdout.readline()  # the first segment is out: the stream is being tagged
         run.send_signal(signal.SIGTERM)
         rest, err = run.communicate(timeout=30)
@@ -379,7 +383,7 @@ def test_sigterm_ends_a_live_stream_there_with_its_last_segment_and_summary(tiny
         stop(run)
     assert run.returncode == 0, err
     assert "stopping: ending pipe:0 here" in err and "Traceback" not in err
-    records = [json.loads(line) for line in [first, *rest.splitlines()]]
+    records = [r for r in map(json.loads, [first, *rest.splitlines()]) if r["record"] != "run"]
     assert without_key(records[:1]) == without_key(file_records[:1])
     video = records[-1]
     assert video["record"] == "video" and 64 < video["num_frames"] < 200

@@ -126,8 +126,8 @@ def annotate_videos(
             continue
         source = next((r / video.video for r in roots if (r / video.video).is_file()), None)
         result, reason = None, None
-        if source is None and is_stream_key(video.key):
-            reason = (f"{video.key}: a stream, not a file, so it cannot be read again to draw on (its report needs"
+        if source is None and is_stream_key(video.video):
+            reason = (f"{video.video}: a stream, not a file, so it cannot be read again to draw on (its report needs"
                       f" no video); to annotate one, record it (ffmpeg -i URL -c copy rec.ts) and tag the recording")
         elif source is None:
             looked = ", ".join(str(r) for r in roots)
