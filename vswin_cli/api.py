@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from vswin_cli.engines.ray import RayEngine
     from vswin_cli.inference import Engine
     from vswin_cli.inputs import VideoInput
     from vswin_cli.records import VideoResult
 
 BACKENDS = ("auto", "pyav", "decord")
+ENGINES = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -181,12 +183,14 @@ class Tagger:
         self.runtime_cache = runtime_cache  # where exported runtimes are kept (default: the cache's `exported`)
         self._networks: dict[tuple, Any] = {}  # one per clip shape and output kind: exported runtimes are built per shape
 
-    def tag(self, inputs, *, glob: str | None = None, **options) -> Iterator[VideoResult]:
+    def tag(self, inputs, *, glob: str | None = None, engine: str = "local", ray_address: str | None = None,
+            **options) -> Iterator[VideoResult]:
         """Tag videos: one `VideoResult` per video, in input order, each as soon as it is done.
 
         Args:
             inputs: a file, a folder (searched recursively), a `Frames` (frames in memory), or a list of them.
             glob: only files in folders whose relative path matches (as `vswin tag --glob`).
+            engine, ray_address: "local", or "ray" on the cluster at `ray_address` (see `engine`).
             **options: the fields of `TagSettings` (window, stride, views, top_k, threshold, merge,
                 features, batch_views, workers, ...).
 
@@ -195,7 +199,7 @@ class Tagger:
             `.summary`, `.top` (the video's tags), `.error`, and `.records()` (the JSON Lines dicts).
         """
         settings = TagSettings(**options)
-        yield from self.engine(settings).run(find_inputs(inputs, glob))
+        yield from self.engine(settings, kind=engine, ray_address=ray_address).run(find_inputs(inputs, glob))
 
     def segments(self, inputs, *, glob: str | None = None, **options):
         """Like `tag`, but each segment as soon as it is scored (`inference.ScoredSegment`: `.result` is its
@@ -229,8 +233,18 @@ class Tagger:
             else:
                 yield Classification(video.key, scores.probs[0].numpy(), None)
 
-    def engine(self, settings: TagSettings, spec: ClipSpec | None = None) -> Engine:
-        """The local engine for one run with `settings` (the CLI streams it into an output file)."""
+    def engine(self, settings: TagSettings, spec: ClipSpec | None = None, *, kind: str = "local",
+               ray_address: str | None = None, verbose: bool = False) -> Engine | RayEngine:
+        """The engine for one run with `settings` (the CLI streams it into an output file).
+
+        Args:
+            kind: "local" (this machine: decode processes feed the model here) or "ray" (a Ray Data
+                pipeline on the cluster at `ray_address` / `RAY_ADDRESS`, else on a local instance
+                started for the run; needs the `vswin[ray]` extra). Both yield the same records.
+            verbose: with "ray", let Ray's own log lines through.
+        """
+        if kind not in ENGINES:
+            raise UsageError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")
         from vswin_cli.inference import Engine, Network, RecordOptions, RunOptions
         from vswin_cli.segments import DecodeOptions
 
@@ -247,9 +261,15 @@ class Tagger:
         if key not in self._networks:
             self._networks[key] = Network(self.model, (spec.clip_len, spec.crop_size, spec.crop_size), run,
                                           settings.features)
+        if kind == "ray":
+            from vswin_cli.engines.ray import RayEngine, RayOptions, check_installed
+
+            check_installed()
+            return RayEngine(self._networks[key], self.labels, self.name, spec, run, decode, records,
+                             RayOptions(address=ray_address, verbose=verbose))
         return Engine(None, self.labels, self.name, spec, run, decode, records, network=self._networks[key])
 
-    def run_record(self, settings: TagSettings, engine: Engine) -> dict:
+    def run_record(self, settings: TagSettings, engine: Engine | RayEngine) -> dict:
         """What produced an output (its leading `run` record): enough to tell two outputs apart and to
         reproduce one; no clock time or host name, so a repeated or resumed run writes the same bytes."""
         spec = engine.spec

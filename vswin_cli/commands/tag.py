@@ -20,6 +20,7 @@ from vswin_cli.options import (
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 Backend = Enum("Backend", {name: name for name in ("auto", "pyav", "decord")}, type=str)
+EngineKind = Enum("EngineKind", {name: name for name in ("local", "ray")}, type=str)
 
 
 def tag(
@@ -51,6 +52,8 @@ def tag(
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model on PyTorch (CUDA: slow start, faster after; on the CPU it was slower than eager, with a warning).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs vswin[ray]).", rich_help_panel=RUN)] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
 
@@ -108,7 +111,10 @@ def tag(
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
-    engine = tagger.engine(settings)
+    if EngineKind(engine_kind).value == "ray" and shard.world_size > 1:
+        raise UsageError("--engine ray runs one driver; under torchrun every rank would tag every video",
+                         hint="start vswin tag --engine ray once, without torchrun")
+    engine = tagger.engine(settings, kind=EngineKind(engine_kind).value, ray_address=ray_address, verbose=verbose)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
         run = run_tag(engine, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
