@@ -292,3 +292,18 @@ def test_parquet_read_back_by_pandas_equals_the_json_lines(tiny, folder, local_o
             else:
                 assert [row[k] for k in ("num_segments", "duration", "num_frames", "fps")] == \
                        [record[k] for k in ("num_segments", "duration", "num_frames", "fps")]
+
+
+def test_eval_on_ray_gives_the_local_metrics_and_predictions(tiny, folder, head, tmp_path):
+    (tmp_path / "val.txt").write_text("a.mp4 archery\nb.mp4 bowling\nc/long.mp4 cooking\nd.mp4 dancing\n")
+    outputs = []
+    for engine in (["--engine", "local"], ["--engine", "ray", "--ray-address", head[0]]):
+        out = tmp_path / engine[1]
+        out.mkdir()
+        proc = subprocess.run([sys.executable, "-m", "vswin_cli", "eval", "--dataset", str(tmp_path / "val.txt"),
+                               "--data-root", str(folder), *tiny, "--views", "2x1", "-o", str(out / "m.json"),
+                               "--predictions", str(out / "p.jsonl"), *engine],
+                              capture_output=True, text=True, timeout=300)
+        outputs.append((proc.returncode, (out / "m.json").read_bytes(), (out / "p.jsonl").read_bytes()))
+    assert outputs[0][0] == 1, "the unreadable video fails"
+    assert outputs[1] == outputs[0]

@@ -210,13 +210,15 @@ class Tagger:
     def classify(self, inputs, *, views: str | None = "paper", clips: int | None = None, crops: int | None = None,
                  clip_len: int | None = None, frame_interval: int | None = None, crop_size: int | None = None,
                  batch_views: int = 12, workers: int | None = None, backend: str = "auto",
-                 spec: ClipSpec | None = None) -> Iterator[Classification]:
+                 spec: ClipSpec | None = None, engine: str = "local", ray_address: str | None = None,
+                 verbose: bool = False) -> Iterator[Classification]:
         """Score each video whole with the published protocol (what `vswin eval` measures), in input order.
 
         Args:
             inputs: as for `tag`.
             views, clips, crops, clip_len, frame_interval, crop_size: as for `tag` (default: the paper's views).
             spec: the views as a `ClipSpec` (instead of the view options; e.g. a training run's validation).
+            engine, ray_address, verbose: "local", or "ray" on the cluster at `ray_address` (see `engine`).
 
         Returns:
             `Classification(video, probs float32 (K,) | None, error | None)` per video.
@@ -224,8 +226,8 @@ class Tagger:
         settings = TagSettings(window=math.inf, views=views, clips=clips, crops=crops, clip_len=clip_len,
                                frame_interval=frame_interval, crop_size=crop_size, top_k=0,
                                batch_views=batch_views, workers=workers, backend=backend)
-        engine = self.engine(settings, spec=spec)
-        for video, scores in engine.scores(find_inputs(inputs, None)):
+        runner = self.engine(settings, spec=spec, kind=engine, ray_address=ray_address, verbose=verbose)
+        for video, scores in runner.scores(find_inputs(inputs, None)):
             if scores.failed is not None:
                 yield Classification(video.key, None, scores.failed.message.removeprefix(f"{video.key}: "))
             elif not scores.probs:

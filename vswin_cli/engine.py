@@ -132,8 +132,9 @@ def train_one_epoch(
 
 def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSpec, class_names: list[str],
                   device: torch.device, *, max_views: int = 12, workers: int = 0, precision: str = "fp32",
-                  runtime: str = "torch", runtime_cache: str | None = None,
-                  on_video=None) -> list[tuple[int, np.ndarray | None, str | None]]:
+                  runtime: str = "torch", runtime_cache: str | None = None, on_video=None,
+                  engine: str = "local", ray_address: str | None = None,
+                  verbose: bool = False) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Class probabilities of listed videos with the published test protocol, across ranks.
 
     Each video is one segment (the whole video) scored by `api.Tagger.classify`: the same decode, views and
@@ -150,6 +151,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
         precision: "fp32", "bf16" or "fp16" (see `inference.RunOptions`).
         runtime, runtime_cache: the CPU runtime of the network (see `inference.RunOptions`).
         on_video: optional callable(index, probs | None, error | None) as each of this rank's videos is done.
+        engine, ray_address, verbose: "local", or "ray" on a Ray cluster (`api.Tagger.engine`).
 
     Returns:
         On rank 0, `(index in entries, (K,) float32 probabilities or None, error or None)` for every
@@ -164,7 +166,8 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
                     runtime_cache=runtime_cache)
     videos = [VideoInput(entries[i].path, str(i)) for i in mine]
     local = []
-    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers):
+    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers, engine=engine,
+                                  ray_address=ray_address, verbose=verbose):
         item = (int(scored.video), scored.probs, scored.error)
         local.append(item)
         if on_video is not None:
@@ -227,6 +230,9 @@ def evaluate_list(
     progress=None,
     runtime: str = "torch",
     runtime_cache: str | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    verbose: bool = False,
 ) -> EvalReport | None:
     """Evaluate `model` on listed videos with the test protocol `spec`; rank 0 gets the report.
 
@@ -243,6 +249,7 @@ def evaluate_list(
             it finishes on a single process; by rank 0 after the gather under torchrun).
         resume: keep the complete records already in `predictions` and evaluate only the other videos.
         progress: optional callable(done, total) on rank 0.
+        engine, ray_address, verbose: "local", or "ray" on a Ray cluster (`api.Tagger.engine`).
 
     Returns:
         `EvalReport` on rank 0, None on other ranks. Failed videos are listed, never dropped silently.
@@ -272,7 +279,8 @@ def evaluate_list(
 
     try:
         scored = score_entries(model, todo, spec, class_names, device, max_views=max_views, workers=workers,
-                               precision=precision, runtime=runtime, runtime_cache=runtime_cache, on_video=on_video)
+                               precision=precision, runtime=runtime, runtime_cache=runtime_cache, on_video=on_video,
+                               engine=engine, ray_address=ray_address, verbose=verbose)
     except BaseException:
         if stream is not None:
             out.commit(final=False)  # keep PATH.part for --resume
