@@ -307,3 +307,33 @@ def test_eval_on_ray_gives_the_local_metrics_and_predictions(tiny, folder, head,
         outputs.append((proc.returncode, (out / "m.json").read_bytes(), (out / "p.jsonl").read_bytes()))
     assert outputs[0][0] == 1, "the unreadable video fails"
     assert outputs[1] == outputs[0]
+
+
+def test_what_a_retried_task_sends_again_is_dropped():
+    import numpy as np
+    import torch
+
+    from vswin_cli.aggregate import VideoError
+    from vswin_cli.engines.ray import SegmentScores, _take
+    from vswin_cli.sampling import Segment, SegmentPlan
+    from vswin_cli.scoring import VideoScores
+    from vswin_cli.segments import VideoDecoded, VideoFailed
+
+    def scores(index: int, value: float) -> SegmentScores:
+        plan = SegmentPlan(Segment(index, index * 10, index * 10 + 10, index * 1.0, index + 1.0),
+                           np.zeros((1, 2), np.int64), np.ones(1, np.float32))
+        return SegmentScores(0, plan, torch.full((3,), value))
+
+    state = VideoScores()
+    for item in (scores(0, 0.1), scores(1, 0.2), scores(1, 0.9)):  # a retry sends segment 1 again
+        _take(state, item)
+    assert sorted(state.probs) == [0, 1] and state.probs[1][0].item() == pytest.approx(0.2)
+    state.probs.pop(0), state.plans.pop(0)
+    state.emitted = 1  # segment 0 was written
+    _take(state, scores(0, 0.5))
+    assert 0 not in state.probs
+    _take(state, VideoDecoded(0, 2, 20, 10.0, 2.0))
+    assert state.finished()
+    _take(state, VideoFailed(0, VideoError("v", "X", "first")))
+    _take(state, VideoFailed(0, VideoError("v", "X", "second")))
+    assert state.failed.message == "first"
