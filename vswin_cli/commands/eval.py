@@ -35,7 +35,7 @@ def eval(  # noqa: A001 (the command's name)
     batch_views: BatchViewsOpt = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
-    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same metrics (needs vswin[ray]).", rich_help_panel=RUN)] = "local",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same metrics (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.

@@ -52,7 +52,7 @@ def tag(
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model on PyTorch (CUDA: slow start, faster after; on the CPU it was slower than eager, with a warning).", rich_help_panel=RUN)] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode at reduced resolution: faster, but pixels differ slightly from the official pipeline.", rich_help_panel=RUN)] = False,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
-    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs vswin[ray]).", rich_help_panel=RUN)] = "local",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
