@@ -294,6 +294,7 @@ def test_parquet_read_back_by_pandas_equals_the_json_lines(tiny, folder, local_o
                        [record[k] for k in ("num_segments", "duration", "num_frames", "fps")]
 
 
+@pytest.mark.slow
 def test_eval_on_ray_gives_the_local_metrics_and_predictions(tiny, folder, head, tmp_path):
     (tmp_path / "val.txt").write_text("a.mp4 archery\nb.mp4 bowling\nc/long.mp4 cooking\nd.mp4 dancing\n")
     outputs = []
