@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from vswin_cli.engines.ray import RayEngine
     from vswin_cli.inference import Engine
     from vswin_cli.inputs import VideoInput
     from vswin_cli.records import VideoResult
 
 BACKENDS = ("auto", "pyav", "decord")
+ENGINES = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -185,13 +187,15 @@ class Tagger:
         self._networks: dict[tuple, Any] = {}  # one per clip shape and output kind: exported runtimes are built per shape
 
     def tag(self, inputs, *, glob: str | None = None, live_policy: str = "keep", live_queue: int = 4,
-            reconnect: bool = False, **options) -> Iterator[VideoResult]:
+            reconnect: bool = False, engine: str = "local", ray_address: str | None = None,
+            **options) -> Iterator[VideoResult]:
         """Tag videos: one `VideoResult` per video, in input order, each as soon as it is done.
 
         Args:
             inputs: a file, a folder (searched recursively), a `Frames` (frames in memory), or a list of them.
             glob: only files in folders whose relative path matches (as `vswin tag --glob`).
             live_policy, live_queue, reconnect: how live streams are read (see `find_inputs`).
+            engine, ray_address: "local", or "ray" on the cluster at `ray_address` (see `engine`).
             **options: the fields of `TagSettings` (window, stride, views, top_k, threshold, merge,
                 features, batch_views, workers, ...).
 
@@ -201,7 +205,7 @@ class Tagger:
         """
         settings = TagSettings(**options)
         videos = find_inputs(inputs, glob, live_policy=live_policy, live_queue=live_queue, reconnect=reconnect)
-        yield from self.engine(settings).run(videos)
+        yield from self.engine(settings, kind=engine, ray_address=ray_address).run(videos)
 
     def segments(self, inputs, *, glob: str | None = None, live_policy: str = "keep", live_queue: int = 4,
                  reconnect: bool = False, **options):
@@ -214,13 +218,15 @@ class Tagger:
     def classify(self, inputs, *, views: str | None = "paper", clips: int | None = None, crops: int | None = None,
                  clip_len: int | None = None, frame_interval: int | None = None, crop_size: int | None = None,
                  batch_views: int = 12, workers: int | None = None, backend: str = "auto",
-                 spec: ClipSpec | None = None) -> Iterator[Classification]:
+                 spec: ClipSpec | None = None, engine: str = "local", ray_address: str | None = None,
+                 verbose: bool = False) -> Iterator[Classification]:
         """Score each video whole with the published protocol (what `vswin eval` measures), in input order.
 
         Args:
             inputs: as for `tag`.
             views, clips, crops, clip_len, frame_interval, crop_size: as for `tag` (default: the paper's views).
             spec: the views as a `ClipSpec` (instead of the view options; e.g. a training run's validation).
+            engine, ray_address, verbose: "local", or "ray" on the cluster at `ray_address` (see `engine`).
 
         Returns:
             `Classification(video, probs float32 (K,) | None, error | None)` per video.
@@ -228,8 +234,8 @@ class Tagger:
         settings = TagSettings(window=math.inf, views=views, clips=clips, crops=crops, clip_len=clip_len,
                                frame_interval=frame_interval, crop_size=crop_size, top_k=0,
                                batch_views=batch_views, workers=workers, backend=backend)
-        engine = self.engine(settings, spec=spec)
-        for video, scores in engine.scores(find_inputs(inputs, None)):
+        runner = self.engine(settings, spec=spec, kind=engine, ray_address=ray_address, verbose=verbose)
+        for video, scores in runner.scores(find_inputs(inputs, None)):
             if scores.failed is not None:
                 yield Classification(video.key, None, scores.failed.message.removeprefix(f"{video.key}: "))
             elif not scores.probs:
@@ -237,8 +243,18 @@ class Tagger:
             else:
                 yield Classification(video.key, scores.probs[0].numpy(), None)
 
-    def engine(self, settings: TagSettings, spec: ClipSpec | None = None) -> Engine:
-        """The local engine for one run with `settings` (the CLI streams it into an output file)."""
+    def engine(self, settings: TagSettings, spec: ClipSpec | None = None, *, kind: str = "local",
+               ray_address: str | None = None, verbose: bool = False) -> Engine | RayEngine:
+        """The engine for one run with `settings` (the CLI streams it into an output file).
+
+        Args:
+            kind: "local" (this machine: decode processes feed the model here) or "ray" (a Ray Data
+                pipeline on the cluster at `ray_address` / `RAY_ADDRESS`, else on a local instance
+                started for the run; needs the `vswin[ray]` extra). Both yield the same records.
+            verbose: with "ray", let Ray's own log lines through.
+        """
+        if kind not in ENGINES:
+            raise UsageError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")
         from vswin_cli.inference import Engine, Network, RecordOptions, RunOptions
         from vswin_cli.segments import DecodeOptions
 
@@ -255,9 +271,15 @@ class Tagger:
         if key not in self._networks:
             self._networks[key] = Network(self.model, (spec.clip_len, spec.crop_size, spec.crop_size), run,
                                           settings.features)
+        if kind == "ray":
+            from vswin_cli.engines.ray import RayEngine, RayOptions, check_installed
+
+            check_installed()
+            return RayEngine(self._networks[key], self.labels, self.name, spec, run, decode, records,
+                             RayOptions(address=ray_address, verbose=verbose))
         return Engine(None, self.labels, self.name, spec, run, decode, records, network=self._networks[key])
 
-    def run_record(self, settings: TagSettings, engine: Engine) -> dict:
+    def run_record(self, settings: TagSettings, engine: Engine | RayEngine) -> dict:
         """What produced an output (its leading `run` record): enough to tell two outputs apart and to
         reproduce one; no clock time or host name, so a repeated or resumed run writes the same bytes."""
         spec = engine.spec

@@ -136,8 +136,9 @@ def train_one_epoch(
 
 def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSpec, class_names: list[str],
                   device: torch.device, *, max_views: int = 12, workers: int = 0, precision: str = "fp32",
-                  runtime: str = "torch", runtime_cache: str | None = None,
-                  on_video=None) -> list[tuple[int, np.ndarray | None, str | None]]:
+                  runtime: str = "torch", runtime_cache: str | None = None, on_video=None,
+                  engine: str = "local", ray_address: str | None = None,
+                  verbose: bool = False) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Class probabilities of listed videos with the published test protocol, across ranks.
 
     Each video is one segment (the whole video) scored by `api.Tagger.classify`: the same decode, views and
@@ -154,6 +155,7 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
         precision: "fp32", "bf16" or "fp16" (see `inference.RunOptions`).
         runtime, runtime_cache: the CPU runtime of the network (see `inference.RunOptions`).
         on_video: optional callable(index, probs | None, error | None) as each of this rank's videos is done.
+        engine, ray_address, verbose: "local", or "ray" on a Ray cluster (`api.Tagger.engine`).
 
     Returns:
         On rank 0, `(index in entries, (K,) float32 probabilities or None, error or None)` for every
@@ -168,7 +170,8 @@ def score_entries(model: torch.nn.Module, entries: list[ListEntry], spec: ClipSp
                     runtime_cache=runtime_cache)
     videos = [VideoInput(entries[i].path, str(i)) for i in mine]
     local = []
-    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers) if videos else ():
+    for scored in tagger.classify(videos, spec=spec, batch_views=max_views, workers=workers, engine=engine,
+                                  ray_address=ray_address, verbose=verbose) if videos else ():
         item = (int(scored.video), scored.probs, scored.error)
         local.append(item)
         if on_video is not None:
@@ -251,6 +254,9 @@ def evaluate_list(
     progress=None,
     runtime: str = "torch",
     runtime_cache: str | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    verbose: bool = False,
 ) -> EvalReport | None:
     """Evaluate `model` on listed videos with the test protocol `spec`; rank 0 gets the report.
 
@@ -271,6 +277,7 @@ def evaluate_list(
         scores: `.npz` file of every listed video's probabilities (`metrics.scores_file_bytes`),
             written atomically by rank 0 when the run ends.
         progress: optional callable(done, total) on rank 0.
+        engine, ray_address, verbose: "local", or "ray" on a Ray cluster (`api.Tagger.engine`).
 
     Returns:
         `EvalReport` on rank 0, None on other ranks. Failed videos are listed, never dropped silently.
@@ -308,7 +315,8 @@ def evaluate_list(
 
     try:
         scored = score_entries(model, todo, spec, class_names, device, max_views=max_views, workers=workers,
-                               precision=precision, runtime=runtime, runtime_cache=runtime_cache, on_video=on_video)
+                               precision=precision, runtime=runtime, runtime_cache=runtime_cache, on_video=on_video,
+                               engine=engine, ray_address=ray_address, verbose=verbose)
     except BaseException:
         if stream is not None:
             out.commit(final=False)  # keep PATH.part for --resume

@@ -4,8 +4,8 @@
 segments and videos, normalises them on the device, runs the model, and averages each segment's views
 (softmax each, weighted mean: `models.average_views`). `Engine.stream` hands on each segment as soon
 as it and the ones before it are scored, then the video's summary, in input order; `Engine.scores`
-gives `eval` the probabilities. Used by `vswin tag`, `vswin eval` (one whole-video segment) and `train`'s
-validation. The views follow the official Video Swin protocol (SwinTransformer/Video-Swin-Transformer,
+gives `eval` the probabilities (both from `vswin_cli.scoring`, which the Ray engine shares). Used by
+`vswin tag`, `vswin eval` (one whole-video segment) and `train`'s validation. The views follow the official Video Swin protocol (SwinTransformer/Video-Swin-Transformer,
 Apache-2.0; `../shared/spec/pipeline.md`).
 """
 
@@ -13,28 +13,27 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
-from vswin_cli.aggregate import (
-    SegmentResult,
-    VideoError,
-    VideoResult,
-    RunningMean,
-    VideoSummary,
-    average_views,
-    merge_segments,
-    top_k,
-)
+from vswin_cli.aggregate import VideoError
 from vswin_cli.inputs import VideoInput
 from vswin_cli.live import LiveStream, has_streams
 from vswin_cli.precision import autocast
 from vswin_cli.protocol import ClipSpec
-from vswin_cli.sampling import SegmentPlan
+from vswin_cli.scoring import (  # noqa: F401  (RecordOptions, ScoredSegment, ResumedVideo: also imported from here)
+    RecordOptions,
+    ResumedVideo,
+    ScoredSegment,
+    Scoring,
+    VideoScores,
+    segment_scores,
+)
 from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoStream
 from vswin_cli.transforms import crop_views, normalize_views, resize_short_side
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -58,22 +57,6 @@ class RunOptions:
     compile: bool = False
     batch_views: int = 8
     workers: int = 0
-
-
-@dataclass(frozen=True)
-class RecordOptions:
-    """What the records of a run hold.
-
-    Attributes:
-        top_k, threshold: tags kept per segment and per video (0 keeps none; scores below the threshold go).
-        merge: also emit events joining consecutive segments with the same top label.
-        features: add each segment's pooled embedding (weighted mean over its views).
-    """
-
-    top_k: int = 5
-    threshold: float = 0.0
-    merge: bool = False
-    features: bool = False
 
 
 class Network:
@@ -115,76 +98,30 @@ class Network:
         with autocast(self.device, self.precision if self.cpu_dtype is None else "fp32"):
             return self._forward(x)
 
+    def in_batches(self, frames: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Views uint8 (N, T, S, S, 3) on the device through the network `batch` at a time: float32 logits
+        (N, K) on the CPU, and float32 pooled features (N, C) with `features` (else None)."""
+        logits, features = [], []
+        for start in range(0, len(frames), batch):
+            out = self(frames[start:start + batch])
+            if self.features:
+                logits.append(out[0].float())
+                features.append(out[1].float())
+            else:
+                logits.append(out.float())
+        return torch.cat(logits).cpu(), torch.cat(features).cpu() if features else None
+
     def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), pooled embedding (B, C)) from one backbone pass (the head is one Linear)."""
         pooled = self.model.forward_features(x)
         return self.model.head(pooled), pooled
 
 
-@dataclass
-class VideoScores:
-    """One video's scores, the engine's hand-off to `tag` (records) and `eval` (metrics).
-
-    Attributes:
-        probs: segment index -> float32 (K,) class probabilities (softmax per view, weighted mean).
-        features: segment index -> float32 (C,) pooled embedding (with `RecordOptions.features`).
-        plans: segment index -> its `SegmentPlan` (frames and times).
-        decoded: the video's frame count, fps and duration, once it is fully read.
-        failed: why the video could not be tagged, or None.
-        emitted: segments already handed on in order (`Engine.stream` streams them, then drops their data).
-    """
-
-    probs: dict[int, torch.Tensor] = field(default_factory=dict)
-    features: dict[int, torch.Tensor] = field(default_factory=dict)
-    plans: dict[int, SegmentPlan] = field(default_factory=dict)
-    decoded: VideoDecoded | None = None
-    failed: VideoError | None = None
-    emitted: int = 0
-
-    def restart_from(self, first: int) -> int:
-        """The segment to decode from after an interruption: the end of the scored prefix. Segments
-        scored out of order after it (workers sharing a video) are dropped and decoded again."""
-        start = max(first, self.emitted)
-        while start in self.probs:
-            start += 1
-        for index in [i for i in self.probs if i > start]:
-            del self.probs[index], self.plans[index]
-            self.features.pop(index, None)
-        self.decoded = None  # sent again by the new loader
-        return start
-
-    def finished(self) -> bool:
-        if self.failed is not None:
-            return True
-        return self.decoded is not None and self.emitted + len(self.probs) >= self.decoded.num_segments
-
-
-@dataclass(frozen=True)
-class ScoredSegment:
-    """One segment as `Engine.stream` streams it: its record and its probabilities (kept for `--resume`)."""
-
-    result: SegmentResult
-    probs: torch.Tensor  # float32 (K,)
-
-
-@dataclass
-class ResumedVideo:
-    """A video's segments from an interrupted run, to be continued after them (`--resume`).
-
-    Attributes:
-        segments: the first segments' records, in order (0 .. len-1).
-        probs: float32 (K,) probabilities of each of them (the summary needs them).
-    """
-
-    segments: list[SegmentResult]
-    probs: list[torch.Tensor]
-
-
 class _WorkerDied(Exception):
     """A DataLoader worker process ended without finishing (killed by a signal, or crashed)."""
 
 
-class Engine:
+class Engine(Scoring):
     """Runs a model over videos and yields one `VideoResult` per video, in input order.
 
     The local engine: decode workers (`segments.VideoStream` in a DataLoader) feed this process, which
@@ -209,53 +146,6 @@ class Engine:
         self.network = network or Network(model, (spec.clip_len, spec.crop_size, spec.crop_size), run, records.features)
         self.device = run.device
         self.num_views_computed = 0  # views run through the network (identical views count once)
-
-    def run(self, videos: Sequence[VideoInput]) -> Iterator[VideoResult]:
-        """Tag `videos`: one `VideoResult` per video (segments, summary, events, or the error), in input order."""
-        for item in self.stream(videos):
-            if isinstance(item, VideoResult):
-                yield item
-
-    def stream(self, videos: Sequence[VideoInput], resumed: dict[int, ResumedVideo] | None = None
-               ) -> Iterator[ScoredSegment | VideoResult]:
-        """Tag `videos`, streaming: each segment's `ScoredSegment` as soon as it and the ones before it
-        are scored, then the video's `VideoResult` (all its segments, summary, events), in input order.
-
-        Args:
-            videos: the inputs, in output order.
-            resumed: position in `videos` -> segments an interrupted run already wrote; those are
-                streamed again first (from memory), and the video is decoded from the next segment on.
-        """
-        resumed = resumed or {}
-        first = {pos: len(r.segments) for pos, r in resumed.items()}
-        done: list[SegmentResult] = []
-        summary = RunningMean()
-        current = -1
-        for pos, state, finished in self._updates(videos, first):
-            if pos != current:  # a new video: start its summary, replay what a resumed run kept
-                current, done, summary = pos, [], RunningMean()
-                for seg, probs in zip(*(resumed[pos].segments, resumed[pos].probs)) if pos in resumed else ():
-                    summary.add(probs, seg.end_frame - seg.start_frame)
-                    done.append(seg)
-                    yield ScoredSegment(seg, probs)
-                state.emitted = len(done)
-            while state.failed is None and state.emitted in state.probs:
-                i = state.emitted
-                seg = self._segment_result(videos[pos].key, i, state)
-                probs = state.probs.pop(i)
-                state.features.pop(i, None)
-                summary.add(probs, state.plans.pop(i).segment.num_frames)
-                done.append(seg)
-                state.emitted += 1
-                yield ScoredSegment(seg, probs)
-            if finished:
-                yield self._result(videos[pos].key, state, done, summary)
-
-    def scores(self, videos: Sequence[VideoInput]) -> Iterator[tuple[VideoInput, VideoScores]]:
-        """Score `videos`: `(video, VideoScores)` with every segment's probabilities, in input order."""
-        for pos, state, finished in self._updates(videos, {}):
-            if finished:
-                yield videos[pos], state
 
     def _updates(self, videos: Sequence[VideoInput], first: dict[int, int]) -> Iterator[tuple[int, VideoScores, bool]]:
         """`(position, state, finished)` of the earliest unfinished video whenever something arrived.
@@ -361,19 +251,9 @@ class Engine:
     @torch.inference_mode()
     def _score(self, pending: list[SegmentViews], states: dict[int, VideoScores]) -> None:
         """Run the model over the pending views in batches and store each segment's probabilities."""
-        frames = torch.cat([self._views_on_device(p) for p in pending])  # (N, T, S, S, 3) uint8
-        logits, features = [], []
-        batch = self.run_options.batch_views
-        for start in range(0, len(frames), batch):
-            out = self.network(frames[start:start + batch])
-            if self.records.features:
-                logits.append(out[0].float())
-                features.append(out[1].float())
-            else:
-                logits.append(out.float())
+        frames = torch.cat([views_on_device(p, self.device, self.spec) for p in pending])  # (N, T, S, S, 3) uint8
+        logits, features = self.network.in_batches(frames, self.run_options.batch_views)
         self.num_views_computed += len(frames)
-        logits = torch.cat(logits).cpu()
-        features = torch.cat(features).cpu() if features else None
         row = 0
         for p in pending:
             rows = slice(row, row + len(p.weights))
@@ -381,42 +261,20 @@ class Engine:
             state = states.get(p.video_pos)
             if state is None or state.failed is not None:
                 continue
-            state.plans[p.plan.segment.index] = p.plan
-            state.probs[p.plan.segment.index] = average_views(logits[rows], "prob", p.weights)
-            if features is not None:
-                w = p.weights[:, None]
-                state.features[p.plan.segment.index] = (features[rows] * w).sum(0) / w.sum()
+            index = p.plan.segment.index
+            state.plans[index] = p.plan
+            state.probs[index], embedding = segment_scores(logits[rows], p.weights,
+                                                           features[rows] if features is not None else None)
+            if embedding is not None:
+                state.features[index] = embedding
 
-    def _views_on_device(self, item: SegmentViews) -> torch.Tensor:
-        """A segment's views on the device: copied (from pinned memory), resized and cropped if not yet."""
-        frames = item.frames.to(self.device, non_blocking=True)
-        if item.cropped:
-            return frames
-        num_clips, clip_len = frames.shape[:2]
-        resized = resize_short_side(frames.flatten(0, 1), self.spec.resize_short)  # (U*T, h, w, 3) uint8
-        return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), self.spec.crop_size, self.spec.num_crops)
 
-    def _segment_result(self, key: str, index: int, state: VideoScores) -> SegmentResult:
-        """The record of one scored segment (top-k labels, times, frames, optional embedding)."""
-        span, opts = state.plans[index].segment, self.records
-        features = state.features.get(index)
-        return SegmentResult(
-            video=key, segment=index, start=round(span.t_start, 3), end=round(span.t_end, 3),
-            start_frame=span.start_frame, end_frame=span.end_frame,
-            top=top_k(state.probs[index], self.labels, opts.top_k, opts.threshold), views=self.spec.num_views,
-            model=self.model_name,
-            features=tuple(round(v, 6) for v in features.tolist()) if features is not None else None,
-        )
-
-    def _result(self, key: str, state: VideoScores, segments: list[SegmentResult], summary: RunningMean) -> VideoResult:
-        """The whole video: its segments, the frame-weighted summary and the merged events; or its error."""
-        if state.failed is not None:
-            return VideoResult(video=key, error=state.failed)
-        opts, info = self.records, state.decoded
-        video_summary = VideoSummary(
-            video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
-            fps=round(info.fps, 3), top=top_k(summary.mean(), self.labels, opts.top_k, opts.threshold),
-            views=self.spec.num_views, model=self.model_name,
-        )
-        events = merge_segments(segments) if opts.merge else ()
-        return VideoResult(video=key, segments=tuple(segments), summary=video_summary, events=events)
+def views_on_device(item: SegmentViews, device: torch.device, spec: ClipSpec) -> torch.Tensor:
+    """A segment's views on `device`: uint8 (V, T, S, S, 3), copied (from pinned memory), resized and
+    cropped there if the decoder left that to the device (`SegmentViews.cropped` False)."""
+    frames = item.frames.to(device, non_blocking=True)
+    if item.cropped:
+        return frames
+    num_clips, clip_len = frames.shape[:2]
+    resized = resize_short_side(frames.flatten(0, 1), spec.resize_short)  # (U*T, h, w, 3) uint8
+    return crop_views(resized.view(num_clips, clip_len, *resized.shape[1:]), spec.crop_size, spec.num_crops)

@@ -1,7 +1,7 @@
 """Live streams and remote files: one sequential PyAV decode, segments planned as the frames arrive.
 
 The hand-off is the one decode workers use (`segments.SegmentViews` per segment, then one
-`VideoDecoded` or `VideoFailed`), so `inference.Tagger` scores a stream as it scores a file. Stages:
+`VideoDecoded` or `VideoFailed`), so `inference.Engine` scores a stream as it scores a file. Stages:
 
     FrameClock      decoded frame -> exact seconds (33-bit MPEG-TS wrap-around, jumps, reconnects)
     OnlinePlanner   timestamps as they arrive -> the `Segment`s `sampling.plan_segments` would give

@@ -1,4 +1,4 @@
-"""Result writers: JSON Lines, JSON, CSV, TSV, one small class per format behind one interface.
+"""Result writers: JSON Lines, JSON, CSV, TSV, Parquet, one small class per format behind one interface.
 
 After openai/whisper's `ResultWriter` (MIT): `write_video(result)` writes every record of one video at
 once and flushes, `close()` finishes the document. JSON Lines and CSV/TSV stream; JSON collects and
@@ -170,8 +170,63 @@ class TsvWriter(CsvWriter):
     delimiter = "\t"
 
 
-FORMATS = ("jsonl", "json", "csv", "tsv")
-WRITERS = dict(zip(FORMATS, (JsonlWriter, JsonWriter, CsvWriter, TsvWriter)))
+# One Parquet row per JSON Lines record; a column a record does not have is null (see `ParquetWriter`).
+PARQUET_COLUMNS = (
+    ("record", "string"), ("video", "string"), ("segment", "int64"), ("first_segment", "int64"),
+    ("last_segment", "int64"), ("start", "float64"), ("end", "float64"), ("start_frame", "int64"),
+    ("end_frame", "int64"), ("labels", "list<string>"), ("indices", "list<int64>"), ("scores", "list<float64>"),
+    ("views", "int64"), ("model", "string"), ("num_segments", "int64"), ("duration", "float64"),
+    ("num_frames", "int64"), ("fps", "float64"), ("features", "list<float64>"), ("error_type", "string"),
+    ("error_message", "string"), ("run", "string"),
+)
+PARQUET_ROW_GROUP = 8192  # rows held before a row group is written (memory stays bounded on long runs)
+
+
+class ParquetWriter(ResultWriter):
+    """A Parquet file (needs pyarrow, which `vswin[ray]` brings): one row per JSON Lines record, in the
+    same order, with the columns of `PARQUET_COLUMNS`.
+
+    A segment or video record's tags are three lists, best first: `labels`, `indices`, `scores`; an event
+    has its one label in them. A video record has `start` 0, `end` its duration and `end_frame` its
+    frame count, as in CSV. The run record keeps the whole record as compact JSON in `run`. Rows are
+    written in row groups of `PARQUET_ROW_GROUP` as they come, so a long run holds little in memory.
+    """
+
+    def __init__(self, stream: TextIO):
+        super().__init__(stream)
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow, which is not installed here",
+                              hint="pip install pyarrow (or pip install 'vswin[ray]'), or use --format jsonl") from None
+        types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+                 "list<string>": pa.list_(pa.string()), "list<int64>": pa.list_(pa.int64()),
+                 "list<float64>": pa.list_(pa.float64())}
+        self.schema = pa.schema([(name, types[kind]) for name, kind in PARQUET_COLUMNS])
+        self._pa = pa
+        self.stream.flush()
+        self.parquet = pq.ParquetWriter(stream.buffer, self.schema)
+        self.rows: list[dict] = []
+
+    def _write_records(self, records: list[dict]) -> None:
+        self.rows.extend(_parquet_row(r) for r in records)
+        if len(self.rows) >= PARQUET_ROW_GROUP:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if self.rows:
+            self.parquet.write_table(self._pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self._flush_rows()
+        self.parquet.close()
+        self.stream.buffer.flush()
+
+
+FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+WRITERS = dict(zip(FORMATS, (JsonlWriter, JsonWriter, CsvWriter, TsvWriter, ParquetWriter)))
 
 
 def get_writer(output_format: str, stream: TextIO) -> ResultWriter:
@@ -208,3 +263,28 @@ def _csv_rows(record: dict) -> list[dict]:
     if not record["top"]:  # every score under --threshold: keep one row so the segment is not lost
         return [base]
     return [{**base, "rank": rank, **tag} for rank, tag in enumerate(record["top"], start=1)]
+
+
+def _parquet_row(record: dict) -> dict:
+    """The Parquet row of one JSON Lines record (`ParquetWriter`)."""
+    kind = record["record"]
+    if kind == "run":
+        return {"record": "run", "model": record["model"], "run": json.dumps(record, ensure_ascii=False, separators=(",", ":"))}
+    row = {"record": kind, "video": record["video"]}
+    if kind == "error":
+        return {**row, "error_type": record["error"]["type"], "error_message": record["error"]["message"]}
+    if kind == "event":
+        tags = [{"label": record["label"], "index": record["index"], "score": record["score"]}]
+        row.update((k, record[k]) for k in ("first_segment", "last_segment", "start", "end", "start_frame", "end_frame"))
+    else:
+        tags = record["top"]
+        row["views"] = record["views"]
+        if kind == "segment":
+            row.update((k, record[k]) for k in ("segment", "start", "end", "start_frame", "end_frame"))
+            row["features"] = record.get("features")
+        else:  # the whole-video summary
+            row.update((k, record[k]) for k in ("num_segments", "duration", "num_frames", "fps"))
+            row.update(start=0.0, end=record["duration"], start_frame=0, end_frame=record["num_frames"])
+    row.update(labels=[t["label"] for t in tags], indices=[t["index"] for t in tags], scores=[t["score"] for t in tags],
+               model=record["model"])
+    return row

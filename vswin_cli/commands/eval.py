@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,9 +13,11 @@ import typer
 
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
-    OUT, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
+    OUT, RUN, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
     PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt,
 )
+
+EngineKind = Enum("EngineKind", {name: name for name in ("local", "ray")}, type=str)
 
 
 def eval(  # noqa: A001 (the command's name)
@@ -33,6 +36,8 @@ def eval(  # noqa: A001 (the command's name)
     batch_views: BatchViewsOpt = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same metrics (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.
 
@@ -81,7 +86,10 @@ def eval(  # noqa: A001 (the command's name)
     from vswin_cli.outputs import write_output
     from vswin_cli.runtime import tune_allocator
 
-    run_device, rank, _world = setup_device(device)
+    run_device, rank, world = setup_device(device)
+    if EngineKind(engine_kind).value == "ray" and world > 1:
+        raise UsageError("--engine ray runs one driver; under torchrun every rank would score its share on Ray",
+                         hint="start vswin eval --engine ray once, without torchrun")
     set_decoder_logging(verbose)
     tune_allocator()
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=run_device, precision=precision,
@@ -94,7 +102,8 @@ def eval(  # noqa: A001 (the command's name)
     report = evaluate_list(
         tagger.model, entries, spec, tagger.labels, run_device, max_views=batch_views,
         workers=default_workers() if workers is None else workers, precision=tagger.precision,
-        predictions=predictions, resume=resume, scores=scores, runtime=tagger.runtime,
+        predictions=predictions, resume=resume, scores=scores, runtime=tagger.runtime, engine=EngineKind(engine_kind).value,
+        ray_address=ray_address, verbose=verbose,
         progress=_every(10.0, lambda done, total: say(f"  {done}/{total} videos")),
     )
     if report is None:  # not rank 0

@@ -23,6 +23,7 @@ Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 LivePolicy = Enum("LivePolicy", {name: name for name in ("keep", "skip")}, type=str)
 LIVE = "Live streams"
 Backend = Enum("Backend", {name: name for name in ("auto", "pyav", "decord")}, type=str)
+EngineKind = Enum("EngineKind", {name: name for name in ("local", "ray")}, type=str)
 
 
 def tag(
@@ -58,6 +59,8 @@ def tag(
     reconnect: Annotated[bool, typer.Option("--reconnect", help="Reopen a network stream that drops, with backoff (each gap reported); without it a drop ends the stream with an error record.", rich_help_panel=LIVE)] = False,
     live_queue: Annotated[int, typer.Option("--live-queue", min=1, help="Segments of a live stream waiting for the model at most.", rich_help_panel=LIVE)] = 4,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
 
@@ -123,7 +126,10 @@ def tag(
     tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
     if not quiet and runtime == "auto" and shard.rank == 0 and (notice := cpu_extra_notice(tagger.device, tagger.precision)):
         sys.stderr.write(notice + "\n")
-    engine = tagger.engine(settings)
+    if EngineKind(engine_kind).value == "ray" and shard.world_size > 1:
+        raise UsageError("--engine ray runs one driver; under torchrun every rank would tag every video",
+                         hint="start vswin tag --engine ray once, without torchrun")
+    engine = tagger.engine(settings, kind=EngineKind(engine_kind).value, ray_address=ray_address, verbose=verbose)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
     with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
         run = run_tag(engine, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
