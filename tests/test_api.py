@@ -174,3 +174,24 @@ def test_the_readme_python_example_runs(model_files, clips, capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "broken.mp4 failed:" in out and re.search(r"^a\.mp4 \S", out, flags=re.M) and " s  " in out
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv"])
+def test_every_format_carries_the_run_record_and_the_report_shows_it(model_files, clips, tmp_path, fmt):
+    """Provenance in each format (read back by `results.read_run`), the same in all, and in the report's header."""
+    from vswin_cli.report import write_report
+    from vswin_cli.results import read_run
+
+    _, args = model_files
+    out = tmp_path / f"tags.{fmt}"
+    result = run([str(clips / "a.mp4"), *args, "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    record = read_run(out)
+    assert record["record"] == "run" and record["arch"] == "custom" and record["num_classes"] == 5
+    assert record["precision"] in ("fp32", "bf16") and record["runtime"] and len(record["sha256"]) == 64
+    again = tmp_path / f"again.{fmt}"
+    assert run([str(clips / "a.mp4"), *args, "-o", str(again)]).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()  # no clock time, no host name: a repeated run, the same bytes
+    summary = write_report(out, tmp_path / "r.html", video_root=clips)
+    page = summary.path.read_text()
+    assert f"made by vswin {record['vswin']}" in page and record["sha256"][:12] in page

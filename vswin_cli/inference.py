@@ -29,6 +29,7 @@ from vswin_cli.scoring import (  # noqa: F401  (RecordOptions, ScoredSegment, Re
     ScoredSegment,
     Scoring,
     VideoScores,
+    emit_ready,
     segment_scores,
 )
 from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoStream
@@ -161,13 +162,7 @@ class Engine(Scoring):
             starts = {pos: states[pos].restart_from(first.get(pos, 0)) for pos in todo}
             try:
                 for _ in self._score_stream(videos, todo, starts, states):
-                    while next_pos < len(videos):
-                        finished = states[next_pos].finished()
-                        yield next_pos, states[next_pos], finished
-                        if not finished:
-                            break
-                        del states[next_pos]
-                        next_pos += 1
+                    next_pos = yield from emit_ready(states, next_pos, len(videos))
             except _WorkerDied as died:
                 self._blame(str(died), videos, states, todo, deaths)
                 continue

@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 from vswin_cli.errors import ConfigError
 from vswin_cli.files import atomic_file
 from vswin_cli.records import SegmentResult, VideoResult
-from vswin_cli.results import read_results, video_roots
+from vswin_cli.results import read_results, read_run, video_roots
 
 THUMB_HEIGHT = 36  # px: keyframes are downscaled to fit THUMB_WIDTH x THUMB_HEIGHT (about 0.6 KB each)
 THUMB_WIDTH = 64
@@ -104,7 +104,7 @@ def write_report(
         except OSError as err:
             raise ConfigError(f"{out_html}: cannot write the report ({err.strerror})") from None
         with out:
-            out.write(_head(title or results_path.name, results_path.name, page_size))
+            out.write(_head(title or results_path.name, results_path.name, page_size, read_run(results_path)))
             for video in read_results(results_path):
                 path = _locate(video.video, roots)
                 out.write(_article(video, totals["videos"], path, out_html.parent, thumbnails, labels, colours))
@@ -320,7 +320,19 @@ def page_asset(name: str) -> str:
     return importlib.resources.files("vswin_cli").joinpath("report_page", name).read_text(encoding="utf-8")
 
 
-def _head(title: str, source: str, page_size: int) -> str:
+def _made_by(run: dict | None) -> str:
+    """The run record in words (what produced the results), for the page header."""
+    if not run:
+        return ""
+    views = f"{run.get('num_clips')}x{run.get('num_crops')} views of {run.get('clip_len')} frames every {run.get('frame_interval')}"
+    facts = [f"vswin {run.get('vswin')}", f"{run.get('model')} ({run.get('arch')}, sha256 {str(run.get('sha256'))[:12]})",
+             f"{run.get('device')} {run.get('precision')} {run.get('runtime')}", views, f"crop {run.get('crop_size')}"]
+    if run.get("window") is not None:
+        facts.append(f"window {run['window']} s" + (f", stride {run['stride']} s" if run.get("stride") is not None else ""))
+    return " · made by " + " · ".join(html.escape(str(f)) for f in facts)
+
+
+def _head(title: str, source: str, page_size: int, run: dict | None = None) -> str:
     esc = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -333,7 +345,7 @@ def _head(title: str, source: str, page_size: int) -> str:
 <script>
 {page_asset("page.js")}</script>
 </head><body>
-<header><h1>{esc(title)}</h1><p class="src">results: {esc(source)}</p>
+<header><h1>{esc(title)}</h1><p class="src">results: {esc(source)}{_made_by(run)}</p>
 <form id="filters" onsubmit="return false">
 <label>label <input id="f-label" list="label-names" placeholder="any" size="18"></label>
 <label>min score <input id="f-score" type="number" min="0" max="1" step="0.05" value="0"></label>

@@ -349,3 +349,32 @@ def _read_csv(path: Path, head: str, stream: TextIO, delimiter: str) -> Iterator
             raise _bad(path, number, f"a {kind!r} row with a bad number ({err})") from None
     if current is not None:
         yield finish()
+
+
+def read_run(path: str | os.PathLike) -> dict | None:
+    """The run record of a `vswin tag` output (what produced it), or None for an output without one.
+
+    JSON Lines: the first record; CSV/TSV: the `run` row's last column; JSON: the `run` key at the end.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_CHUNK)
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _CHUNK))
+            tail = f.read()
+    except OSError:
+        return None
+    text = head.decode("utf-8", "replace")
+    first, _, rest = text.partition("\n")
+    try:
+        if first.startswith("{") and '"record": "run"' in first:
+            return json.loads(first)
+        if first.startswith("record"):
+            row = next(csv.reader([rest.partition("\n")[0]], delimiter="\t" if "\t" in first else ","))
+            return json.loads(row[-1]) if row and row[0] == "run" else None
+        at = tail.decode("utf-8", "replace").rfind('"run": {')
+        if at >= 0:
+            return {"record": "run", **json.JSONDecoder().raw_decode(tail.decode("utf-8", "replace"), at + len('"run": '))[0]}
+    except (ValueError, IndexError, StopIteration):
+        return None
+    return None
+

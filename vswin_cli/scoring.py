@@ -107,6 +107,20 @@ class ResumedVideo:
 
 
 
+def emit_ready(states: dict[int, VideoScores], next_pos: int, count: int) -> Iterator[tuple[int, VideoScores, bool]]:
+    """`(position, state, finished)` of each finished video from `next_pos` on, in input order, then of the
+    earliest unfinished one; finished videos are dropped from `states`. Returns the new `next_pos`
+    (`next_pos = yield from emit_ready(...)`): the one in-order hand-off of both engines."""
+    while next_pos < count:
+        finished = states[next_pos].finished()
+        yield next_pos, states[next_pos], finished
+        if not finished:
+            break
+        del states[next_pos]
+        next_pos += 1
+    return next_pos
+
+
 def segment_scores(logits: torch.Tensor, weights: torch.Tensor, features: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One segment's probabilities from its views: float32 (K,) from logits (V, K) and weights (V,)

@@ -40,7 +40,7 @@ from vswin_cli.inference import Network, RunOptions, views_on_device
 from vswin_cli.inputs import VideoInput
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.sampling import SegmentPlan
-from vswin_cli.scoring import RecordOptions, Scoring, VideoScores, segment_scores
+from vswin_cli.scoring import RecordOptions, Scoring, VideoScores, emit_ready, segment_scores
 from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoFailed, segment_views
 
 INSTALL_HINT = "pip install 'vswin[ray]' (Ray Data), or run with --engine local"
@@ -181,13 +181,7 @@ class RayEngine(Scoring):
                 state = states.get(int(row["pos"]))
                 if state is not None:
                     _take(state, pickle.loads(row["item"]))
-                while next_pos < len(videos):
-                    finished = states[next_pos].finished()
-                    yield next_pos, states[next_pos], finished
-                    if not finished:
-                        break
-                    del states[next_pos]
-                    next_pos += 1
+                next_pos = yield from emit_ready(states, next_pos, len(videos))
         for pos in range(next_pos, len(videos)):  # the pipeline ended: whatever is left is final
             state = states.pop(pos)
             if not state.finished():
