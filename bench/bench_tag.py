@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VideoSwin, get_config  # noqa: E402
 from vswin_cli.api import Tagger, TagSettings  # noqa: E402
-from vswin_cli.inference import Engine  # noqa: E402
+from vswin_cli.inference import Engine, views_on_device  # noqa: E402
 from vswin_cli.segments import SegmentViews, VideoStream  # noqa: E402
 from vswin_cli.protocol import ClipSpec  # noqa: E402
 from vswin_cli.inputs import find_videos  # noqa: E402
@@ -123,11 +123,11 @@ def transfer_only(tagger: Engine, items: list) -> tuple[float, int]:
     """(seconds, views) to bring `items` onto the device as `vswin tag` does (copy, resize, crops)."""
     if not items:
         return 0.0, 0
-    tagger._views_on_device(items[0])  # warm-up: kernels, allocator
+    views_on_device(items[0], tagger.device, tagger.spec)  # warm-up: kernels, allocator
     sync = torch.cuda.synchronize if tagger.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
-    views = sum(len(tagger._views_on_device(item)) for item in items)
+    views = sum(len(views_on_device(item, tagger.device, tagger.spec)) for item in items)
     sync()
     return time.perf_counter() - start, views
 

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ import torch
 from models import VideoSwin, flex, load_checkpoint, swin3d
 from tests.conftest import REPO, save_tiny_model, shared_path
 from vswin_cli.decode import open_video
-from vswin_cli.inference import Engine
+from vswin_cli.inference import views_on_device
 from vswin_cli.segments import SegmentViews
 from vswin_cli.protocol import ClipSpec
 from vswin_cli.transforms import crop_views, resize_short_side
@@ -132,7 +131,7 @@ def test_flex_attention_through_the_network(device):
 
 
 def views_both_ways(frames: torch.Tensor, spec: ClipSpec, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(views made on `device` by `Engine._views_on_device`, views made by the CPU decode workers).
+    """(views made on `device` by `inference.views_on_device`, views made by the CPU decode workers).
 
     frames: uint8 (U, T, H, W, 3) full-size clips.
     """
@@ -141,8 +140,7 @@ def views_both_ways(frames: torch.Tensor, spec: ClipSpec, device: str) -> tuple[
     resized = resize_short_side(frames.flatten(0, 1), spec.resize_short)
     on_cpu = crop_views(resized.view(clips, clip_len, *resized.shape[1:]), spec.crop_size, spec.num_crops)
     item = SegmentViews(0, None, frames, torch.ones(clips), cropped=False)
-    tagger = SimpleNamespace(device=torch.device(device), spec=spec)  # all `_views_on_device` reads
-    on_device = Engine._views_on_device(tagger, item)
+    on_device = views_on_device(item, torch.device(device), spec)
     assert on_device.device.type == device
     return on_device.cpu(), on_cpu
 

@@ -14,7 +14,8 @@ from test_tag_cli import LABELS, TINY, make_video
 
 from models import VideoSwin
 from vswin_cli.distributed import Shard
-from vswin_cli.inference import Engine, RecordOptions, RunOptions
+from vswin_cli.inference import Engine, RunOptions
+from vswin_cli.scoring import RecordOptions
 from vswin_cli.segments import DecodeOptions
 from vswin_cli.segments import segment_views
 from vswin_cli.outputs import run_tag

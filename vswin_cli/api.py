@@ -20,7 +20,6 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vswin_cli import __version__
@@ -255,7 +254,8 @@ class Tagger:
         """
         if kind not in ENGINES:
             raise UsageError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")
-        from vswin_cli.inference import Engine, Network, RecordOptions, RunOptions
+        from vswin_cli.inference import Engine, Network, RunOptions
+        from vswin_cli.scoring import RecordOptions
         from vswin_cli.segments import DecodeOptions
 
         spec = spec or settings.spec(self.protocol)

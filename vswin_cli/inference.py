@@ -23,15 +23,7 @@ from vswin_cli.inputs import VideoInput
 from vswin_cli.live import LiveStream, has_streams
 from vswin_cli.precision import autocast
 from vswin_cli.protocol import ClipSpec
-from vswin_cli.scoring import (  # noqa: F401  (RecordOptions, ScoredSegment, ResumedVideo: also imported from here)
-    RecordOptions,
-    ResumedVideo,
-    ScoredSegment,
-    Scoring,
-    VideoScores,
-    emit_ready,
-    segment_scores,
-)
+from vswin_cli.scoring import RecordOptions, Scoring, VideoScores, emit_ready, segment_scores
 from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoStream
 from vswin_cli.transforms import crop_views, normalize_views, resize_short_side
 

@@ -7,7 +7,6 @@ Importing this module must stay cheap (no torch, no PyAV): `vswin --help` import
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

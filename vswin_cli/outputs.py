@@ -27,8 +27,8 @@ except ImportError:  # Windows: no advisory locks
 from vswin_cli.aggregate import SegmentResult, VideoResult
 from vswin_cli.distributed import Shard, barrier as process_group_barrier
 from vswin_cli.errors import ConfigError, UsageError
-from vswin_cli.files import atomic_file, sibling, temp_file, write_text_atomic
-from vswin_cli.inference import ResumedVideo, ScoredSegment
+from vswin_cli.files import atomic_file, sibling, write_text_atomic
+from vswin_cli.scoring import ResumedVideo, ScoredSegment
 from vswin_cli.inputs import VideoInput
 from vswin_cli.results import read_results_jsonl, segment_from_record
 from vswin_cli.resume import Kept, ResumeLog, read_completed_jsonl
