@@ -195,7 +195,7 @@ def test_a_real_time_stream_gives_the_recorded_files_records_as_it_goes(tiny, re
 
 
 def test_online_planner_gives_plan_segments_of_the_whole_recording():
-    from vswin_cli.live import OnlinePlanner
+    from vswin_cli.live_planner import OnlinePlanner
     from vswin_cli.sampling import plan_segments
 
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def test_online_planner_gives_plan_segments_of_the_whole_recording():
 
 
 def test_online_planner_hands_out_each_segment_two_frames_after_its_last():
-    from vswin_cli.live import OnlinePlanner
+    from vswin_cli.live_planner import OnlinePlanner
 
     planner = OnlinePlanner(2.56, 2.56)
     out_at, kept = {}, 0
@@ -233,7 +233,7 @@ def test_online_planner_hands_out_each_segment_two_frames_after_its_last():
 
 
 def test_frame_clock_undoes_mpegts_wrap_around_and_repairs_jumps():
-    from vswin_cli.live import FrameClock
+    from vswin_cli.live_planner import FrameClock
 
     clock = FrameClock(1 / 90000, from_zero=True, wraps=True)
     start = (1 << 33) - 3 * 3600  # three frames before the 33-bit counter wraps
@@ -315,6 +315,9 @@ def test_reconnect_resumes_a_dropped_stream_and_shows_the_gap(tiny, recording, m
     assert [s["segment"] for s in segments] == list(range(len(segments)))
     # the second connection's 8 s come after the first's 3.2 s and the gap between them
     assert records[-1]["record"] == "video" and records[-1]["duration"] > 3.2 + 8.0
+    # the video record names the stream time lost: one gap, from the first connection's last frame on
+    [(gap_from, gap_to)] = records[-1]["gaps"]
+    assert 3.0 < gap_from < 3.3 and gap_to > gap_from and "skipped" not in records[-1]
     # the window across the gap lasts its 2.56 s but holds half a second of frames fewer (at least)
     frames = [s["end_frame"] - s["start_frame"] for s in segments]
     assert frames[0] == 64 and min(frames) < 64 - 12 and frames.count(64) == len(frames) - 1
@@ -345,22 +348,29 @@ def _read_slowly(policy: str, recording: Path, seconds_per_segment: float):
         stop(feeder)
     segments = [i.plan.segment for i in items if isinstance(i, SegmentViews)]
     assert isinstance(items[-1], VideoDecoded) and items[-1].num_segments == len(segments)
-    return segments, LIVE_STATS[source.key]
+    return segments, LIVE_STATS[source.key], items[-1]
 
 
 def test_a_model_that_cannot_keep_up_keeps_every_segment_and_reports_the_lag(recording):
     from vswin_cli.sampling import plan_segments
 
-    segments, stats = _read_slowly("keep", recording, 1.0)
+    segments, stats, decoded = _read_slowly("keep", recording, 1.0)
     planned = plan_segments(np.arange(200) / FPS, 0.8, 0.8)  # all 10, as planned for the file
     assert [(s.index, s.start_frame, s.end_frame) for s in segments] == [(s.index, s.start_frame, s.end_frame)
                                                                          for s in planned]
     assert stats.skipped == 0 and stats.lag_s > 1.0  # 10 s of work for 8 s of stream: behind, and it says so
+    assert decoded.skipped == () and decoded.gaps == ()  # the video record has neither
 
 
 def test_a_model_that_cannot_keep_up_skips_segments_to_stay_live(recording, capfd):
-    segments, stats = _read_slowly("skip", recording, 1.0)
+    from vswin_cli.sampling import plan_segments
+
+    segments, stats, decoded = _read_slowly("skip", recording, 1.0)
     assert 0 < stats.skipped and len(segments) + stats.skipped == 10
+    # the video record names each dropped segment's times: with the kept ones, the whole plan
+    planned = {(round(s.t_start, 3), round(s.t_end, 3)) for s in plan_segments(np.arange(200) / FPS, 0.8, 0.8)}
+    kept = {(round(s.t_start, 3), round(s.t_end, 3)) for s in segments}
+    assert len(decoded.skipped) == stats.skipped and set(decoded.skipped) == planned - kept
     assert [s.index for s in segments] == list(range(len(segments)))  # kept segments numbered in order
     assert any(b.t_start > a.t_end for a, b in zip(segments, segments[1:]))  # the skipped time shows as a gap
     assert stats.lag_s < 1.5  # stays live

@@ -1,16 +1,26 @@
-"""DDP via torchrun on CPU (gloo): 2 processes x batch 2 reach the weights of 1 process x batch 4, and a
-2-process `vswin eval` gathers every video (and its probabilities, `--scores`) on rank 0."""
+"""DDP on CPU (gloo): 2 processes x batch 2 reach the weights of 1 process x batch 4, and a 2-process
+`vswin eval` gathers every video (and its probabilities, `--scores`) on rank 0.
+
+The ranks are started as torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT, and the
+agent's store, TORCHELASTIC_USE_AGENT_STORE), but from the test: torchrun's stores listen on every
+interface, and a test may open sockets on 127.0.0.1 only. Here the store listens on a socket bound to
+127.0.0.1 and gloo on `lo`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from test_train_data import make_motion_dataset
 from test_train_resume import assert_same_weights, cli_args, config, weights
@@ -20,13 +30,37 @@ from vswin_cli.train import train
 NO_DROPOUT = dict(patch_size=[2, 4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 4, 4],
                   drop_path_rate=0.0, head_dropout=0.0, num_classes=4)
 
-pytestmark = pytest.mark.slow  # two torchrun processes train and evaluate
+pytestmark = pytest.mark.slow  # two processes train and evaluate
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "vswin_cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=240)
+def torchrun(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 -m vswin_cli ARGS`, every socket on 127.0.0.1.
+
+    Returns rank 0's exit status with every rank's stderr (ranks that fail are reported by theirs)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(seconds=240), master_listen_fd=listener.detach())  # the store owns it
+    processes = []
+    for rank in range(ranks):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(ranks),
+                   LOCAL_WORLD_SIZE=str(ranks), GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   TORCHELASTIC_USE_AGENT_STORE="True", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+        processes.append(subprocess.Popen([sys.executable, "-m", "vswin_cli", *args], env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        outputs = [process.communicate(timeout=240) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        del store  # the ranks' store lives until every rank is done
+    codes = [process.returncode for process in processes]
+    return subprocess.CompletedProcess(args, max(codes, key=abs), outputs[0][0],
+                                       "".join(err for _, err in outputs))
 
 
 def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path):

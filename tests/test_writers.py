@@ -100,3 +100,30 @@ def test_resume_refuses_a_file_that_is_not_ours(tmp_path):
         OutputFile(str(tmp_path / "out.jsonl"), resume=True)
     with pytest.raises(ConfigError, match="needs an output file"):
         OutputFile("-", resume=True)
+
+
+def test_a_streams_skipped_segments_and_gaps_are_in_its_video_record(tmp_path):
+    from vswin_cli.results import summary_from_record
+
+    stream = VideoSummary("rtsp://cam/1", 2, 9.6, 240, 25.0, TOP, 1, "tiny",
+                          skipped=((2.56, 5.12),), gaps=((5.12, 7.04), (8.0, 8.5)))
+    result = VideoResult(video="rtsp://cam/1", segments=(), summary=stream)
+    out = io.StringIO()
+    writer = get_writer("jsonl", out)
+    writer.write_video(result)
+    writer.close()
+    record = json.loads(out.getvalue())
+    assert record["skipped"] == [[2.56, 5.12]] and record["gaps"] == [[5.12, 7.04], [8.0, 8.5]]
+    assert summary_from_record(record) == stream  # read back as written
+    assert "skipped" not in _write("jsonl") and "gaps" not in _write("jsonl")  # a file's records have neither
+
+    pytest.importorskip("pyarrow")
+    with open(tmp_path / "tags.parquet", "w") as parquet:
+        writer = get_writer("parquet", parquet)
+        writer.write_video(result)
+        writer.write_video(GOOD)
+        writer.close()
+    rows = pd.read_parquet(tmp_path / "tags.parquet").to_dict("records")
+    assert [list(span) for span in rows[0]["gaps"]] == record["gaps"]
+    assert [list(span) for span in rows[0]["skipped"]] == record["skipped"]
+    assert rows[-1]["gaps"] is None and rows[-1]["skipped"] is None  # GOOD's video row

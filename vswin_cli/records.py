@@ -39,7 +39,11 @@ class SegmentResult:
 
 @dataclass(frozen=True)
 class VideoSummary:
-    """Tags of a whole video: the mean of its segments' probabilities weighted by their frame counts."""
+    """Tags of a whole video: the mean of its segments' probabilities weighted by their frame counts.
+
+    `skipped` and `gaps` (live streams only): the (start, end) seconds of segments dropped to stay live
+    (`--live-policy skip`) and of stream time lost to a reconnect; empty for files.
+    """
 
     video: str
     num_segments: int
@@ -49,6 +53,8 @@ class VideoSummary:
     top: tuple[LabelScore, ...]
     views: int
     model: str
+    skipped: tuple[tuple[float, float], ...] = ()
+    gaps: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

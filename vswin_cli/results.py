@@ -61,6 +61,8 @@ def summary_from_record(record: dict, video: str | None = None) -> VideoSummary:
         video=record["video"] if video is None else video, num_segments=int(record["num_segments"]),
         duration=float(record["duration"]), num_frames=int(record["num_frames"]), fps=float(record["fps"]),
         top=label_scores(record["top"]), views=int(record["views"]), model=str(record["model"]),
+        skipped=tuple((float(a), float(b)) for a, b in record.get("skipped", ())),
+        gaps=tuple((float(a), float(b)) for a, b in record.get("gaps", ())),
     )
 
 

@@ -218,7 +218,7 @@ class Scoring:
         video_summary = VideoSummary(
             video=key, num_segments=len(segments), duration=round(info.duration, 3), num_frames=info.num_frames,
             fps=round(info.fps, 3), top=top_k(summary.mean(), self.labels, opts.top_k, opts.threshold),
-            views=self.spec.num_views, model=self.model_name,
+            views=self.spec.num_views, model=self.model_name, skipped=info.skipped, gaps=info.gaps,
         )
         events = merge_segments(segments) if opts.merge else ()
         return VideoResult(video=key, segments=tuple(segments), summary=video_summary, events=events)

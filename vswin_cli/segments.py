@@ -82,13 +82,19 @@ class SegmentViews:
 
 @dataclass(frozen=True)
 class VideoDecoded:
-    """Sent after a video's last segment: what the summary record needs."""
+    """Sent after a video's last segment: what the summary record needs.
+
+    A live stream also sends the (start, end) seconds of the segments it dropped to stay live
+    (`skipped`) and of the stream time lost while it reconnected (`gaps`); files have neither.
+    """
 
     video_pos: int
     num_segments: int
     num_frames: int
     fps: float
     duration: float
+    skipped: tuple[tuple[float, float], ...] = ()
+    gaps: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,16 @@ def event_record(event: Event) -> dict:
 
 
 def summary_record(summary: VideoSummary) -> dict:
-    """The JSON object of a whole video (`record: "video"`); it is written last, marking the video complete."""
+    """The JSON object of a whole video (`record: "video"`); it is written last, marking the video complete.
+
+    `skipped` and `gaps` (lists of [start, end] seconds) are there only when a live stream had some."""
     record = {"record": "video", **asdict(summary)}
     record["top"] = [asdict(t) for t in summary.top]
+    for key in ("skipped", "gaps"):
+        if record[key]:
+            record[key] = [list(span) for span in record[key]]
+        else:
+            del record[key]
     return record
 
 
@@ -177,7 +184,7 @@ PARQUET_COLUMNS = (
     ("end_frame", "int64"), ("labels", "list<string>"), ("indices", "list<int64>"), ("scores", "list<float64>"),
     ("views", "int64"), ("model", "string"), ("num_segments", "int64"), ("duration", "float64"),
     ("num_frames", "int64"), ("fps", "float64"), ("features", "list<float64>"), ("error_type", "string"),
-    ("error_message", "string"), ("run", "string"),
+    ("error_message", "string"), ("run", "string"), ("skipped", "list<list<float64>>"), ("gaps", "list<list<float64>>"),
 )
 PARQUET_ROW_GROUP = 8192  # rows held before a row group is written (memory stays bounded on long runs)
 
@@ -202,7 +209,7 @@ class ParquetWriter(ResultWriter):
                               hint="pip install pyarrow (or pip install 'vswin[ray]'), or use --format jsonl") from None
         types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
                  "list<string>": pa.list_(pa.string()), "list<int64>": pa.list_(pa.int64()),
-                 "list<float64>": pa.list_(pa.float64())}
+                 "list<float64>": pa.list_(pa.float64()), "list<list<float64>>": pa.list_(pa.list_(pa.float64()))}
         self.schema = pa.schema([(name, types[kind]) for name, kind in PARQUET_COLUMNS])
         self._pa = pa
         self.stream.flush()
@@ -284,6 +291,7 @@ def _parquet_row(record: dict) -> dict:
             row["features"] = record.get("features")
         else:  # the whole-video summary
             row.update((k, record[k]) for k in ("num_segments", "duration", "num_frames", "fps"))
+            row.update((k, record[k]) for k in ("skipped", "gaps") if k in record)
             row.update(start=0.0, end=record["duration"], start_frame=0, end_frame=record["num_frames"])
     row.update(labels=[t["label"] for t in tags], indices=[t["index"] for t in tags], scores=[t["score"] for t in tags],
                model=record["model"])
