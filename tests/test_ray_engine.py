@@ -205,6 +205,40 @@ def test_resume_after_an_interrupted_ray_run(tiny, folder, local_output, head, t
     assert (out.read_bytes(), code) == local_output, err
 
 
+@pytest.fixture(scope="module")
+def long_run(tiny, tmp_path_factory):
+    """Two long videos and their local output, one segment per model call: segments trickle out rather than
+    arrive in batches, so the run is still going when a signal comes after its first records."""
+    root = tmp_path_factory.mktemp("ray-long")
+    make_video(root / "a.mp4", 4500, fps=30, seed=4)
+    make_video(root / "b.mp4", 4500, fps=30, seed=5)
+    out = root.parent / (root.name + "-local.jsonl")
+    options = [*tiny, "--batch-views", "1"]
+    code, err = _finish(_tag([str(root), *options, "-o", str(out)]))
+    assert code == 0, err
+    return root, options, out.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_a_ray_run_and_keep_what_is_finished(long_run, head, tmp_path, sig):
+    folder, options, local = long_run
+    out = tmp_path / "tags.jsonl"
+    args = [str(folder), *options, "-o", str(out), "--engine", "ray", "--ray-address", head[0]]
+    proc = _tag(args)
+    _wait_for_segments(out, proc, 2)
+    proc.send_signal(sig)
+    code, err = _finish(proc, timeout=120)
+    # as on the local engine: exit 130, what is written published (not left in .part), no stack dump
+    assert code == 130, err
+    assert "interrupted: the finished videos are kept" in err and "Traceback" not in err and "***" not in err
+    assert out.exists() and not out.with_name(out.name + ".part").exists()
+    written = out.read_bytes()
+    assert local.startswith(written) and len(written) < len(local)
+    code, err = _finish(_tag([*args, "--resume"]))
+    assert (out.read_bytes(), code) == (local, 0), err
+
+
 # `ray start --address` for a second node of the loopback head: `ray start` refuses worker nodes with
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with 1 it swaps 127.0.0.1 for the machine's address, where
 # the head does not listen; so the swap is switched off here (the node's own sockets: --node-ip-address).
@@ -255,14 +289,31 @@ def _alive_nodes(address: str) -> int:
 def test_without_ray_the_engine_is_a_clear_error(monkeypatch):
     import importlib.util
 
-    from vswin_cli.engines.ray import check_installed
+    from vswin_cli.checks import check_engine
     from vswin_cli.errors import ConfigError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ConfigError) as err:
-        check_installed()
+        check_engine("ray")
     assert "vswin[ray]" in err.value.hint
+    check_engine("local")  # the local engine needs nothing more
+
+
+def test_engine_ray_refuses_streams_and_missing_ray_before_loading_a_model(tmp_path):
+    """Both answer at once, from the command line check, without PyTorch."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, "-m", "vswin_cli", "tag", "rtsp://127.0.0.1:9/cam", "--engine", "ray",
+                          "--arch", "swin-t"], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 2 and "--engine ray reads files" in run.stderr and "--engine local" in run.stderr
+    hide_ray = "import importlib.util as u, sys; real = u.find_spec; u.find_spec = lambda n, *a: None if n == 'ray' else real(n, *a); "
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"")
+    script = (hide_ray + "sys.argv = ['vswin', 'tag', sys.argv[1], '--engine', 'ray']\n"
+              "from vswin_cli.app import main\ntry:\n    main()\nfinally:\n    print('torch loaded:', 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", script, str(video)], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 1 and "vswin[ray]" in run.stderr, run.stderr
+    assert "torch loaded: False" in run.stdout
 
 
 

@@ -272,9 +272,10 @@ class Tagger:
             self._networks[key] = Network(self.model, (spec.clip_len, spec.crop_size, spec.crop_size), run,
                                           settings.features)
         if kind == "ray":
-            from vswin_cli.engines.ray import RayEngine, RayOptions, check_installed
+            from vswin_cli.checks import check_engine
+            from vswin_cli.engines.ray import RayEngine, RayOptions
 
-            check_installed()
+            check_engine("ray")
             return RayEngine(self._networks[key], self.labels, self.name, spec, run, decode, records,
                              RayOptions(address=ray_address, verbose=verbose))
         return Engine(None, self.labels, self.name, spec, run, decode, records, network=self._networks[key])

@@ -7,12 +7,38 @@ are imported here.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from vswin_cli.errors import UsageError
+from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.files import NAME_MAX, temp_file
 from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, get_entry
+RAY_INSTALL_HINT = "pip install 'vswin[ray]' (Ray Data), or run with --engine local"
+
+
+def check_engine(kind: str, videos: Sequence = ()) -> None:
+    """`--engine ray` can run: Ray Data is installed (looked up, not imported: Ray reads how to bind when
+    it is imported) and no input is a URL or live stream (a Ray run reads each file in a task of its own).
+
+    Raises:
+        ConfigError: Ray or pyarrow is not installed (with the install hint).
+        UsageError: an input is a stream.
+    """
+    if kind != "ray":
+        return
+    missing = [name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here (no {', '.join(missing)})",
+                          hint=RAY_INSTALL_HINT)
+    from vswin_cli.sources import StreamInput
+
+    streams = [video.key for video in videos if isinstance(video, StreamInput)]
+    if streams:
+        raise UsageError(f"{streams[0]}: --engine ray reads files; a URL or live stream is read as it comes",
+                         hint="tag streams with --engine local")
+
 
 def check_output(output: str, option: str = "-o", creates_folder: bool = False) -> None:
     """Check an output file before any work: its folder exists and accepts new files, and it is not a folder.

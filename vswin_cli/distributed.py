@@ -104,8 +104,8 @@ def exit_distributed(code: int) -> None:
     """End a torchrun worker: wait for every rank, leave the process group, flush, `os._exit(code)`.
 
     A gloo group torn down by the interpreter's own shutdown sometimes aborts the process after all
-    its work is done ("terminate called without an active exception", SIGABRT, seen about once in 20
-    two-rank runs here), which torchrun reports as a failure of the whole job. Leaving the group
+    its work is done ("terminate called without an active exception", SIGABRT), which torchrun reports
+    as a failure of the whole job. Leaving the group
     explicitly and skipping the interpreter's finalisation avoids that. Only called when a process
     group is active; every command has finished and closed its files by then. If a rank failed
     instead, torchrun stops the others, so the barrier cannot wait forever.

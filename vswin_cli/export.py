@@ -6,8 +6,7 @@
 The graph comes from `torch.export` (the dynamo ONNX exporter), which sees the network's traced path:
 the relative-position bias is gathered from each block's table and the shift masks are built from
 the map size inside the graph, so the file holds the weights once and no per-block mask constants
-(Swin-T: 115 MB against 112 MB of parameters; the TorchScript exporter baked 715 MB of masks). The
-clip shape and batch are fixed at export.
+(sizes in docs/benchmarks.md). The clip shape and batch are fixed at export.
 
 Beside `X.onnx` come `X.json` (input/output names, shapes, layout, the preprocessing protocol, the
 labels, the source and the verification figures) and `X.labels.txt` (one class name per line).

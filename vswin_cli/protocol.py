@@ -67,7 +67,8 @@ class ClipSpec:
     def for_views(cls, base: ClipSpec, clips: int | None = None, crops: int | None = None, *,
                   clip_len: int | None = None, frame_interval: int | None = None,
                   crop_size: int | None = None) -> ClipSpec:
-        """A spec from the run's options over a model's `base` protocol (tag, eval and train alike).
+        """A spec from the run's options over a model's `base` protocol (tag and eval; training has
+        `train_config.TrainConfig.clip_spec`, over its own recipe rather than a model's protocol).
 
         Args:
             base: the model's protocol (its sampling, clip shape and published views).

@@ -152,8 +152,9 @@ def check_runtime(name: str, device: str | torch.device = "cpu", precision: str 
 
 
 # The warnings quote measurements (docs/benchmarks.md: torch.compile on the CPU; emulated bf16).
-COMPILE_ON_CPU = ("--compile on the CPU: torch.compile took minutes and ran Swin-T at 0.59x eager speed here "
-                  "(docs/benchmarks.md), and it runs the network on PyTorch, not the fastest runtime; drop --compile")
+COMPILE_ON_CPU = ("--compile on the CPU: torch.compile takes minutes and ran Swin-T at 0.59x eager speed in our "
+                  "measurements (docs/benchmarks.md), and it runs the network on PyTorch, not the fastest runtime; "
+                  "drop --compile")
 
 BF16_EMULATED_COST = "about 11x slower than fp32"
 
@@ -299,12 +300,11 @@ def tune_allocator(keep_bytes: int = _ALLOCATOR_BYTES) -> bool:
     """Keep freed activation buffers in the process between forwards (glibc only).
 
     With glibc's defaults every CPU forward returns its large activation buffers to the kernel (each is
-    its own mmap) and faults them back in: 146,000-195,000 minor page faults and 0.34-0.47 s of kernel
-    time per Swin-T fp32 view here. Raising the mmap threshold is not enough (glibc caps it at 32 MiB;
-    42,000-52,000 faults remain), so this serves large blocks from the heap instead (`M_MMAP_MAX = 0`)
-    and keeps up to `keep_bytes` of freed heap (`M_TRIM_THRESHOLD`): 0 faults and 0.00-0.03 s of kernel
-    time per view from the third forward, the same peak memory (docs/benchmarks.md). Call once at
-    start-up, before the model is built.
+    its own mmap) and faults them back in, page by page, on the next forward. Raising the mmap threshold
+    is not enough (glibc caps it at 32 MiB), so this serves large blocks from the heap instead
+    (`M_MMAP_MAX = 0`) and keeps up to `keep_bytes` of freed heap (`M_TRIM_THRESHOLD`): no page faults
+    from the third forward, the same peak memory (figures in docs/benchmarks.md). Call once at start-up,
+    before the model is built.
 
     Returns:
         True if the settings were applied (Linux with glibc), else False.
@@ -376,9 +376,8 @@ def _onnxruntime_session(path: Path, threads: int):
 
 def _openvino_model(path: Path, threads: int, precision: str = "f32"):
     """`infer(clips) -> logits` (numpy) on OpenVINO: `threads` streams of one thread each, a clip per
-    stream at a time. On the AMX Xeon here two single-thread streams ran Swin-T bf16 in 0.60 s wall and
-    1.10 CPU s per view against 0.65 s and 1.26 CPU s for one two-thread stream (the same logits); a
-    stream that loses its core to a decode worker does not hold up the other."""
+    stream at a time (faster than one stream of `threads` threads, the same logits: docs/benchmarks.md);
+    a stream that loses its core to a decode worker does not hold up the other."""
     import openvino as ov
 
     core = ov.Core()

@@ -305,8 +305,7 @@ def gather_views(frames: torch.Tensor, rows: torch.Tensor, size: int, num_crops:
     """`crop_views(frames[rows], size, num_crops)`, copying only the crops' pixels, once.
 
     A decode worker holds a chunk's distinct frames; each segment's clips are rows of it. Gathering
-    whole frames first and then cropping copied every pixel twice, through a slow strided index
-    (15 ms against 1 ms for one 32-frame view from 224x398 frames).
+    whole frames first and then cropping copied every pixel twice, through a slow strided index.
 
     Args:
         frames: uint8 (F, h, w, 3), resized.

@@ -60,7 +60,7 @@ def eval(  # noqa: A001 (the command's name)
       torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
     from vswin_cli.api import TagSettings
-    from vswin_cli.checks import check_arch, check_labels, check_model, check_output
+    from vswin_cli.checks import check_arch, check_engine, check_labels, check_model, check_output
 
     if resume and predictions is None:
         raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
@@ -75,6 +75,7 @@ def eval(  # noqa: A001 (the command's name)
         raise UsageError(f"--scores {scores}: the scores file is a numpy archive and its name ends in .npz")
     for path in (output, per_class, predictions, scores):
         check_output(str(path) if path is not None else "-")
+    check_engine(EngineKind(engine_kind).value)
 
     # PyTorch and the decoders load only now that the command line is known to be usable.
     from vswin_cli.api import default_workers, load

@@ -78,7 +78,7 @@ def tag(
     """
     # Everything that can be checked without PyTorch is checked first, so a usage error answers at once.
     from vswin_cli.api import TagSettings, find_inputs
-    from vswin_cli.checks import check_arch, check_labels, check_model, check_output
+    from vswin_cli.checks import check_arch, check_engine, check_labels, check_model, check_output
 
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features)
@@ -108,6 +108,7 @@ def tag(
         raise UsageError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                          hint="check the paths")
     check_output(output)
+    check_engine(EngineKind(engine_kind).value, videos)
 
     # The heavy modules (torch, PyAV) load only now that the command line is known to be usable.
     from vswin_cli.api import load
@@ -130,10 +131,13 @@ def tag(
         raise UsageError("--engine ray runs one driver; under torchrun every rank would tag every video",
                          hint="start vswin tag --engine ray once, without torchrun")
     engine = tagger.engine(settings, kind=EngineKind(engine_kind).value, ray_address=ray_address, verbose=verbose)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
-    with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
-        run = run_tag(engine, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
-                      on_segment=progress.on_segment, run=tagger.run_record(settings, engine))
+    sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)  # batch schedulers stop jobs with SIGTERM: stop as cleanly as Ctrl-C
+    try:
+        with TagProgress(len(shard.take(videos)), quiet or shard.rank != 0) as progress:
+            run = run_tag(engine, videos, output, fmt, resume=resume, shard=shard, on_result=progress.on_result,
+                          on_segment=progress.on_segment, run=tagger.run_record(settings, engine))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)  # the output is published: a later SIGTERM ends the process as usual
     if not quiet:
         done = f", {run.num_skipped} already done" if run.num_skipped else ""
         left_out = f", {len(skipped)} path(s) skipped while scanning (see the warnings)" if skipped else ""

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from vswin_cli.aggregate import VideoError
+from vswin_cli.checks import RAY_INSTALL_HINT
 from vswin_cli.errors import ConfigError
 from vswin_cli.inference import Network, RunOptions, views_on_device
 from vswin_cli.inputs import VideoInput
@@ -43,7 +46,6 @@ from vswin_cli.sampling import SegmentPlan
 from vswin_cli.scoring import RecordOptions, Scoring, VideoScores, emit_ready, segment_scores
 from vswin_cli.segments import DecodeOptions, SegmentViews, VideoDecoded, VideoFailed, segment_views
 
-INSTALL_HINT = "pip install 'vswin[ray]' (Ray Data), or run with --engine local"
 OBJECT_STORE_MAX = 2 << 30  # bytes; a local instance's object store is at most this and 20% of RAM
 LOOPBACK = "127.0.0.1"
 
@@ -87,17 +89,6 @@ class SegmentScores:
     features: torch.Tensor | None = None
 
 
-def check_installed() -> None:
-    """A ConfigError with the install hint unless Ray and Ray Data's pyarrow are installed (without importing
-    Ray: it reads how to bind when it is imported, see `import_ray`)."""
-    import importlib.util
-
-    missing = [name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here (no {', '.join(missing)})",
-                          hint=INSTALL_HINT)
-
-
 def import_ray(local: bool):
     """`ray` with Ray Data, or a ConfigError with the install hint. `local`: Ray runs on this machine's
     loopback only (read by Ray when it is imported)."""
@@ -108,7 +99,7 @@ def import_ray(local: bool):
         import ray
         import ray.data  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here ({err})", hint=INSTALL_HINT) from None
+        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here ({err})", hint=RAY_INSTALL_HINT) from None
     return ray
 
 
@@ -132,6 +123,7 @@ def ray_session(options: RayOptions) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    handlers = _signal_handlers()  # `ray.init` puts in its own SIGTERM handler: exit at once, nothing published
     level = logging.INFO if options.verbose else logging.ERROR
     logging.getLogger("ray").setLevel(level)
     logging.getLogger("ray.data").setLevel(level)
@@ -147,10 +139,53 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ConfigError(f"cannot start or join {where}: {err}",
                           hint="check --ray-address / RAY_ADDRESS (`ray status` on the head node)") from None
+    finally:
+        _restore_signal_handlers(handlers)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _signal_handlers() -> dict:
+    """This process's SIGINT and SIGTERM handlers (none outside the main thread, where they cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM during a Ray run: raised as KeyboardInterrupt where they land, and again at the
+    next row if they landed in one of Ray's finalizers, which print and drop an exception."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.handlers = _signal_handlers()
+
+    def __enter__(self) -> _Interrupts:
+        for sig, previous in self.handlers.items():
+            if callable(previous):  # a handler that raises (Python's SIGINT, `vswin tag`'s SIGTERM)
+                signal.signal(sig, self._noted(previous))
+        return self
+
+    def _noted(self, previous):
+        def handler(signum, frame):
+            self.signal = signum
+            previous(signum, frame)
+        return handler
+
+    def check(self) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        _restore_signal_handlers(self.handlers)
 
 
 class RayEngine(Scoring):
@@ -174,14 +209,20 @@ class RayEngine(Scoring):
 
     def _updates(self, videos: Sequence[VideoInput], first: dict[int, int]) -> Iterator[tuple[int, VideoScores, bool]]:
         """`(position, state, finished)` of the earliest unfinished video whenever a row arrived."""
+        streams = [video.key for video in videos if not isinstance(video, VideoInput)]
+        if streams:
+            raise ConfigError(f"{streams[0]}: --engine ray reads files; a URL or live stream is read as it comes",
+                              hint="tag streams with --engine local")
         states = {pos: VideoScores() for pos in range(len(videos))}
         next_pos = 0
-        with ray_session(self.ray):
+        with ray_session(self.ray), _Interrupts() as interrupts:
             for row in self._rows(videos, first):
+                interrupts.check()
                 state = states.get(int(row["pos"]))
                 if state is not None:
                     _take(state, pickle.loads(row["item"]))
                 next_pos = yield from emit_ready(states, next_pos, len(videos))
+            interrupts.check()
         for pos in range(next_pos, len(videos)):  # the pipeline ended: whatever is left is final
             state = states.pop(pos)
             if not state.finished():
