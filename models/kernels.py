@@ -22,6 +22,7 @@ auto` agree with the code on x86-64 with or without AVX512_BF16/AMX and on aarch
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,23 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively through oneDNN (AVX512_BF16/AMX on x86, bf16 on Arm).
 
     This is the check the fast CPU bf16 path makes. Where it is False, bf16 on the CPU is emulated and
-    far slower than fp32 (docs/benchmarks.md), so `--precision auto` should pick fp32 there.
+    far slower than fp32 (docs/benchmarks.md), so `--precision auto` should pick fp32 there. oneDNN
+    alone is not asked on x86: it reports bf16 on any AVX-512 CPU, where it emulates it.
     """
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
     except (AttributeError, RuntimeError):
         return False
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True  # Arm: oneDNN reports bf16 only where the CPU has the bf16 instructions
+    return x86_has_bf16_instructions()
+
+
+def x86_has_bf16_instructions() -> bool:
+    """AVX512_BF16 or AMX, as PyTorch's CPU feature probe (cpuinfo) sees them."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 @functools.cache

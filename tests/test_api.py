@@ -30,7 +30,9 @@ def model_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tagger(model_files):
     folder, _ = model_files
-    return vswin_cli.load(weights=folder / "tiny.pth", arch=str(folder / "tiny.json"), labels=folder / "labels.txt")
+    # the runtime the CLI runs get (conftest's VSWIN_RUNTIME is set per test, after this module fixture)
+    return vswin_cli.load(weights=folder / "tiny.pth", arch=str(folder / "tiny.json"), labels=folder / "labels.txt",
+                          runtime="torch")
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +197,12 @@ def test_every_format_carries_the_run_record_and_the_report_shows_it(model_files
     summary = write_report(out, tmp_path / "r.html", video_root=clips)
     page = summary.path.read_text()
     assert f"made by vswin {record['vswin']}" in page and record["sha256"][:12] in page
+
+
+def test_cpu_scores_do_not_depend_on_batching_or_worker_timing(tagger, clips):
+    """fp32 matrix products round differently with the number of rows: on the CPU each view has a
+    forward of its own, so the bytes are the same whatever --batch-views and the decode workers do."""
+    options = {**OPTIONS, "crop_size": 32}
+    one = [r.records() for r in tagger.tag(clips, batch_views=1, workers=0, **options)]
+    many = [r.records() for r in tagger.tag(clips, batch_views=16, workers=2, **options)]
+    assert one == many

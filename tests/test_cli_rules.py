@@ -44,6 +44,7 @@ def test_help_renders_brackets_literally(path, command):
         for word in BRACKETED.findall(text):
             word = word.strip("`'\".,;:()")
             assert word in result.stdout, (word, text)
+    assert "\\[" not in result.stdout  # help is plain text: a Rich escape would show as it is
 
 
 @pytest.mark.parametrize("args, words", [
@@ -102,6 +103,10 @@ def _usage_cases(tmp):
         "tag, missing input": ["tag", str(tmp / "nope.mp4"), "-m", "swin-t-k400"],
         "tag, unknown model": ["tag", str(listing), "-m", "swin-x"],
         "tag, -o /proc": ["tag", str(listing), "-m", "swin-t-k400", "-o", "/proc/x.jsonl"],
+        "tag, missing --weights": ["tag", str(listing), "--weights", str(tmp / "nope.pth")],
+        "tag, missing --from-list": ["tag", "--from-list", str(tmp / "nope.txt"), "-m", "swin-t-k400"],
+        "tag, a stream on ray": ["tag", "rtsp://127.0.0.1:9/cam", "-m", "swin-t-k400", "--engine", "ray"],
+        "eval, missing --weights": ["eval", "--dataset", str(listing), "--weights", str(tmp / "nope.pth")],
         "eval, missing list": ["eval", "--dataset", str(tmp / "nope.txt"), "-m", "swin-t-k400"],
         "eval, unknown model": ["eval", "--dataset", str(listing), "-m", "swin-x"],
     }

@@ -9,6 +9,8 @@ without AVX512_BF16/AMX and on aarch64.
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,9 +26,15 @@ def onednn_calls(fn) -> tuple[object, bool]:
     return out, any("_linear_pointwise" in event.name for event in prof.events())
 
 
-def test_native_bf16_is_what_onednn_reports():
-    expected = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert kernels.cpu_has_native_bf16() is bool(expected)
+def test_native_bf16_is_what_onednn_reports_and_on_x86_what_the_cpu_has():
+    onednn = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # oneDNN says yes on any AVX-512 CPU (it emulates bf16 there); native needs the instructions
+        instructions = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        assert kernels.x86_has_bf16_instructions() is bool(instructions)
+        assert kernels.cpu_has_native_bf16() is bool(onednn and instructions)
+    else:
+        assert kernels.cpu_has_native_bf16() is bool(onednn)
     # The fused linear needs native bf16; it is never claimed without it.
     assert not kernels.onednn_linear_available() or kernels.cpu_has_native_bf16()
 
@@ -79,7 +87,7 @@ def test_window_attention_dispatch_equals_the_formula(shifted, dtype):
 @pytest.mark.parametrize("available", [True, False])
 def test_linear_takes_onednn_exactly_where_the_capability_says(monkeypatch, available):
     if available and not kernels.onednn_linear_available():
-        pytest.skip("this CPU/build has no native oneDNN bf16 (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False)")
+        pytest.skip("this CPU/build has no native bf16 for oneDNN (kernels.onednn_linear_available() is False)")
     monkeypatch.setattr(kernels, "onednn_linear_available", lambda: available)
     layer = torch.nn.Linear(24, 40).to(torch.bfloat16)
     x = torch.randn(2, 3, 5, 24, dtype=torch.bfloat16)

@@ -178,3 +178,45 @@ def test_the_main_jobs_inputs_are_in_a_clean_clone():
     licence = (REPO / "examples" / "README.md").read_text(encoding="utf-8")
     assert all(Path(v).name in licence for v in videos if v.startswith("examples/"))
     assert "Licence" in licence and "commit" in licence
+
+
+def _python_block(marker: str) -> str:
+    return next(b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if marker in b)
+
+
+def _replace(block: str, old: str, new: str) -> str:
+    assert old in block, f"the README's example no longer has {old!r}: update this test with it"
+    return block.replace(old, new)
+
+
+def test_the_models_python_example_runs(tmp_path, capsys):
+    """The README's `models` block with the tiny model's files in place of Swin-B's (same calls, small shapes)."""
+    from conftest import save_tiny_model
+
+    save_tiny_model(tmp_path)
+    block = _python_block("load_checkpoint(model,")
+    block = _replace(block, 'get_config("swin-b", num_classes=600)', f'get_config({str(tmp_path / "tiny.json")!r}, num_classes=5)')
+    block = _replace(block, '"swin_base_patch244_window877_kinetics600_22k.pth"', repr(str(tmp_path / "tiny.pth")))
+    block = _replace(block, "torch.randn(2, 3, 32, 224, 224)", "torch.randn(2, 3, 8, 32, 32)")
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the README's own example)
+    assert tuple(namespace["logits"].shape) == (2, 5)
+    assert tuple(namespace["embedding"].shape) == (2, namespace["model"].config.num_features)
+    assert not namespace["report"].missing_keys and capsys.readouterr().out.strip()  # every key loaded, summary printed
+
+
+def test_the_report_and_annotate_python_example_runs(tmp_path, monkeypatch):
+    """The README's report/annotate block on the results of a tiny-model run over clips/."""
+    from conftest import save_tiny_model
+    from test_tag_cli import make_video
+
+    options = save_tiny_model(tmp_path / "model")
+    make_video(tmp_path / "clips" / "a.mp4", 60)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["tag", "clips", *options, "--workers", "0", "-o", "tags.jsonl", "-q"])
+    assert result.exit_code == 0, result.output
+    namespace: dict = {}
+    exec(compile(_python_block("write_report("), "README.md", "exec"), namespace)  # noqa: S102
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "a.mp4" in page and "<video" in page  # the clip was found under video_root: it gets a player
+    assert [p.name for p in (tmp_path / "labelled").rglob("*.mp4")] == ["a.mp4"]

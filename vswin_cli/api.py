@@ -124,7 +124,7 @@ class Classification:
 
 def load(model: str | os.PathLike | None = None, *, weights: str | os.PathLike | None = None, arch: str | None = None,
          labels: str | os.PathLike | None = None, device: str | torch.device = "auto", precision: str = "auto",
-         runtime: str = "auto", offline: bool | None = None, progress: bool = False) -> Tagger:
+         runtime: str | None = None, offline: bool | None = None, progress: bool = False) -> Tagger:
     """A model ready to tag: the same resolution as `vswin tag --model/--weights/--arch/--labels/--device/
     --precision/--runtime`.
 
@@ -136,10 +136,14 @@ def load(model: str | os.PathLike | None = None, *, weights: str | os.PathLike |
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N", or a `torch.device` (taken as it is:
             one the caller already resolved, as `vswin eval` does when it joins a torchrun group).
         precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16", "fp16".
-        runtime: the CPU runtime: "auto" (the fastest installed, measured once), "torch", "onnxruntime",
+        runtime: the CPU runtime (None: `VSWIN_RUNTIME`, else "auto", as `vswin tag`): "auto" (the fastest
+            installed, measured once), "torch", "onnxruntime",
             "openvino".
         offline: never download (default: `VSWIN_OFFLINE`).
         progress: show download progress on stderr.
+
+    On the CPU it also tunes the C allocator for this process (`runtime.tune_allocator`: freed activation
+    buffers are kept between forwards, as `vswin tag` does).
 
     Raises:
         ConfigError / UsageError: an unknown name, a bad file, a device this machine lacks.
@@ -149,11 +153,14 @@ def load(model: str | os.PathLike | None = None, *, weights: str | os.PathLike |
     from vswin_cli.distributed import resolve_device
     from vswin_cli.precision import resolve_precision
     from vswin_cli.resolve import resolve_model
-    from vswin_cli.runtime import check_runtime
+    from vswin_cli.runtime import check_runtime, tune_allocator
 
     run_device = device if isinstance(device, torch.device) else resolve_device(device)
     run_precision = resolve_precision(precision, run_device, cpu_native_bf16=True)
+    runtime = runtime or os.environ.get("VSWIN_RUNTIME") or "auto"
     check_runtime(runtime, run_device, run_precision)
+    if run_device.type == "cpu":
+        tune_allocator()  # before the model is built: a script runs in the same memory regime as `vswin tag`
     resolved = resolve_model(model=None if model is None else str(model), weights=weights, arch=arch, labels=labels,
                              offline=offline, progress=progress)
     return Tagger(resolved.model, resolved.labels, name=resolved.name, protocol=resolved.protocol, device=run_device,

@@ -259,7 +259,7 @@ def _entry_name(file: CachedFile) -> str:
 
 
 def fetch(
-    name_or_names: str | Iterable[str],
+    name_or_names: str | PretrainedEntry | Iterable[str | PretrainedEntry],
     mirror: str | None = None,
     offline: bool | None = None,
     progress: bool = True,
@@ -267,7 +267,7 @@ def fetch(
     """Download (or find in the cache) the checkpoint and label map of one or more zoo entries.
 
     Args:
-        name_or_names: an entry name (`swin-b-k600`) or several.
+        name_or_names: an entry name (`swin-b-k600`) or several (or the `PretrainedEntry`s themselves).
         mirror: base URL serving the same file names (default `VSWIN_MIRROR`, else the publisher's URL).
         offline: never use the network (default `VSWIN_OFFLINE`); a missing file raises `OfflineError`
             naming it and how to get it.
@@ -276,8 +276,9 @@ def fetch(
     Returns:
         The cached checkpoint path (a list of paths when given several names).
     """
-    names = [name_or_names] if isinstance(name_or_names, str) else list(name_or_names)
-    entries = [get_entry(n) for n in names]  # unknown names fail before any download
+    one = isinstance(name_or_names, (str, PretrainedEntry))
+    names = [name_or_names] if one else list(name_or_names)
+    entries = [n if isinstance(n, PretrainedEntry) else get_entry(n) for n in names]  # unknown names fail before any download
     offline = is_offline(offline)
     paths = []
     for entry in entries:
@@ -287,7 +288,7 @@ def fetch(
         paths.append(_ensure(_checkpoint_file(entry), mirror, offline, progress))
         if entry.labels:
             _ensure(_label_file(LABEL_MAPS[entry.labels], entry.name), mirror, offline, progress=False)
-    return paths[0] if isinstance(name_or_names, str) else paths
+    return paths[0] if one else paths
 
 
 def import_file(name: str, source: str | Path) -> list[Path]:

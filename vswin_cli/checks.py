@@ -28,16 +28,16 @@ def check_engine(kind: str, videos: Sequence = ()) -> None:
     """
     if kind != "ray":
         return
-    missing = [name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here (no {', '.join(missing)})",
-                          hint=RAY_INSTALL_HINT)
     from vswin_cli.sources import StreamInput
 
     streams = [video.key for video in videos if isinstance(video, StreamInput)]
     if streams:
         raise UsageError(f"{streams[0]}: --engine ray reads files; a URL or live stream is read as it comes",
                          hint="tag streams with --engine local")
+    missing = [name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"--engine ray needs Ray Data, which is not installed here (no {', '.join(missing)})",
+                          hint=RAY_INSTALL_HINT)
 
 
 def check_output(output: str, option: str = "-o", creates_folder: bool = False) -> None:

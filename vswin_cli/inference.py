@@ -93,7 +93,14 @@ class Network:
 
     def in_batches(self, frames: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Views uint8 (N, T, S, S, 3) on the device through the network `batch` at a time: float32 logits
-        (N, K) on the CPU, and float32 pooled features (N, C) with `features` (else None)."""
+        (N, K) on the CPU, and float32 pooled features (N, C) with `features` (else None).
+
+        On the CPU every view has a forward of its own: fp32 matrix products round differently with the
+        number of rows, so a view's scores would depend on what it was batched with (which decode worker
+        was first), and one view at a time is as fast there (docs/benchmarks.md). Outputs are then the
+        same bytes whatever the timing or `--batch-views`."""
+        if self.device.type == "cpu":
+            batch = 1
         logits, features = [], []
         for start in range(0, len(frames), batch):
             out = self(frames[start:start + batch])

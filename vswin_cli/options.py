@@ -39,7 +39,7 @@ FrameIntervalOpt = Annotated[Optional[int], typer.Option(min=1, help="Frame step
 CropSizeOpt = Annotated[Optional[int], typer.Option(min=8, help="Short-side resize and crop size (default: the model's: 224 for the released models; a `vswin train` checkpoint stores its own).", rich_help_panel=VIEWS)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr (errors still).", rich_help_panel=OUT)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More on stderr, including the video decoders' own log lines.", rich_help_panel=OUT)]
-BatchViewsOpt = Annotated[int, typer.Option("--batch-views", help="Views per forward pass, across segments and videos (memory; the results do not change).", rich_help_panel=RUN)]
+BatchViewsOpt = Annotated[int, typer.Option("--batch-views", help="Views per forward pass on a GPU, batched across segments and videos (memory). On the CPU each view has a pass of its own (as fast, and the same bytes whatever the timing).", rich_help_panel=RUN)]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Decoding processes (0: decode in the main process). Default: CPU cores, at most 8.", rich_help_panel=RUN)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.", rich_help_panel=RUN)]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, and on CPUs with native bf16 (AVX512_BF16/AMX); fp32 elsewhere.", rich_help_panel=RUN)]

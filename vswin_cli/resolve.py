@@ -86,7 +86,7 @@ def _resolve_entry(entry, labels, offline, drop_head, mirror, progress) -> Resol
             f"{entry.name} is an ImageNet 2D initialisation, not a video classifier",
             "use it to initialise training (`vswin train --init ...`), or pick a video model from `vswin models`",
         )
-    path = fetch(entry.name, mirror=mirror, offline=offline, progress=progress)
+    path = fetch(entry, mirror=mirror, offline=offline, progress=progress)
     names = load_labels(labels, offline=offline, mirror=mirror) if labels is not None else None
     if names is None and not drop_head:
         names = load_labels(entry.labels, offline=offline, mirror=mirror)

@@ -156,7 +156,7 @@ COMPILE_ON_CPU = ("--compile on the CPU: torch.compile takes minutes and ran Swi
                   "measurements (docs/benchmarks.md), and it runs the network on PyTorch, not the fastest runtime; "
                   "drop --compile")
 
-BF16_EMULATED_COST = "about 11x slower than fp32"
+BF16_EMULATED_COST = "about 3x slower than fp32 with AVX-512, 11x with AVX2 only"
 
 
 def cpu_precision(requested: str = "auto") -> tuple[str, str | None]:

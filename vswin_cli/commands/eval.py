@@ -36,7 +36,7 @@ def eval(  # noqa: A001 (the command's name)
     batch_views: BatchViewsOpt = 12,
     workers: WorkersOpt = None, device: DeviceOpt = "auto", precision: PrecisionOpt = Precision.auto,
     runtime: RuntimeOpt = "auto",
-    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same metrics (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same metrics (needs the ray extra: pip install 'vswin[ray]').", rich_help_panel=RUN)] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Measure top-1, top-5 and mean class accuracy on a labelled video list.
@@ -60,13 +60,14 @@ def eval(  # noqa: A001 (the command's name)
       torchrun --standalone --nproc-per-node 8 -m vswin_cli eval --dataset k400_val.txt -m swin-b-k400 -o m.json
     """
     from vswin_cli.api import TagSettings
-    from vswin_cli.checks import check_arch, check_engine, check_labels, check_model, check_output
+    from vswin_cli.checks import check_arch, check_engine, check_input, check_labels, check_model, check_output
 
     if resume and predictions is None:
         raise UsageError("--resume needs --predictions (the file the earlier run was writing)")
     settings = TagSettings(window=math.inf, views=views, clip_len=clip_len, frame_interval=frame_interval,
                            crop_size=crop_size, top_k=0, batch_views=batch_views, workers=workers)
     check_model(model)
+    check_input(weights, "--weights")
     check_arch(arch)
     check_labels(labels)
     if not dataset.is_file():
@@ -85,14 +86,12 @@ def eval(  # noqa: A001 (the command's name)
     from vswin_cli.engine import evaluate_list, select_entries
     from vswin_cli.metrics import eval_summary, per_class_csv
     from vswin_cli.outputs import write_output
-    from vswin_cli.runtime import tune_allocator
 
     run_device, rank, world = setup_device(device)
     if EngineKind(engine_kind).value == "ray" and world > 1:
         raise UsageError("--engine ray runs one driver; under torchrun every rank would score its share on Ray",
                          hint="start vswin eval --engine ray once, without torchrun")
     set_decoder_logging(verbose)
-    tune_allocator()
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=run_device, precision=precision,
                   runtime=runtime, progress=not quiet and rank == 0)
     spec = settings.spec(tagger.protocol)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from vswin_cli.checks import check_input
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.inputs import VideoInput, read_path_list
 from vswin_cli.sources import check_stdin_use
@@ -59,7 +60,7 @@ def tag(
     reconnect: Annotated[bool, typer.Option("--reconnect", help="Reopen a network stream that drops, with backoff (each gap reported); without it a drop ends the stream with an error record.", rich_help_panel=LIVE)] = False,
     live_queue: Annotated[int, typer.Option("--live-queue", min=1, help="Segments of a live stream waiting for the model at most.", rich_help_panel=LIVE)] = 4,
     backend: Annotated[Backend, typer.Option(help="Video decoder (auto: PyAV; decord only for short 10-bit files with the authors' decord 0.x).", show_default=True, rich_help_panel=RUN)] = "auto",
-    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs the ray extra: pip install vswin\\[ray]).", rich_help_panel=RUN)] = "local",
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local: decode processes feed the model in this process. ray: a Ray Data pipeline (decode tasks, model actors) on the cluster at --ray-address, else on a local Ray instance on 127.0.0.1 for this run; same output (needs the ray extra: pip install 'vswin[ray]').", rich_help_panel=RUN)] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --engine ray: the Ray cluster to join (HOST:PORT, auto, ray://...). Default: start a local instance for the run.", rich_help_panel=RUN, show_default=False)] = None,
 ) -> None:
     """Tag videos with labels per time segment, plus a summary per video.
@@ -91,6 +92,7 @@ def tag(
         fast_decode=fast_decode, compile=compile_model,
     )
     check_model(model)
+    check_input(weights, "--weights")
     check_arch(arch)
     check_labels(labels)
     skipped = []
@@ -116,7 +118,7 @@ def tag(
     from vswin_cli.distributed import current_shard
     from vswin_cli.outputs import run_tag
     from vswin_cli.progress import TagProgress
-    from vswin_cli.runtime import COMPILE_ON_CPU, cpu_extra_notice, tune_allocator
+    from vswin_cli.runtime import COMPILE_ON_CPU, cpu_extra_notice
 
     shard = current_shard()
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=device, precision=precision, runtime=runtime,
@@ -124,7 +126,6 @@ def tag(
     if compile_model and tagger.device.type == "cpu":
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)
-    tune_allocator()  # keep activation buffers between forwards (glibc; docs/benchmarks.md)
     if not quiet and runtime == "auto" and shard.rank == 0 and (notice := cpu_extra_notice(tagger.device, tagger.precision)):
         sys.stderr.write(notice + "\n")
     if EngineKind(engine_kind).value == "ray" and shard.world_size > 1:
@@ -188,11 +189,13 @@ def _sources(inputs: list[str], from_list: Path | None) -> list[str]:
     for item in inputs:
         sources.extend(read_path_list(sys.stdin) if item == "-" else [item])
     if from_list is not None:
+        check_input(from_list, "--from-list")
         try:
             with open(from_list, encoding="utf-8") as f:
                 sources.extend(read_path_list(f))
         except OSError as err:
-            raise ConfigError(f"{from_list}: cannot read the list file ({err.strerror})") from None
+            raise ConfigError(f"--from-list {from_list}: cannot read the list file ({err.strerror})",
+                              hint="check the file's permissions") from None
     if not sources:
         raise UsageError("no videos given", hint="give video files or folders, --from-list FILE, or - to read paths from stdin")
     return sources
