@@ -221,6 +221,11 @@ def main() -> None:
             engine = door.engine(settings, spec=spec, kind="ray")
             engine.ray = RayOptions(model_actors=actors, model_threads=max(1, cores // actors))
             engines[f"ray, {actors} model actor{'s' if actors > 1 else ''}"] = engine
+        # Decode tasks 1 -> 2 at a time beside one CPU model actor (which reserves 1 of the CPUs): each
+        # task reserving half a CPU lets two run at once on the CPU the actor leaves.
+        engine = door.engine(settings, spec=spec, kind="ray")
+        engine.ray = RayOptions(model_actors=1, model_threads=cores, decode_cpus=0.5)
+        engines["ray, 1 model actor, 2 decode tasks"] = engine
         for engine in engines.values():  # warm-up: worker processes, allocator, the actors' first start
             timed_run(engine, videos[:1])
         runs: dict[str, list[dict]] = {name: [] for name in engines}

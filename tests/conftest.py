@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ def shared_path(*parts: str) -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared is not beside the repository (looked for {SHARED}); golden data unavailable")
     return path
+
+
+# `--runtime auto` would export and time every tiny test model (and pick a runtime by timing); runtime
+# choice has its own tests. Set here too, not only per test: module-scoped fixtures run before the
+# per-test fixture below, and their runs must use the runtime the tests' own runs use.
+os.environ["VSWIN_RUNTIME"] = "torch"
 
 
 @pytest.fixture(autouse=True)

@@ -163,6 +163,8 @@ VIDEO_RECORD = {"record": "video", "video": "gone.mp4", "num_segments": 1, "dura
 STATUS_CASES = [
     ("fetch", lambda tmp: ["fetch", "--verify"], 0),
     ("fetch", lambda tmp: ["fetch", "swin-t-k400", "--offline"], 1),
+    ("tag", lambda tmp: ((tmp / "a.mp4").write_bytes(b"x"), ["tag", str(tmp / "a.mp4"), "-m", "swin-t-k400", "--offline"])[1], 1),
+    ("eval", lambda tmp: ((tmp / "val.txt").write_text("a.mp4 0\n"), ["eval", "--dataset", str(tmp / "val.txt"), "-m", "swin-t-k400", "--offline"])[1], 1),
     ("models", lambda tmp: ["models", "-q"], 0),
     ("models", lambda tmp: (_damaged_manifest(tmp), ["models"])[1], 1),
     ("report", lambda tmp: ["report", str(_results(tmp, ERROR_RECORD)), "-o", str(tmp / "r.html"), "-q"], 0),
@@ -259,3 +261,13 @@ def test_an_unknown_arch_for_a_weights_file_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(app, ["tag", str(video), "--weights", weights, "--arch", "swin-x", "--workers", "0"])
     assert result.exit_code == 2, result.output
     assert "swin-x: unknown architecture" in result.stderr.splitlines()[0] and "Hint: use --arch" in result.stderr
+
+
+def test_tag_and_eval_offline_name_the_missing_files_without_the_network(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "val.txt").write_text("a.mp4 0\n")
+    for args in (["tag", "a.mp4"], ["eval", "--dataset", "val.txt"]):
+        result = CliRunner().invoke(app, [*args, "-m", "swin-t-k400", "--offline"])
+        assert result.exit_code == 1, result.output
+        assert "offline mode (--offline or VSWIN_OFFLINE=1)" in result.stderr and "--from" in result.stderr

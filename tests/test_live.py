@@ -191,6 +191,39 @@ def test_a_real_time_stream_gives_the_recorded_files_records_as_it_goes(tiny, re
     assert all(0 < lag < 2.5 for lag in latencies[1:]), latencies
 
 
+def test_the_python_front_door_yields_a_streams_segments_as_they_are_scored(tiny, recording, file_records, tmp_path):
+    """`Tagger.segments(url)`: each segment (record and probabilities) while the stream still runs, then the
+    stream's `VideoResult`; the same records as the CLI gives the recording."""
+    import torch
+
+    import vswin_cli
+    from vswin_cli.records import VideoResult
+    from vswin_cli.scoring import ScoredSegment
+
+    option = dict(zip(tiny[0:6:2], tiny[1:6:2]))  # --weights, --arch, --labels
+    tagger = vswin_cli.load(weights=option["--weights"], arch=option["--arch"], labels=option["--labels"], runtime="torch")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = tmp_path / "sent.txt"
+    feeder = start([sys.executable, str(FEEDER), str(recording), url + "?listen=1", "--log", str(log)])
+    try:
+        wait_listening(port)
+        items = [(time.time(), item) for item in tagger.segments(url, crop_size=32, workers=0)]
+        assert feeder.wait(timeout=10) == 0
+    finally:
+        stop(feeder)
+    segments = [item for _, item in items if isinstance(item, ScoredSegment)]
+    [result] = [item for _, item in items if isinstance(item, VideoResult)]
+    assert isinstance(items[-1][1], VideoResult) and result.video == url
+    assert without_key(result.records()) == without_key(file_records)
+    assert [s.result for s in segments] == list(result.segments)
+    assert all(s.probs.shape == (5,) and abs(float(s.probs.sum()) - 1) < 1e-5 for s in segments)
+    assert all(isinstance(s.probs, torch.Tensor) for s in segments)
+    # the first segments came while the feeder was still sending (it sends 8 s in real time)
+    last_sent = max(sent_times(log).values())
+    assert items[0][0] < last_sent - 2.0, (items[0][0], last_sent)
+
+
 # --- the stages on their own -----------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ class Precision(str, Enum):
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo model name, e.g. swin-b-k600 (see `vswin models`), or a checkpoint file.", rich_help_panel=MODEL)]
 WeightsOpt = Annotated[Optional[Path], typer.Option(help="Local checkpoint instead of --model (vswin train output, official mmaction or torchvision file).", rich_help_panel=MODEL)]
 ArchOpt = Annotated[Optional[str], typer.Option(help="With --weights that are not a vswin checkpoint: swin-t, swin-s, swin-b or a config.json.", rich_help_panel=MODEL)]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never use the network: the model and its label map must be in the cache (as VSWIN_OFFLINE=1; import them with `vswin fetch NAME --from FOLDER`).", rich_help_panel=MODEL)]
 LabelsOpt = Annotated[Optional[str], typer.Option(help="Class-name file (one per line) or a label set name (default: the model's).", rich_help_panel=MODEL)]
 ViewsOpt = Annotated[Optional[str], typer.Option(help="fast (1 clip x 1 centre crop), paper (the model's published protocol: Kinetics 4x3, SSv2 1x3) or CLIPSxCROPS such as 4x3.", rich_help_panel=VIEWS, show_default=False)]
 ClipLenOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per clip (default: the model's, 32).", rich_help_panel=VIEWS)]

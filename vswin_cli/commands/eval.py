@@ -13,7 +13,7 @@ import typer
 
 from vswin_cli.errors import UsageError
 from vswin_cli.options import (
-    OUT, RUN, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, Precision,
+    OUT, RUN, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, OfflineOpt, Precision,
     PrecisionOpt, QuietOpt, RuntimeOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt,
 )
 
@@ -24,6 +24,7 @@ def eval(  # noqa: A001 (the command's name)
     dataset: Annotated[Path, typer.Option(help="Labelled list: 'relative/path.mp4 LABEL' per line, or CSV/TSV with a 'path,label' header.")],
     data_root: Annotated[Optional[Path], typer.Option(help="Folder the list's paths are relative to (default: the list's folder).")] = None,
     model: ModelOpt = None, weights: WeightsOpt = None, arch: ArchOpt = None, labels: LabelsOpt = None,
+    offline: OfflineOpt = False,
     views: ViewsOpt = None, clip_len: ClipLenOpt = None, frame_interval: FrameIntervalOpt = None, crop_size: CropSizeOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="metrics JSON file (written atomically), or - for stdout.", rich_help_panel=OUT)] = "-",
     per_class: Annotated[Optional[Path], typer.Option(help="Per-class accuracy CSV (default with -o FILE: FILE's name + .per_class.csv).", rich_help_panel=OUT)] = None,
@@ -93,7 +94,7 @@ def eval(  # noqa: A001 (the command's name)
                          hint="start vswin eval --engine ray once, without torchrun")
     set_decoder_logging(verbose)
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=run_device, precision=precision,
-                  runtime=runtime, progress=not quiet and rank == 0)
+                  runtime=runtime, offline=True if offline else None, progress=not quiet and rank == 0)
     spec = settings.spec(tagger.protocol)
     entries = select_entries(parse_list(dataset, data_root, tagger.labels), limit, shuffle_seed)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not quiet and rank == 0 else (lambda msg: None)

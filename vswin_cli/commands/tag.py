@@ -16,7 +16,7 @@ from vswin_cli.inputs import VideoInput, read_path_list
 from vswin_cli.sources import check_stdin_use
 from vswin_cli.writers import FORMATS
 from vswin_cli.options import (
-    OUT, RUN, VIEWS, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt,
+    OUT, RUN, VIEWS, ArchOpt, BatchViewsOpt, ClipLenOpt, CropSizeOpt, DeviceOpt, FrameIntervalOpt, LabelsOpt, ModelOpt, OfflineOpt,
     PrecisionOpt, Precision, RuntimeOpt, QuietOpt, VerboseOpt, ViewsOpt, WeightsOpt, WorkersOpt,
 )
 
@@ -33,6 +33,7 @@ def tag(
              "srt://, udp://, tcp://, pipe:0 for a stream on stdin, /dev/video0); `-` reads paths from stdin, one per line.",
         show_default=False)] = None,
     model: ModelOpt = None, weights: WeightsOpt = None, arch: ArchOpt = None, labels: LabelsOpt = None,
+    offline: OfflineOpt = False,
     from_list: Annotated[Optional[Path], typer.Option("--from-list", help="Read video paths from this file, one per line.", show_default=False)] = None,
     glob: Annotated[Optional[str], typer.Option(help="Only files in folders whose relative path matches, e.g. '*.mp4' (replaces the extension filter).")] = None,
     window: Annotated[Optional[float], typer.Option(help="Segment length in seconds. Default: the model's clip span (32 frames x 2 at the video's fps).", rich_help_panel=VIEWS)] = None,
@@ -92,7 +93,6 @@ def tag(
         fast_decode=fast_decode, compile=compile_model,
     )
     check_model(model)
-    check_input(weights, "--weights")
     check_arch(arch)
     check_labels(labels)
     skipped = []
@@ -109,6 +109,7 @@ def tag(
     if len(missing) == len(videos):  # nothing to tag at all: say so before any model is loaded
         raise UsageError(f"{missing[0]}: no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                          hint="check the paths")
+    check_input(weights, "--weights")
     check_output(output)
     check_engine(EngineKind(engine_kind).value, videos)
 
@@ -122,7 +123,7 @@ def tag(
 
     shard = current_shard()
     tagger = load(model, weights=weights, arch=arch, labels=labels, device=device, precision=precision, runtime=runtime,
-                  progress=not quiet)
+                  offline=True if offline else None, progress=not quiet)
     if compile_model and tagger.device.type == "cpu":
         sys.stderr.write(f"warning: {COMPILE_ON_CPU}\n")
     set_decoder_logging(verbose)  # FFmpeg's and decord's own lines only with -v (decode workers inherit it)

@@ -128,11 +128,6 @@ def ray_session(options: RayOptions) -> Iterator[None]:
     logging.getLogger("ray").setLevel(level)
     logging.getLogger("ray.data").setLevel(level)
     common = dict(logging_level=level, log_to_driver=options.verbose, configure_logging=options.verbose)
-    # The driver's own C++ log lines (read when `ray.init` starts it) too: one warns about every model
-    # actor (ray#53727); failures still come as Python exceptions, and -v shows everything.
-    backend_level = os.environ.get("RAY_BACKEND_LOG_LEVEL")
-    if not options.verbose and backend_level is None:
-        os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
     try:
         if address is None:
             # "local": a new instance even where `ray start` left an address behind for `ray.init()` to join
@@ -146,8 +141,6 @@ def ray_session(options: RayOptions) -> Iterator[None]:
                           hint="check --ray-address / RAY_ADDRESS (`ray status` on the head node)") from None
     finally:
         _restore_signal_handlers(handlers)
-        if backend_level is None:
-            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
     try:
         yield
     finally:
