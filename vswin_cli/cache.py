@@ -244,7 +244,7 @@ def _offline_error(*files: CachedFile) -> OfflineError:
     folder = files[0].path.parent if len(files) == 1 else files[0].path.parent.parent
     source = files[0].filename if len(files) == 1 else "FOLDER"
     return OfflineError(
-        f"offline mode (--offline or VSWIN_OFFLINE=1) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
+        f"offline mode (VSWIN_OFFLINE=1 or the command's offline option) and {names} {'is' if len(files) == 1 else 'are'} not in the cache ({folder})",
         f"download {' and '.join(f.url for f in files)} on a machine with internet, copy "
         f"{'it' if len(files) == 1 else 'them into one FOLDER'} here and run `vswin fetch {_entry_name(files[0])} --from {source}` "
         "(or unset VSWIN_OFFLINE to fetch)",

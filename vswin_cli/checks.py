@@ -15,6 +15,7 @@ from pathlib import Path
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.files import NAME_MAX, temp_file
 from vswin_cli.zoo import LABEL_MAPS, PRETRAINED, get_entry
+
 RAY_INSTALL_HINT = "pip install 'vswin[ray]' (Ray Data), or run with --engine local"
 
 

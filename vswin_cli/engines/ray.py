@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from vswin_cli.aggregate import VideoError
-from vswin_cli.checks import RAY_INSTALL_HINT
+from vswin_cli.checks import RAY_INSTALL_HINT, check_engine
 from vswin_cli.errors import ConfigError
 from vswin_cli.inference import Network, RunOptions, views_on_device
 from vswin_cli.inputs import VideoInput
@@ -209,10 +209,7 @@ class RayEngine(Scoring):
 
     def _updates(self, videos: Sequence[VideoInput], first: dict[int, int]) -> Iterator[tuple[int, VideoScores, bool]]:
         """`(position, state, finished)` of the earliest unfinished video whenever a row arrived."""
-        streams = [video.key for video in videos if not isinstance(video, VideoInput)]
-        if streams:
-            raise ConfigError(f"{streams[0]}: --engine ray reads files; a URL or live stream is read as it comes",
-                              hint="tag streams with --engine local")
+        check_engine("ray", videos)  # (the CLI checked before loading a model; a script may not have)
         states = {pos: VideoScores() for pos in range(len(videos))}
         next_pos = 0
         with ray_session(self.ray), _Interrupts() as interrupts:
