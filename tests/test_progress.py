@@ -70,7 +70,7 @@ def test_a_live_stream_shows_stream_time_lag_and_dropped_segments(capsys, monkey
     from vswin_cli.live import LIVE_STATS, LiveStats
 
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
-    monkeypatch.setitem(LIVE_STATS, "v.mp4", LiveStats("v.mp4", stream_s=12.34, lag_s=0.5, skipped=2, reconnects=1))
+    monkeypatch.setitem(LIVE_STATS, "v.mp4", LiveStats("v.mp4", stream_s=12.34, lag_s=0.5, skipped_spans=[(0.0, 2.56), (2.56, 5.12)], reconnects=1))
     with progress.TagProgress(1, quiet=False) as bar:
         bar.on_segment(_segment(0))
     err = capsys.readouterr().err

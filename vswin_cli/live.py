@@ -63,10 +63,14 @@ class LiveStats:
     key: str
     stream_s: float = 0.0  # stream time of the last frame in
     lag_s: float = 0.0  # how long the last segment waited between its last frame and the model
-    skipped: int = 0  # segments dropped to stay live (policy "skip")
-    skipped_spans: list[tuple[float, float]] = field(default_factory=list)  # their (start, end) seconds
+    skipped_spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of segments dropped to stay live
     reconnects: int = 0
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (from, to) stream seconds missing
+
+    @property
+    def skipped(self) -> int:
+        """Segments dropped to stay live (policy "skip")."""
+        return len(self.skipped_spans)
 
 
 LIVE_STATS: dict[str, LiveStats] = {}  # key -> stats of the streams being read in this process
@@ -301,7 +305,6 @@ def _decode_segments(video_pos: int, source: StreamInput, spec: ClipSpec, option
             if segment.index < first_segment:
                 continue
             if source.policy == "skip" and handoff.full():
-                stats.skipped += 1
                 stats.skipped_spans.append((round(segment.t_start, 3), round(segment.t_end, 3)))
                 sys.stderr.write(f"warning: {source.key}: the model is behind; skipped the segment "
                                  f"{segment.t_start:.2f}-{segment.t_end:.2f} s ({stats.skipped} so far)\n")

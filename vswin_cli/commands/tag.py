@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vswin_cli.checks import check_input
+from vswin_cli.checks import check_arch, check_engine, check_input, check_labels, check_model, check_output
 from vswin_cli.errors import ConfigError, UsageError
 from vswin_cli.inputs import VideoInput, read_path_list
 from vswin_cli.sources import check_stdin_use
@@ -80,7 +80,6 @@ def tag(
     """
     # Everything that can be checked without PyTorch is checked first, so a usage error answers at once.
     from vswin_cli.api import TagSettings, find_inputs
-    from vswin_cli.checks import check_arch, check_engine, check_labels, check_model, check_output
 
     fmt = _output_format(output, output_format)
     _check_usage(resume, output, fmt, features)
